@@ -1,0 +1,336 @@
+"""PointCloud2 <-> numpy conversions: pure functions, no node, no ROS graph.
+
+Reading builds a numpy structured dtype from the message's ``PointField`` names, offsets, types
+and counts (``itemsize = point_step``, strides ``(row_step, point_step)``), so any field layout,
+padding, byte order and organised/unorganised cloud is read without a per-point Python loop.
+Every malformed message raises :class:`~npiseg_ros.core.errors.InvalidCloudError` with a reason a
+user can act on; the node reports it on ``~/state`` and keeps running.
+"""
+from __future__ import annotations
+
+import array
+import colorsys
+from dataclasses import dataclass
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from sensor_msgs.msg import PointCloud2, PointField
+from std_msgs.msg import Header
+
+from npiseg_ros.core.errors import InvalidCloudError
+
+__all__ = [
+    "CloudArrays",
+    "cloud_to_arrays",
+    "arrays_to_cloud",
+    "segmented_cloud",
+    "uncertainty_cloud",
+    "label_colors",
+    "pack_rgb",
+    "unpack_rgb",
+    "NO_LABEL",
+]
+
+# PointField datatype -> numpy scalar type code (byte order is added per message).
+_FIELD_TYPES: dict[int, str] = {
+    PointField.INT8: "i1",
+    PointField.UINT8: "u1",
+    PointField.INT16: "i2",
+    PointField.UINT16: "u2",
+    PointField.INT32: "i4",
+    PointField.UINT32: "u4",
+    PointField.FLOAT32: "f4",
+    PointField.FLOAT64: "f8",
+}
+_NUMPY_TO_FIELD: dict[str, int] = {code: datatype for datatype, code in _FIELD_TYPES.items()}
+
+NO_LABEL = 0
+"""``label`` published for points dropped by the core (non-finite x/y/z). Those points keep their
+NaN coordinates, so viewers do not draw them; 0 keeps RViz's label colour scale meaningful."""
+
+BACKGROUND_RGB = (150, 150, 150)
+"""Display colour of background points (object id 0), 8-bit RGB."""
+
+
+@dataclass(frozen=True)
+class CloudArrays:
+    """A PointCloud2 decoded into numpy arrays (row-major for organised clouds).
+
+    Attributes:
+        xyz: (N, 3) float32 point coordinates, metres, in ``frame_id``; may contain NaN.
+        colors: (N, 3) float32 RGB in [0, 1], or None when the cloud has no colour field.
+        intensity: (N,) float32, or None when the cloud has no ``intensity`` field.
+        height: rows of the cloud (1 for unorganised clouds).
+        width: points per row.
+        frame_id: frame of the coordinates.
+        stamp: acquisition time from the message header.
+    """
+
+    xyz: np.ndarray
+    colors: np.ndarray | None
+    intensity: np.ndarray | None
+    height: int
+    width: int
+    frame_id: str
+    stamp: Time
+
+    @property
+    def num_points(self) -> int:
+        return int(self.xyz.shape[0])
+
+
+def _field_dtype(field: PointField, byte_order: str) -> np.dtype:
+    code = _FIELD_TYPES.get(field.datatype)
+    if code is None:
+        raise InvalidCloudError(
+            f"field '{field.name}' has unknown PointField datatype {field.datatype}")
+    scalar = np.dtype(byte_order + code)
+    return np.dtype((scalar, (field.count,))) if field.count > 1 else scalar
+
+
+def _check_layout(msg: PointCloud2, max_points: int | None) -> int:
+    """Validate the geometry of ``msg`` against its byte buffer; return the number of points."""
+    num_points = int(msg.height) * int(msg.width)
+    if num_points == 0:
+        raise InvalidCloudError("the cloud is empty (height * width == 0)")
+    if max_points is not None and max_points > 0 and num_points > max_points:
+        raise InvalidCloudError(
+            f"the cloud has {num_points} points, more than max_points={max_points}; "
+            "downsample it or raise the max_points parameter")
+    if msg.point_step == 0:
+        raise InvalidCloudError("point_step is 0")
+    if msg.row_step < msg.width * msg.point_step:
+        raise InvalidCloudError(
+            f"row_step {msg.row_step} is smaller than width * point_step = "
+            f"{msg.width} * {msg.point_step}")
+    # The last row only needs width * point_step bytes: padding after it is optional.
+    needed = (msg.height - 1) * msg.row_step + msg.width * msg.point_step
+    if len(msg.data) < needed:
+        raise InvalidCloudError(
+            f"data holds {len(msg.data)} bytes but height={msg.height}, width={msg.width}, "
+            f"row_step={msg.row_step}, point_step={msg.point_step} need {needed}: "
+            "the message is truncated")
+    return num_points
+
+
+def _read_fields(msg: PointCloud2, wanted: list[PointField]) -> np.ndarray:
+    """Zero-copy (height * width,) structured view of the ``wanted`` fields of ``msg``."""
+    byte_order = ">" if msg.is_bigendian else "<"
+    names, formats, offsets = [], [], []
+    for field in wanted:
+        field_dtype = _field_dtype(field, byte_order)
+        if field.offset + field_dtype.itemsize > msg.point_step:
+            raise InvalidCloudError(
+                f"field '{field.name}' (offset {field.offset}, {field_dtype.itemsize} bytes) "
+                f"does not fit in point_step {msg.point_step}: wrong point_step")
+        names.append(field.name)
+        formats.append(field_dtype)
+        offsets.append(field.offset)
+    point_dtype = np.dtype(
+        {"names": names, "formats": formats, "offsets": offsets, "itemsize": msg.point_step})
+    buffer = np.frombuffer(msg.data, dtype=np.uint8)
+    grid = np.ndarray(
+        shape=(msg.height, msg.width), dtype=point_dtype, buffer=buffer,
+        strides=(msg.row_step, msg.point_step))
+    return grid.reshape(-1)
+
+
+def _first(values: np.ndarray) -> np.ndarray:
+    """First element of a count > 1 field, the field itself otherwise."""
+    return values[:, 0] if values.ndim == 2 else values
+
+
+def unpack_rgb(packed: np.ndarray) -> np.ndarray:
+    """(N,) uint32 packed 0x00RRGGBB (PCL/RViz ``rgb``) -> (N, 3) float32 RGB in [0, 1]."""
+    packed = packed.astype(np.uint32, copy=False)
+    channels = np.stack([(packed >> 16) & 0xFF, (packed >> 8) & 0xFF, packed & 0xFF], axis=1)
+    return channels.astype(np.float32) / 255.0
+
+
+def pack_rgb(rgb: np.ndarray) -> np.ndarray:
+    """(N, 3) uint8 RGB -> (N,) float32 whose bits are 0x00RRGGBB, as RViz and PCL expect."""
+    rgb = rgb.astype(np.uint32)
+    packed = (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]
+    return packed.view(np.float32)
+
+
+def _colors(msg: PointCloud2, fields: dict[str, PointField], points: np.ndarray) -> np.ndarray | None:
+    for name in ("rgb", "rgba"):
+        if name in fields:
+            raw = _first(points[name])
+            if raw.dtype.itemsize != 4:
+                raise InvalidCloudError(f"field '{name}' must be 4 bytes (packed 0xAARRGGBB)")
+            # Packed colour is a bit pattern, whatever datatype the field claims (PCL: FLOAT32):
+            # reinterpret the 4 bytes as an unsigned integer in the message's byte order.
+            order = ">" if msg.is_bigendian else "<"
+            return unpack_rgb(raw.view(np.dtype(order + "u4")))
+    if all(name in fields for name in ("r", "g", "b")):
+        rgb = np.stack([_first(points[name]) for name in ("r", "g", "b")], axis=1)
+        if np.issubdtype(rgb.dtype, np.integer):
+            return rgb.astype(np.float32) / 255.0
+        return np.clip(rgb.astype(np.float32), 0.0, 1.0)
+    return None
+
+
+def cloud_to_arrays(msg: PointCloud2, max_points: int | None = None) -> CloudArrays:
+    """Decode a PointCloud2 into coordinates and optional colour / intensity.
+
+    Args:
+        msg: any layout with float or integer ``x``, ``y``, ``z`` fields, optionally ``rgb`` or
+            ``rgba`` (packed 0xAARRGGBB, any 4-byte datatype), ``r``/``g``/``b``, ``intensity``;
+            big- or little-endian; organised or not; padded ``point_step`` and ``row_step``;
+            NaN points allowed (the core drops them). Fields with ``count > 1`` use element 0.
+        max_points: reject clouds with more points (None or <= 0: no limit).
+
+    Returns:
+        CloudArrays with N = height * width points in row-major order.
+
+    Raises:
+        InvalidCloudError: empty cloud, too many points, missing x/y/z, a field outside
+            ``point_step``, ``row_step`` < ``width * point_step``, truncated ``data``, or no point
+            with finite coordinates.
+    """
+    num_points = _check_layout(msg, max_points)
+    fields = {field.name: field for field in msg.fields}
+    missing = [axis for axis in ("x", "y", "z") if axis not in fields]
+    if missing:
+        present = ", ".join(sorted(fields)) or "none"
+        raise InvalidCloudError(
+            f"the cloud has no {'/'.join(missing)} field (fields: {present})")
+    optional = ("rgb", "rgba", "r", "g", "b", "intensity")
+    wanted = [fields[name] for name in ("x", "y", "z", *optional) if name in fields]
+    points = _read_fields(msg, wanted)
+
+    xyz = np.empty((num_points, 3), dtype=np.float32)
+    for column, axis in enumerate(("x", "y", "z")):
+        xyz[:, column] = _first(points[axis])
+    if not np.isfinite(xyz).all(axis=1).any():
+        raise InvalidCloudError(f"all {num_points} points have non-finite (NaN/inf) coordinates")
+    intensity = None
+    if "intensity" in fields:
+        intensity = _first(points["intensity"]).astype(np.float32)
+    return CloudArrays(
+        xyz=xyz,
+        colors=_colors(msg, fields, points),
+        intensity=intensity,
+        height=int(msg.height),
+        width=int(msg.width),
+        frame_id=msg.header.frame_id,
+        stamp=msg.header.stamp,
+    )
+
+
+def arrays_to_cloud(
+    header: Header,
+    columns: list[tuple[str, np.ndarray]],
+    height: int = 1,
+    width: int | None = None,
+) -> PointCloud2:
+    """Pack equal-length 1-D arrays into a dense little-endian PointCloud2.
+
+    Args:
+        header: copied into the message (frame and stamp of the points).
+        columns: (field name, (N,) array) in field order; each array's dtype decides the
+            PointField datatype (int8..uint32, float32, float64).
+        height: rows for an organised cloud (1: unorganised).
+        width: points per row (default N // height).
+    """
+    if not columns:
+        raise ValueError("at least one column is needed")
+    num_points = int(columns[0][1].shape[0])
+    if width is None:
+        width = num_points // max(height, 1)
+    if height * width != num_points:
+        raise ValueError(f"height * width = {height} * {width} != {num_points} points")
+    dtype = np.dtype([(name, values.dtype.newbyteorder("<")) for name, values in columns])
+    packed = np.empty(num_points, dtype=dtype)
+    fields = []
+    for name, values in columns:
+        if values.shape != (num_points,):
+            raise ValueError(f"column '{name}' has shape {values.shape}, expected ({num_points},)")
+        packed[name] = values
+        datatype = _NUMPY_TO_FIELD.get(values.dtype.str[1:])
+        if datatype is None:
+            raise ValueError(f"column '{name}' has unsupported dtype {values.dtype}")
+        fields.append(PointField(
+            name=name, offset=dtype.fields[name][1], datatype=datatype, count=1))
+    msg = PointCloud2(
+        header=header, height=height, width=width, fields=fields, is_bigendian=False,
+        point_step=dtype.itemsize, row_step=dtype.itemsize * width, is_dense=False)
+    # Assigning an array.array('B') skips rclpy's per-byte field check (ROS_PYTHON_CHECK_FIELDS).
+    data = array.array("B")
+    data.frombytes(packed.tobytes())
+    msg.data = data
+    return msg
+
+
+def label_colors(labels: np.ndarray) -> np.ndarray:
+    """Display colour per object id: (N,) int -> (N, 3) uint8 RGB.
+
+    Background (0) and invalid labels are grey; object ids walk the hue circle by the golden
+    ratio so that consecutive ids get clearly different, stable colours for any number of objects.
+    """
+    labels = np.asarray(labels)
+    ids, inverse = np.unique(labels, return_inverse=True)
+    palette = np.empty((ids.shape[0], 3), dtype=np.uint8)
+    for row, object_id in enumerate(ids):
+        palette[row] = object_color(int(object_id))
+    return palette[inverse.reshape(-1)]
+
+
+def object_color(object_id: int) -> tuple[int, int, int]:
+    """8-bit RGB display colour of one object id (grey for background and invalid ids)."""
+    if object_id <= 0:
+        return BACKGROUND_RGB
+    hue = (object_id * 0.6180339887) % 1.0
+    red, green, blue = colorsys.hsv_to_rgb(hue, 0.8, 0.95)
+    return int(red * 255), int(green * 255), int(blue * 255)
+
+
+def segmented_cloud(
+    header: Header,
+    xyz: np.ndarray,
+    labels: np.ndarray,
+    uncertainty: np.ndarray,
+    height: int = 1,
+    width: int | None = None,
+) -> PointCloud2:
+    """The ``~/segmented`` message: x, y, z, label (uint32), uncertainty (float32), rgb.
+
+    Args:
+        xyz: (N, 3) float coordinates, metres, ``header.frame_id``; NaN rows stay NaN.
+        labels: (N,) int object id per point, -1 for points the core dropped (published as
+            :data:`NO_LABEL`).
+        uncertainty: (N,) float per-point uncertainty (NaN for dropped points).
+        height, width: keep the input's organisation so indices line up with the input cloud.
+    """
+    labels = np.asarray(labels)
+    published = np.where(labels < 0, NO_LABEL, labels).astype(np.uint32)
+    colors = label_colors(np.where(labels < 0, 0, labels))
+    return arrays_to_cloud(header, [
+        ("x", xyz[:, 0].astype(np.float32)),
+        ("y", xyz[:, 1].astype(np.float32)),
+        ("z", xyz[:, 2].astype(np.float32)),
+        ("label", published),
+        ("uncertainty", np.asarray(uncertainty, dtype=np.float32)),
+        ("rgb", pack_rgb(colors)),
+    ], height=height, width=width)
+
+
+def uncertainty_cloud(
+    header: Header,
+    xyz: np.ndarray,
+    uncertainty: np.ndarray,
+    height: int = 1,
+    width: int | None = None,
+) -> PointCloud2:
+    """The ``~/uncertainty`` message: x, y, z, intensity = per-point uncertainty (float32).
+
+    RViz's "Intensity" colour transformer reads the ``intensity`` field by default.
+    """
+    return arrays_to_cloud(header, [
+        ("x", xyz[:, 0].astype(np.float32)),
+        ("y", xyz[:, 1].astype(np.float32)),
+        ("z", xyz[:, 2].astype(np.float32)),
+        ("intensity", np.asarray(uncertainty, dtype=np.float32)),
+    ], height=height, width=width)
