@@ -1,0 +1,248 @@
+"""Coordinate sets of a sparse tensor and the neighbour maps between them.
+
+A :class:`CoordinateLevel` is one resolution of a sparse U-Net: an ``(N, 4)`` int64 tensor of
+``[batch, x, y, z]`` coordinates in finest-voxel units, all spatial values multiples of
+``stride``. It builds (lazily, once) everything a convolution at that level needs and caches it,
+so the many convolutions of one level in one forward share a single neighbour search:
+
+- ``kernel_map(k)``: for a submanifold k×k×k convolution, the ``(out, in)`` index pairs of every
+  kernel offset;
+- ``downsample()``: the stride-2 parent level plus an ``(N_parent, 8)`` child table, used by both
+  the stride-2 kernel-2 convolution and its transposed counterpart.
+
+Neighbour lookup linearises coordinates into a mixed-radix key over the padded bounding box of
+the level. When that box has at most ``DENSE_GRID_MAX_CELLS`` cells a dense id grid answers each
+query with one gather; otherwise sorted keys + ``torch.searchsorted`` do (e.g. 100 m LiDAR scans).
+Everything stays on the coordinates' device; the only host syncs are the bounding-box extents.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "DENSE_GRID_MAX_CELLS",
+    "CoordinateLevel",
+    "KernelMap",
+    "kernel_offsets",
+    "check_coords",
+]
+
+#: Largest padded bounding box (cells) for which the dense id-grid lookup is used (int32: 128 MiB).
+DENSE_GRID_MAX_CELLS = 2**25
+# Every lookup structure is padded by at least this many cells so that kernels up to 5 share it.
+_MIN_PAD = 2
+# Keys must stay well inside int64 even after adding a kernel offset.
+_MAX_KEY = 2**62
+
+LookupMode = Literal["auto", "grid", "sorted"]
+
+
+def kernel_offsets(kernel_size: int) -> Tensor:
+    """All offsets of a cubic kernel, ``(k³, 3)`` int64 in kernel cells, z varying fastest.
+
+    Row ``i`` is the offset of weight slot ``i`` (the internal layout, see docs/backbone.md):
+    odd kernels are centred (``-r..r``), kernel 2 spans ``0..1`` (the stride-2 convention).
+    """
+    if kernel_size == 2:
+        values = [0, 1]
+    elif kernel_size >= 1 and kernel_size % 2 == 1:
+        radius = kernel_size // 2
+        values = list(range(-radius, radius + 1))
+    else:
+        raise ValueError(f"kernel_size must be odd or 2, got {kernel_size}")
+    return torch.tensor(list(itertools.product(values, values, values)), dtype=torch.int64)
+
+
+def check_coords(coords: Tensor, num_rows: int | None = None) -> None:
+    """Raise ``ValueError`` unless ``coords`` is an ``(N, 4)`` int64 tensor (of ``num_rows`` rows)."""
+    if not isinstance(coords, Tensor):
+        raise ValueError(f"coords must be a torch.Tensor, got {type(coords).__name__}")
+    if coords.dtype != torch.int64:
+        raise ValueError(f"coords must be int64 [batch, x, y, z], got dtype {coords.dtype}")
+    if coords.dim() != 2 or coords.shape[1] != 4:
+        raise ValueError(f"coords must have shape (V, 4) [batch, x, y, z], got {tuple(coords.shape)}")
+    if num_rows is not None and coords.shape[0] != num_rows:
+        raise ValueError(f"coords has {coords.shape[0]} rows but features have {num_rows}")
+
+
+@dataclass(frozen=True)
+class KernelMap:
+    """Index pairs of a submanifold convolution on one coordinate set.
+
+    ``pairs[j] = (slot, out_idx, in_idx)``: output row ``out_idx[t]`` receives
+    ``features[in_idx[t]] @ weight[slot]``. The centre slot (identity) is not listed; it is
+    ``center`` (``None`` for kernels without one). Empty offsets are omitted. Within one offset
+    every output index occurs at most once.
+    """
+
+    kernel_size: int
+    center: int | None
+    pairs: tuple[tuple[int, Tensor, Tensor], ...]
+
+
+class _Lookup:
+    """Coordinate → row index over a padded bounding box (dense grid or sorted keys)."""
+
+    def __init__(self, coords: Tensor, stride: int, pad: int, mode: LookupMode) -> None:
+        scaled = coords.clone()
+        scaled[:, 1:] = torch.div(scaled[:, 1:], stride, rounding_mode="floor")
+        low = scaled.min(dim=0).values
+        high = scaled.max(dim=0).values
+        low[1:] -= pad
+        high[1:] += pad
+        extent = [int(v) for v in (high - low + 1).tolist()]  # one host sync per level
+        cells = extent[0] * extent[1] * extent[2] * extent[3]
+        if cells >= _MAX_KEY:
+            raise ValueError(
+                f"coordinate bounding box {extent} is too large for 64-bit keys; "
+                "check the voxel coordinates (units are voxels, not metres)"
+            )
+        # Mixed radix: key = ((b * X + x) * Y + y) * Z + z, so an offset is a constant key delta
+        # and the padding guarantees x/y/z never wrap into a neighbouring row.
+        self.radix = (extent[1] * extent[2] * extent[3], extent[2] * extent[3], extent[3], 1)
+        self.stride = stride
+        self.pad = pad
+        self.keys = self._key(scaled - low)
+        num = coords.shape[0]
+        if mode == "auto":
+            mode = "grid" if cells <= DENSE_GRID_MAX_CELLS else "sorted"
+        self.mode = mode
+        if mode == "grid":
+            self.grid = torch.full((cells,), -1, dtype=torch.int32, device=coords.device)
+            self.grid[self.keys] = torch.arange(num, dtype=torch.int32, device=coords.device)
+        elif mode == "sorted":
+            self.sorted_keys, self.order = torch.sort(self.keys)
+        else:
+            raise ValueError(f"lookup mode must be 'auto', 'grid' or 'sorted', got {mode!r}")
+
+    def _key(self, shifted: Tensor) -> Tensor:
+        radix = torch.tensor(self.radix, dtype=torch.int64, device=shifted.device)
+        return (shifted * radix).sum(dim=1)
+
+    def delta(self, offset: tuple[int, int, int]) -> int:
+        """Key difference of a spatial offset given in cells of this level."""
+        return offset[0] * self.radix[1] + offset[1] * self.radix[2] + offset[2]
+
+    def query(self, delta: int) -> tuple[Tensor, Tensor]:
+        """Rows ``a`` whose neighbour ``key[a] + delta`` exists, and that neighbour's row ``b``."""
+        query = self.keys + delta
+        if self.mode == "grid":
+            found = self.grid[query].long()
+            valid = found >= 0
+        else:
+            position = torch.searchsorted(self.sorted_keys, query)
+            position.clamp_(max=self.sorted_keys.numel() - 1)
+            valid = self.sorted_keys[position] == query
+            found = self.order[position]
+        rows = torch.nonzero(valid).squeeze(1)
+        return rows, found[rows]
+
+
+class CoordinateLevel:
+    """One coordinate set (``(N, 4)`` int64, spatial multiples of ``stride``) and its caches.
+
+    Args:
+        coords: ``(N, 4)`` int64 ``[batch, x, y, z]`` in finest-voxel units, unique rows.
+        stride: spacing of this level in finest voxels (1, 2, 4, ...).
+        lookup: ``"auto"`` (dense grid if the padded box has ≤ ``DENSE_GRID_MAX_CELLS`` cells,
+            else sorted keys), or force ``"grid"`` / ``"sorted"`` (tests, benchmarks).
+    """
+
+    def __init__(self, coords: Tensor, stride: int = 1, lookup: LookupMode = "auto") -> None:
+        check_coords(coords)
+        if lookup not in ("auto", "grid", "sorted"):
+            raise ValueError(f"lookup must be 'auto', 'grid' or 'sorted', got {lookup!r}")
+        self.coords = coords
+        self.stride = int(stride)
+        self.lookup_mode: LookupMode = lookup
+        self._lookups: dict[int, _Lookup] = {}
+        self._kernel_maps: dict[int, KernelMap] = {}
+        self._down: tuple[CoordinateLevel, Tensor, Tensor, Tensor] | None = None
+
+    def __len__(self) -> int:
+        return self.coords.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.coords.device
+
+    def _lookup(self, radius: int) -> _Lookup:
+        pad = max(radius, _MIN_PAD)
+        if pad not in self._lookups:
+            self._lookups[pad] = _Lookup(self.coords, self.stride, pad, self.lookup_mode)
+        return self._lookups[pad]
+
+    def kernel_map(self, kernel_size: int) -> KernelMap:
+        """Cached pairs of a submanifold ``kernel_size``³ convolution (odd ``kernel_size``)."""
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"submanifold kernels must be odd, got {kernel_size}")
+        if kernel_size not in self._kernel_maps:
+            self._kernel_maps[kernel_size] = self._build_kernel_map(kernel_size)
+        return self._kernel_maps[kernel_size]
+
+    def _build_kernel_map(self, kernel_size: int) -> KernelMap:
+        offsets = kernel_offsets(kernel_size).tolist()
+        center = len(offsets) // 2
+        if kernel_size == 1 or len(self) == 0:
+            return KernelMap(kernel_size, center, ())
+        lookup = self._lookup(kernel_size // 2)
+        pairs: list[tuple[int, Tensor, Tensor]] = []
+        # Offsets are symmetric around the centre slot: slot center+j is -(slot center-j).
+        # If b = a + o then a = b - o, so the mirrored offset's pairs are the swapped list.
+        for slot in range(center + 1, len(offsets)):
+            rows, neighbours = lookup.query(lookup.delta(tuple(offsets[slot])))
+            if rows.numel() == 0:
+                continue
+            mirror = 2 * center - slot
+            pairs.append((slot, rows, neighbours))
+            pairs.append((mirror, neighbours, rows))
+        return KernelMap(kernel_size, center, tuple(pairs))
+
+    def downsample(self) -> tuple[CoordinateLevel, Tensor, Tensor, Tensor]:
+        """The stride-2 parent level and the maps between the two (cached).
+
+        Parent of a site ``c`` is ``floor(c / (2s)) · 2s`` per spatial axis (``s`` = this stride);
+        its child slot is ``(dx·4 + dy·2 + dz)`` with ``d = (c - parent) / s ∈ {0, 1}``, i.e. the
+        z-fastest order of :func:`kernel_offsets` (2).
+
+        Returns:
+            ``(parent_level, child_table, parent_index, slot)``: ``child_table`` is
+            ``(N_parent, 8)`` int64 rows of this level (-1 where absent); ``parent_index`` and
+            ``slot`` are ``(N,)`` int64, the parent row and slot of every row of this level.
+        """
+        if self._down is None:
+            self._down = self._build_down()
+        return self._down
+
+    def _build_down(self) -> tuple[CoordinateLevel, Tensor, Tensor, Tensor]:
+        step = 2 * self.stride
+        coarse = self.coords.clone()
+        coarse[:, 1:] = torch.div(coarse[:, 1:], step, rounding_mode="floor")
+        child = torch.div(self.coords[:, 1:] - coarse[:, 1:] * step, self.stride, rounding_mode="floor")
+        slot = child[:, 0] * 4 + child[:, 1] * 2 + child[:, 2]
+        low = coarse.min(dim=0).values
+        extent = [int(v) for v in (coarse.max(dim=0).values - low + 1).tolist()]
+        if extent[0] * extent[1] * extent[2] * extent[3] >= _MAX_KEY:
+            raise ValueError(f"coordinate bounding box {extent} is too large for 64-bit keys")
+        radix = torch.tensor(
+            [extent[1] * extent[2] * extent[3], extent[2] * extent[3], extent[3], 1],
+            dtype=torch.int64,
+            device=self.device,
+        )
+        keys = ((coarse - low) * radix).sum(dim=1)
+        # Sorted unique keys: the parent order depends only on the coordinate set, never on the
+        # input row order, so coarse levels are bit-identical under row permutations.
+        unique_keys, parent_index = torch.unique(keys, sorted=True, return_inverse=True)
+        num_parents = unique_keys.numel()
+        parent_coords = torch.empty((num_parents, 4), dtype=torch.int64, device=self.device)
+        parent_coords[parent_index] = coarse  # duplicates write identical values
+        parent_coords[:, 1:] *= step
+        table = torch.full((num_parents, 8), -1, dtype=torch.int64, device=self.device)
+        table[parent_index, slot] = torch.arange(len(self), dtype=torch.int64, device=self.device)
+        parent = CoordinateLevel(parent_coords, step, self.lookup_mode)
+        return parent, table, parent_index, slot
