@@ -1,0 +1,151 @@
+"""Non-learned baseline segmenter: geodesic distance from the clicks over a voxel graph.
+
+This is the bar a learned model must clear. The cloud is voxelised; each voxel is joined to its
+k nearest voxels with a cost that grows with distance, with the angle between surface normals and
+with colour change. After each click, multi-source Dijkstra gives every voxel its graph distance
+to the nearest click of each label; a voxel takes the label of the nearest click, and becomes
+background when no background click is nearer and every object click is farther than
+``object_radius`` (so the first click on an object does not flood the whole scene).
+It implements the evaluation ``Segmenter`` protocol and returns ``core.types.Prediction``.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import dijkstra
+from scipy.spatial import cKDTree
+
+from npiseg_ros.core.errors import ClickRejectedError, InvalidCloudError, NoCloudError
+from npiseg_ros.core.types import BACKGROUND_ID, Prediction
+from npiseg_ros.eval.interactive import voxel_grid
+
+__all__ = ["GraphDistanceSegmenter", "BASELINES", "build_baseline"]
+
+
+def _normals(points: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
+    """(V, 3) unit normals: smallest-eigenvalue eigenvector of each point's neighbourhood."""
+    local = points[neighbours] - points[neighbours].mean(axis=1, keepdims=True)
+    covariance = np.einsum("vki,vkj->vij", local, local)
+    _, vectors = np.linalg.eigh(covariance)
+    return vectors[:, :, 0]
+
+
+class GraphDistanceSegmenter:
+    """Geodesic nearest-click labelling on a k-nearest-neighbour voxel graph.
+
+    Args:
+        voxel_size: grid size in metres; one representative (first) point per voxel.
+        num_neighbours: k of the k-NN graph.
+        object_radius: graph distance (cost units ~ metres) beyond which a point is not given
+            to an object unless it is the nearest click; see the module docstring.
+        normal_weight: extra cost factor for a 90-degree normal change across an edge.
+        color_weight: extra cost factor per unit of RGB distance (colours in [0, 1]).
+    """
+
+    def __init__(self, voxel_size: float = 0.05, num_neighbours: int = 10,
+                 object_radius: float = 1.5, normal_weight: float = 10.0,
+                 color_weight: float = 10.0) -> None:
+        if voxel_size <= 0 or num_neighbours < 1 or object_radius <= 0:
+            raise InvalidCloudError(
+                "voxel_size and object_radius must be > 0 and num_neighbours >= 1")
+        self.voxel_size = float(voxel_size)
+        self.num_neighbours = int(num_neighbours)
+        self.object_radius = float(object_radius)
+        self.normal_weight = float(normal_weight)
+        self.color_weight = float(color_weight)
+        self._graph: csr_matrix | None = None
+        self._clicks: list[tuple[int, int]] = []  # (voxel index, object id)
+
+    def set_cloud(self, xyz: np.ndarray, colors: np.ndarray | None = None,
+                  intensity: np.ndarray | None = None) -> None:
+        """Build the voxel graph. ``xyz`` (N, 3) float metres, ``colors`` (N, 3) in [0, 1] or
+        uint8, ``intensity`` is ignored."""
+        xyz = np.asarray(xyz, dtype=np.float64)
+        if xyz.ndim != 2 or xyz.shape[1] != 3 or len(xyz) < 2 or not np.all(np.isfinite(xyz)):
+            raise InvalidCloudError("xyz must be a finite (N, 3) array with N >= 2")
+        representative, self._point_to_voxel = voxel_grid(xyz, self.voxel_size)
+        points = xyz[representative]
+        k = min(self.num_neighbours + 1, len(points))
+        distance, neighbours = cKDTree(points).query(points, k=k)
+        distance, neighbours = distance[:, 1:], neighbours[:, 1:]
+        cost = distance.copy()
+        if k >= 4:
+            normals = _normals(points, np.concatenate([np.arange(len(points))[:, None],
+                                                       neighbours], axis=1))
+            cosine = np.abs(np.einsum("vi,vki->vk", normals, normals[neighbours]))
+            cost *= 1.0 + self.normal_weight * (1.0 - cosine)
+        if colors is not None:
+            rgb = np.asarray(colors, dtype=np.float64)
+            rgb = rgb / 255.0 if rgb.max(initial=0.0) > 1.0 else rgb
+            rep_rgb = rgb[representative]
+            change = np.linalg.norm(rep_rgb[:, None, :] - rep_rgb[neighbours], axis=2)
+            cost *= 1.0 + self.color_weight * change
+        rows = np.repeat(np.arange(len(points)), neighbours.shape[1])
+        self._graph = csr_matrix((cost.reshape(-1) + 1e-9, (rows, neighbours.reshape(-1))),
+                                 shape=(len(points), len(points)))
+        self._points = points
+        self._clicks = []
+
+    def reset(self) -> None:
+        """Forget the clicks, keep the cloud."""
+        self._clicks = []
+
+    def add_click(self, position: object = None, *, object_id: int,
+                  point_index: int | None = None) -> None:
+        """Add a click on input point ``point_index`` (``position`` is not supported here)."""
+        if self._graph is None:
+            raise NoCloudError("call set_cloud before add_click")
+        if point_index is None or not 0 <= int(point_index) < len(self._point_to_voxel):
+            raise ClickRejectedError(f"point_index must index the cloud, got {point_index}")
+        if int(object_id) < 0:
+            raise ClickRejectedError(f"object_id must be >= 0, got {object_id}")
+        self._clicks.append((int(self._point_to_voxel[int(point_index)]), int(object_id)))
+
+    def predict(self) -> Prediction:
+        """Labels and uncertainty for every input point (see the module docstring)."""
+        if self._graph is None:
+            raise NoCloudError("call set_cloud before predict")
+        start = time.perf_counter()
+        num_voxels = len(self._points)
+        object_ids = sorted({label for _, label in self._clicks} | {BACKGROUND_ID})
+        distance = np.full((len(object_ids), num_voxels), np.inf)
+        for row, object_id in enumerate(object_ids):
+            sources = [voxel for voxel, label in self._clicks if label == object_id]
+            if sources:
+                distance[row] = dijkstra(self._graph, directed=False, indices=sources,
+                                         min_only=True)
+        # background competes with its clicks and, everywhere, with the radius threshold
+        distance[0] = np.minimum(distance[0], self.object_radius)
+        best = np.argsort(distance, axis=0)[:2] if len(object_ids) > 1 else None
+        labels = np.asarray(object_ids)[np.argmin(distance, axis=0)]
+        if best is not None:
+            first = np.take_along_axis(distance, best[:1], axis=0)[0]
+            second = np.take_along_axis(distance, best[1:2], axis=0)[0]
+            second = np.where(np.isfinite(second), second, first + self.object_radius)
+            uncertainty = 1.0 - (second - first) / np.maximum(second + first, 1e-9)
+        else:
+            uncertainty = np.zeros(num_voxels)
+        for voxel, label in self._clicks:  # clicked voxels keep their (latest) click's label
+            labels[voxel] = label
+            uncertainty[voxel] = 0.0
+        suggestion = None
+        if self._clicks:
+            suggestion = tuple(float(v) for v in self._points[int(np.argmax(uncertainty))])
+        return Prediction(labels=labels[self._point_to_voxel].astype(np.int32),
+                          uncertainty=uncertainty[self._point_to_voxel].astype(np.float32),
+                          suggested_click=suggestion,
+                          decode_ms=(time.perf_counter() - start) * 1e3,
+                          num_clicks=len(self._clicks))
+
+
+BASELINES = {"graph": GraphDistanceSegmenter}
+"""Named baselines for ``npiseg-eval --baseline NAME``."""
+
+
+def build_baseline(name: str, **kwargs: float) -> GraphDistanceSegmenter:
+    """Build a named baseline; raises ValueError listing the known names."""
+    if name not in BASELINES:
+        raise InvalidCloudError(f"unknown baseline {name!r}; known: {sorted(BASELINES)}")
+    return BASELINES[name](**kwargs)

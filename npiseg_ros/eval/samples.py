@@ -1,0 +1,135 @@
+"""Turn datasets into evaluation samples (scene + target objects) for both protocols.
+
+Benchmark format: multi-object samples are the entries of ``val_list.json``; single-object
+samples are the rows of ``object_ids.npy`` (crops when a ``crops/`` folder sits beside it, else
+the full scan with the object's id), or -- without that file -- every distinct object of the
+``val_list.json`` samples. SemanticKITTI: see ``semantickitti_samples``.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from npiseg_ros.eval.cloud import DatasetFormatError, LabelledCloud, Sample
+from npiseg_ros.eval.ply import read_ply
+from npiseg_ros.eval.readers import (
+    read_benchmark_scene, read_semantickitti, read_single_object_list, read_val_list,
+    semantickitti_frames)
+
+__all__ = ["benchmark_samples", "semantickitti_samples", "dataset_samples"]
+
+
+def _single_from_val_list(root: Path) -> list[tuple[str, int]]:
+    seen: dict[tuple[str, int], None] = {}
+    for _, scene, ids in read_val_list(root):
+        for object_id in ids:
+            seen[(scene, object_id)] = None
+    return list(seen)
+
+
+def benchmark_samples(root: str | os.PathLike, mode: str = "multi") -> Iterator[Sample]:
+    """Samples of a benchmark-format folder, grouped by scene (each scene is read once)."""
+    root = Path(root)
+    if mode == "multi":
+        entries = [(name, scene, ids) for name, scene, ids in read_val_list(root)]
+    elif mode == "single":
+        try:
+            rows, folder = read_single_object_list(root)
+        except DatasetFormatError:
+            rows, folder = _single_from_val_list(root), None
+        crops = folder / "crops" if folder is not None else None
+        if crops is not None and crops.is_dir():
+            for scene, object_id in rows:
+                path = crops / scene / f"{scene}_crop_{object_id}.ply"
+                fields = read_ply(path)
+                if "label" not in fields:
+                    raise DatasetFormatError(f"{path}: crop has no 'label' field")
+                cloud = LabelledCloud(
+                    xyz=np.stack([fields["x"], fields["y"], fields["z"]], 1),
+                    labels=(fields["label"] == 1).astype(np.int64),
+                    colors=(np.stack([fields[c] for c in "RGB"], 1) / 255.0
+                            if all(c in fields for c in "RGB") else None))
+                yield Sample(name=f"{scene}_{object_id}", scene=f"{scene}_crop_{object_id}",
+                             cloud=cloud, object_ids=(1,))
+            return
+        entries = [(f"{scene}_{object_id}", scene, (object_id,)) for scene, object_id in rows]
+    else:
+        raise DatasetFormatError(f"mode must be 'multi' or 'single', got {mode!r}")
+    order = sorted(range(len(entries)), key=lambda i: (entries[i][1], i))
+    cached: tuple[str, LabelledCloud] | None = None
+    for i in order:
+        name, scene, ids = entries[i]
+        if cached is None or cached[0] != scene:
+            cached = (scene, read_benchmark_scene(root, scene))
+        missing = [o for o in ids if not np.any(cached[1].labels == o)]
+        if missing:
+            raise DatasetFormatError(f"sample {name!r}: objects {missing} have no points in "
+                                     f"scans/{scene}.ply")
+        yield Sample(name=name, scene=scene, cloud=cached[1], object_ids=tuple(ids))
+
+
+def semantickitti_samples(cloud: LabelledCloud, scene: str, mode: str = "multi", *,
+                          crop_radius: float = 15.0, max_objects: int = 10,
+                          min_points: int = 50, seed: int = 0) -> list[Sample]:
+    """Samples of one SemanticKITTI frame (a LiDAR sweep is too large and too sparse far away
+    to be one sample; the KITTI-360 benchmark of the field also uses crops).
+
+    Anchors are the thing instances with >= ``min_points`` points, in id order. For each anchor
+    the cloud is cropped to a vertical cylinder of ``crop_radius`` metres around the anchor's
+    centroid. Multi mode: K ~ uniform{1..max_objects} (seeded) and the targets are the anchor
+    plus the K-1 objects (things or stuff, each with >= ``min_points`` points in the crop)
+    whose in-crop centroids are nearest to it. Single mode: one sample per anchor (binary).
+
+    Args:
+        cloud: frame from ``read_semantickitti`` (``things`` must be set).
+        scene: scene name, e.g. ``"00_000000"``.
+        mode: ``"multi"`` or ``"single"``.
+        crop_radius: metres, horizontal distance from the anchor centroid.
+        max_objects: most targets per multi-object sample.
+        min_points: smallest object (points in the crop) that may be a target.
+        seed: seed of the K draw.
+    """
+    if mode not in ("multi", "single"):
+        raise DatasetFormatError(f"mode must be 'multi' or 'single', got {mode!r}")
+    rng = np.random.default_rng(seed)
+    samples = []
+    counts = np.bincount(cloud.labels)
+    for anchor in cloud.things:
+        if counts[anchor] < min_points:
+            continue
+        centre = cloud.xyz[cloud.labels == anchor, :2].mean(axis=0)
+        inside = np.linalg.norm(cloud.xyz[:, :2] - centre, axis=1) <= crop_radius
+        crop = cloud.subset(inside)
+        name = f"{scene}_{anchor}"
+        if mode == "single":
+            samples.append(Sample(name=name, scene=name, cloud=crop, object_ids=(anchor,)))
+            continue
+        crop_counts = np.bincount(crop.labels)
+        candidates = [int(o) for o in np.flatnonzero(crop_counts >= min_points)
+                      if o > 0 and o != anchor]
+        distance = [np.linalg.norm(crop.xyz[crop.labels == o, :2].mean(axis=0) - centre)
+                    for o in candidates]
+        k = int(rng.integers(1, max_objects + 1))
+        nearest = [candidates[i] for i in np.argsort(distance, kind="stable")[:k - 1]]
+        samples.append(Sample(name=f"{name}_obj_{1 + len(nearest)}", scene=name, cloud=crop,
+                              object_ids=(anchor, *nearest)))
+    return samples
+
+
+def dataset_samples(path: str | os.PathLike, data_format: str, mode: str = "multi", *,
+                    seed: int = 0, **semantickitti_options: float) -> Iterator[Sample]:
+    """All samples of a dataset folder (``data_format``: ``"benchmark"`` or
+    ``"semantickitti"``); SemanticKITTI options go to ``semantickitti_samples``."""
+    if data_format == "benchmark":
+        yield from benchmark_samples(path, mode)
+    elif data_format == "semantickitti":
+        for sequence, frame in semantickitti_frames(path):
+            cloud = read_semantickitti(path, sequence, frame)
+            yield from semantickitti_samples(cloud, f"{sequence}_{frame}", mode, seed=seed,
+                                             **semantickitti_options)
+    else:
+        raise DatasetFormatError(
+            f"format must be 'benchmark' or 'semantickitti', got {data_format!r}")
