@@ -1,0 +1,216 @@
+"""Annotation files: atomic autosave / resume keyed by a cloud fingerprint, and export formats.
+
+No ROS imports: the node and the tests call these with numpy arrays.
+
+- Autosave: ``<directory>/<fingerprint>.npz`` written to a temporary file in the same directory,
+  fsync'ed, then ``os.replace``d over the previous one, so a crash at any moment leaves either
+  the old or the new complete file, never a partial one.
+- Export formats: ``ply`` (binary little-endian: x, y, z float32, label int32, uncertainty
+  float32), ``label`` (SemanticKITTI: uint32 per point, object id in the lower 16 bits and in the
+  upper 16 "instance" bits), ``npz`` (xyz, labels, uncertainty, clicks).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "ClickRecord", "AnnotationRecord", "cloud_fingerprint", "autosave_path", "write_autosave",
+    "load_autosave", "save_annotation", "FORMATS", "format_from_path",
+]
+
+FORMATS = ("ply", "label", "npz")
+AUTOSAVE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ClickRecord:
+    """A click as stored: position (metres, cloud frame), object id (0 = background), snapped
+    point index into the cloud."""
+
+    position: tuple[float, float, float]
+    object_id: int
+    point_index: int
+
+
+@dataclass(frozen=True)
+class AnnotationRecord:
+    """Everything needed to resume an annotation of one cloud.
+
+    Attributes:
+        fingerprint: :func:`cloud_fingerprint` of the cloud.
+        frame_id: frame of the cloud and of the click positions.
+        clicks: in the order they were made.
+        active_object: object id that unlabelled clicks were given.
+        labels: (N,) int32 last prediction (-1 for dropped points), or None.
+        uncertainty: (N,) float32 last per-point uncertainty, or None.
+        decoded_at: click counts after which a prediction was made and is still the base of
+            the next one (each decode feeds on the previous labels); replaying clicks with
+            these boundaries reproduces the labels exactly.
+    """
+
+    fingerprint: str
+    frame_id: str
+    clicks: tuple[ClickRecord, ...]
+    active_object: int
+    labels: np.ndarray | None = None
+    uncertainty: np.ndarray | None = None
+    decoded_at: tuple[int, ...] = ()
+
+
+def cloud_fingerprint(xyz: np.ndarray) -> str:
+    """Content hash of a cloud's coordinates (shape + float32 bytes), 32 hex characters.
+
+    The same scan published again (new stamp, same points) gets the same fingerprint, which is
+    what resuming needs; any change of any coordinate gives another.
+    """
+    data = np.ascontiguousarray(xyz, dtype=np.float32)
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(str(data.shape).encode())
+    digest.update(data.tobytes())
+    return digest.hexdigest()
+
+
+def autosave_path(directory: str | os.PathLike, fingerprint: str) -> Path:
+    """Where the autosave of the cloud with ``fingerprint`` lives."""
+    return Path(directory).expanduser() / f"{fingerprint}.npz"
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Call ``write(file)`` on a temporary file next to ``path``, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as tmp:
+            write(tmp)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def _clicks_array(clicks: tuple[ClickRecord, ...] | list[ClickRecord]) -> np.ndarray:
+    """(K, 5) float64 rows [x, y, z, object_id, point_index]."""
+    rows = [(*click.position, click.object_id, click.point_index) for click in clicks]
+    return np.array(rows, dtype=np.float64).reshape(-1, 5)
+
+
+def write_autosave(directory: str | os.PathLike, record: AnnotationRecord) -> Path:
+    """Atomically write ``record`` to :func:`autosave_path`; returns the path."""
+    path = autosave_path(directory, record.fingerprint)
+    arrays = {
+        "version": np.array(AUTOSAVE_VERSION),
+        "fingerprint": np.array(record.fingerprint),
+        "frame_id": np.array(record.frame_id),
+        "clicks": _clicks_array(record.clicks),
+        "active_object": np.array(record.active_object),
+        "decoded_at": np.array(record.decoded_at, dtype=np.int64),
+        "saved_at": np.array(time.time()),
+    }
+    if record.labels is not None:
+        arrays["labels"] = np.asarray(record.labels, dtype=np.int32)
+    if record.uncertainty is not None:
+        arrays["uncertainty"] = np.asarray(record.uncertainty, dtype=np.float32)
+    _atomic_write(path, lambda file: np.savez(file, **arrays))
+    return path
+
+
+def load_autosave(directory: str | os.PathLike, fingerprint: str) -> AnnotationRecord | None:
+    """The autosaved annotation of the cloud with ``fingerprint``, or None if there is none.
+
+    Raises:
+        ValueError: the file exists but is unreadable or from another format version.
+    """
+    path = autosave_path(directory, fingerprint)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if int(data["version"]) != AUTOSAVE_VERSION or str(data["fingerprint"]) != fingerprint:
+                raise ValueError(f"{path} is from another format version or cloud")
+            clicks = tuple(
+                ClickRecord((float(x), float(y), float(z)), int(object_id), int(index))
+                for x, y, z, object_id, index in data["clicks"])
+            return AnnotationRecord(
+                fingerprint=fingerprint,
+                frame_id=str(data["frame_id"]),
+                clicks=clicks,
+                active_object=int(data["active_object"]),
+                labels=data["labels"] if "labels" in data else None,
+                uncertainty=data["uncertainty"] if "uncertainty" in data else None,
+                decoded_at=tuple(int(count) for count in data["decoded_at"]),
+            )
+    except (OSError, KeyError, ValueError) as error:
+        raise ValueError(f"cannot read autosave {path}: {error}") from error
+
+
+def format_from_path(path: str, fmt: str = "") -> str:
+    """The export format: ``fmt`` when given, else the path's extension. Raises ValueError."""
+    chosen = (fmt or Path(path).suffix.lstrip(".")).lower()
+    if chosen not in FORMATS:
+        raise ValueError(
+            f"unknown annotation format {chosen!r} (from {'format' if fmt else 'path'}); "
+            f"use one of {', '.join(FORMATS)}")
+    return chosen
+
+
+def save_annotation(
+    path: str | os.PathLike,
+    fmt: str,
+    xyz: np.ndarray,
+    labels: np.ndarray,
+    uncertainty: np.ndarray,
+    clicks: tuple[ClickRecord, ...] | list[ClickRecord] = (),
+) -> Path:
+    """Atomically write an annotation in one of :data:`FORMATS`.
+
+    Args:
+        path: destination file (parent directories are created; ``~`` is expanded).
+        fmt: ``ply``, ``label`` or ``npz``.
+        xyz: (N, 3) float coordinates, metres, cloud frame (NaN for dropped points).
+        labels: (N,) int object ids, -1 for dropped points.
+        uncertainty: (N,) float per-point uncertainty.
+        clicks: the clicks the labels come from (stored by ``npz`` only).
+
+    Returns:
+        The absolute path written.
+    """
+    path = Path(path).expanduser().absolute()
+    labels = np.asarray(labels, dtype=np.int32)
+    if fmt == "npz":
+        arrays = {"xyz": np.asarray(xyz, dtype=np.float32), "labels": labels,
+                  "uncertainty": np.asarray(uncertainty, dtype=np.float32),
+                  "clicks": _clicks_array(clicks)}
+        _atomic_write(path, lambda file: np.savez_compressed(file, **arrays))
+    elif fmt == "label":
+        ids = np.clip(labels, 0, 0xFFFF).astype(np.uint32)
+        packed = ((ids << 16) | ids).astype("<u4")
+        _atomic_write(path, lambda file: file.write(packed.tobytes()))
+    elif fmt == "ply":
+        _atomic_write(path, lambda file: _write_ply(file, xyz, labels, uncertainty))
+    else:
+        raise ValueError(f"unknown annotation format {fmt!r}; use one of {', '.join(FORMATS)}")
+    return path
+
+
+def _write_ply(file, xyz: np.ndarray, labels: np.ndarray, uncertainty: np.ndarray) -> None:
+    vertex = np.empty(labels.shape[0], dtype=[
+        ("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("label", "<i4"), ("uncertainty", "<f4")])
+    for column, axis in enumerate("xyz"):
+        vertex[axis] = xyz[:, column]
+    vertex["label"] = labels
+    vertex["uncertainty"] = uncertainty
+    header = (
+        "ply\nformat binary_little_endian 1.0\ncomment npiseg_ros annotation; label -1 = "
+        f"dropped point\nelement vertex {labels.shape[0]}\nproperty float x\nproperty float y\n"
+        "property float z\nproperty int label\nproperty float uncertainty\nend_header\n")
+    file.write(header.encode("ascii"))
+    file.write(vertex.tobytes())

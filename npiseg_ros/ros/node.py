@@ -1,0 +1,227 @@
+"""The npiseg segmentation node: convert -> hand to the worker -> convert -> publish.
+
+Run: ``python -m npiseg_ros.ros.node --ros-args --params-file config/segment.yaml``.
+Topics, services and parameters are listed in ``docs/ros.md``. All session work happens on the
+:class:`~npiseg_ros.ros.worker.AnnotationWorker` thread; callbacks here only convert messages,
+validate, and queue, so the executor never waits for a decode.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+
+import rclpy
+from geometry_msgs.msg import PointStamped
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import PointCloud2
+from std_msgs.msg import Header
+from std_srvs.srv import Trigger
+from visualization_msgs.msg import MarkerArray
+
+from npiseg_ros.core.errors import InvalidCloudError, NPISegError
+from npiseg_ros.msg import Click, SegmentationState
+from npiseg_ros.ros import conversions, params
+from npiseg_ros.ros.frames import ClickTransformer
+from npiseg_ros.ros.markers import build_markers
+from npiseg_ros.ros.session_factory import build_session
+from npiseg_ros.ros.state import ErrorInfo, build_state
+from npiseg_ros.ros.worker import AnnotationWorker, ClickRequest, Snapshot
+from npiseg_ros.srv import NewObject, SaveAnnotation
+
+NODE_NAME = "npiseg"
+# Session attributes and worker options that may change at run time (others are read-only).
+_SESSION_ATTRIBUTES = ("num_samples", "scene_weight", "max_click_distance", "max_points")
+_WORKER_OPTIONS = ("cloud_policy", "autosave_directory", "resume")
+
+
+class SegmentationNode(Node):
+    """Interactive point-cloud segmentation by clicks, with per-point uncertainty."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        for spec in params.PARAMETERS:
+            self.declare_parameter(spec.name, spec.default, params.descriptor(spec))
+        self.settings = params.NodeSettings.from_values(
+            {spec.name: self.get_parameter(spec.name).value for spec in params.PARAMETERS})
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        session, loaded = build_session(self.settings)
+        if not self.settings.checkpoint:
+            self.get_logger().warning("NO CHECKPOINT: using an " + loaded + " - labels are "
+                                      "meaningless; set the 'checkpoint' parameter")
+        self.get_logger().info(f"model: {loaded}")
+        self._error = ErrorInfo()
+        self._snapshot: Snapshot | None = None
+        self._state_lock = threading.Lock()
+        self._transformer = ClickTransformer(self)
+        self.worker = AnnotationWorker(
+            session, publish=self._publish, report_error=self._report_error,
+            transform=self._transform, cloud_policy=self.settings.cloud_policy,
+            autosave_directory=self.settings.autosave_directory, resume=self.settings.resume,
+            on_resume=self._on_resume)
+
+        group = ReentrantCallbackGroup()
+        # Latched outputs: a viewer or test that subscribes late still gets the current result.
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self._segmented_pub = self.create_publisher(PointCloud2, "~/segmented", latched)
+        self._uncertainty_pub = self.create_publisher(PointCloud2, "~/uncertainty", latched)
+        self._markers_pub = self.create_publisher(MarkerArray, "~/markers", latched)
+        self._state_pub = self.create_publisher(SegmentationState, "~/state", latched)
+        cloud_qos = QoSProfile(depth=self.settings.qos_depth, reliability=(
+            ReliabilityPolicy.BEST_EFFORT if self.settings.qos_reliability == "best_effort"
+            else ReliabilityPolicy.RELIABLE))
+        self.create_subscription(PointCloud2, self.settings.cloud_topic, self._on_cloud,
+                                 cloud_qos, callback_group=group)
+        self.create_subscription(PointStamped, "/clicked_point", self._on_clicked_point, 10,
+                                 callback_group=group)
+        self.create_subscription(Click, "~/click", self._on_click, 10, callback_group=group)
+        self.create_service(Trigger, "~/reset", self._on_reset, callback_group=group)
+        self.create_service(Trigger, "~/undo", self._on_undo, callback_group=group)
+        self.create_service(NewObject, "~/new_object", self._on_new_object, callback_group=group)
+        self.create_service(SaveAnnotation, "~/save_annotation", self._on_save,
+                            callback_group=group)
+        self.worker.start()
+        self._publish_state()
+
+    # ------------------------------------------------------------------ inputs
+    def _on_cloud(self, msg: PointCloud2) -> None:
+        try:
+            cloud = conversions.cloud_to_arrays(msg, max_points=self.settings.max_points)
+        except InvalidCloudError as error:
+            self._report_error(f"cloud rejected: {error}")
+            return
+        self.worker.submit_cloud(cloud)
+
+    def _on_clicked_point(self, msg: PointStamped) -> None:
+        """RViz "Publish Point": labelled with the current ``active_object``."""
+        self.worker.submit_click(ClickRequest(
+            object_id=self.settings.active_object, frame_id=msg.header.frame_id,
+            position=(msg.point.x, msg.point.y, msg.point.z), source="/clicked_point", raw=msg))
+
+    def _on_click(self, msg: Click) -> None:
+        object_id = 0 if msg.background else int(msg.object_id)
+        if not msg.background and not 1 <= object_id <= params.MAX_OBJECT_ID:
+            self._report_error(f"click rejected: object_id {object_id} is not an object id "
+                               f"(1..{params.MAX_OBJECT_ID}); set background=true for a "
+                               "background click")
+            return
+        stamped = PointStamped(header=msg.header, point=msg.point)
+        self.worker.submit_click(ClickRequest(
+            object_id=object_id, frame_id=msg.header.frame_id,
+            position=(msg.point.x, msg.point.y, msg.point.z),
+            point_index=None if msg.point_index < 0 else int(msg.point_index),
+            source="~/click", raw=stamped))
+
+    def _transform(self, request: ClickRequest, cloud_frame: str) -> tuple[float, float, float]:
+        if request.raw is None:
+            return request.position
+        return self._transformer.to_frame(request.raw, cloud_frame,
+                                          self.settings.transform_timeout)
+
+    # ------------------------------------------------------------------ services
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response):
+        _, error = self.worker.call("reset")
+        response.success, response.message = error is None, error or "clicks cleared"
+        return response
+
+    def _on_undo(self, request: Trigger.Request, response: Trigger.Response):
+        removed, error = self.worker.call("undo")
+        response.success = error is None
+        response.message = error or f"removed the click on object {removed.object_id}"
+        return response
+
+    def _on_new_object(self, request: NewObject.Request, response: NewObject.Response):
+        object_id, error = self.worker.call("new_object")
+        if error is None:
+            self.set_parameters([Parameter("active_object", value=object_id)])
+            response.object_id = object_id
+        response.success, response.message = error is None, error or f"active object {object_id}"
+        return response
+
+    def _on_save(self, request: SaveAnnotation.Request, response: SaveAnnotation.Response):
+        path, error = self.worker.call("save", path=request.path, fmt=request.format)
+        response.success, response.path = error is None, path or ""
+        response.message = error or f"annotation written to {path}"
+        if error:
+            self._report_error(f"save_annotation failed: {error}")
+        return response
+
+    # ------------------------------------------------------------------ parameters
+    def _on_set_parameters(self, changes: list[Parameter]) -> SetParametersResult:
+        reasons = [reason for change in changes
+                   if (reason := params.validate(change.name, change.value)) is not None]
+        if reasons:
+            return SetParametersResult(successful=False, reason="; ".join(reasons))
+        updates = {c.name: c.value for c in changes if hasattr(self.settings, c.name)}
+        self.settings = self.settings.replace(**updates)
+        self.worker.configure(**{name: value for name, value in updates.items()
+                                 if name in _SESSION_ATTRIBUTES + _WORKER_OPTIONS})
+        if "active_object" in updates:
+            self._publish_state()
+        return SetParametersResult(successful=True)
+
+    def _on_resume(self, record) -> None:
+        if record.active_object > 0:
+            self.set_parameters([Parameter("active_object", value=record.active_object)])
+        self.get_logger().info(f"resumed {len(record.clicks)} clicks from the autosave")
+
+    # ------------------------------------------------------------------ outputs
+    def _report_error(self, reason: str) -> None:
+        self.get_logger().warning(reason)
+        with self._state_lock:
+            self._error = ErrorInfo(reason, self.get_clock().now().to_msg(),
+                                    self._error.count + 1)
+        self._publish_state()
+
+    def _publish(self, snapshot: Snapshot) -> None:
+        """Worker callback after every batch: segmented + uncertainty clouds, markers, state."""
+        cloud, prediction = snapshot.cloud, snapshot.prediction
+        header = Header(frame_id=cloud.frame_id, stamp=cloud.stamp)
+        self._segmented_pub.publish(conversions.segmented_cloud(
+            header, cloud.xyz, prediction.labels, prediction.uncertainty,
+            cloud.height, cloud.width))
+        self._uncertainty_pub.publish(conversions.uncertainty_cloud(
+            header, cloud.xyz, prediction.uncertainty, cloud.height, cloud.width))
+        points = {oid: stats.num_points for oid, stats in prediction.object_stats.items()}
+        self._markers_pub.publish(build_markers(cloud.frame_id, cloud.stamp, snapshot.clicks,
+                                                points, prediction.suggested_click))
+        with self._state_lock:
+            self._snapshot = snapshot
+        self._publish_state()
+
+    def _publish_state(self) -> None:
+        with self._state_lock:
+            state = build_state(self._snapshot, self.settings.active_object, self._error,
+                                self.get_clock().now().to_msg(), self.worker.pending_clicks)
+            self._state_pub.publish(state)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point; runs until Ctrl-C / shutdown."""
+    rclpy.init(args=sys.argv if argv is None else argv)
+    node = None
+    try:
+        node = SegmentationNode()
+        executor = MultiThreadedExecutor(num_threads=4)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except NPISegError as error:  # bad checkpoint / config: say why, exit non-zero
+        print(f"npiseg node cannot start: {error}", file=sys.stderr)
+        return 2
+    finally:
+        if node is not None:
+            node.worker.stop()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
