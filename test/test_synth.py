@@ -96,7 +96,8 @@ def test_lidar_returns_follow_the_beam_pattern(lidar_scenes):
     assert np.mean(gap < 0.02) > 0.9
     beam = np.abs(elevation[:, None] - HDL64_ELEVATIONS_DEG[None, :]).argmin(axis=1)
     per_beam = np.bincount(beam, minlength=64)
-    assert (per_beam[8:] > 1000).all()  # every downward beam sees the ground all around
+    # Every beam returns all around; the lowest lose some to the ego car and weak lasers.
+    assert (per_beam > 300).all() and np.median(per_beam) > 1500
     azimuth = np.arctan2(xyz[:, 1], xyz[:, 0])
     counts, _ = np.histogram(azimuth, bins=72, range=(-np.pi, np.pi))
     assert counts.min() > 0.3 * counts.mean()

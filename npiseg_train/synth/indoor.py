@@ -262,7 +262,7 @@ def furnish(room: _Room, kind: str) -> None:
             room.footprints.pop()  # furniture may stand on a rug
     elif kind == "meeting":
         _table_with_chairs(room, big=True)
-    for _ in range(int(rng.integers(1, 3 + int(area // 12)))):
+    for _ in range(int(rng.integers(3, 5 + int(area // 6)))):
         draw = rng.random()
         if draw < 0.3:
             room.against_wall(fu.cabinet(rng), "cabinet")
@@ -274,7 +274,7 @@ def furnish(room: _Room, kind: str) -> None:
             _table_with_chairs(room, big=False)
         else:
             room.in_middle(fu.lamp(rng, floor=True), "lamp")
-    boxes = int(rng.integers(2, 10)) if kind == "storage" else int(rng.integers(0, 4))
+    boxes = int(rng.integers(4, 14)) if kind == "storage" else int(rng.integers(1, 6))
     if kind == "storage":
         for _ in range(int(rng.integers(1, 4))):
             room.against_wall(fu.bookshelf(rng), "bookshelf")
@@ -289,4 +289,4 @@ def furnish(room: _Room, kind: str) -> None:
             lamp = fu.lamp(rng, floor=False)
             if max(lamp.half) < min(half) + 0.05:
                 room.place(lamp, "lamp", *center, 0.0, z=z, check=False)
-    room.on_tops(int(rng.integers(2, 12)))
+    room.on_tops(int(rng.integers(4, 16)))

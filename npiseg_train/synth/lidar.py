@@ -86,7 +86,7 @@ def _road(layout: _Layout, rng: np.random.Generator) -> dict:
     right = rng.uniform(1.4, width - 1.4)
     geometry = {"y_right": -right, "y_left": width - right, "crossing": None, "parking": {}}
     road = layout.table.new("road")
-    road_refl = rng.uniform(0.1, 0.25)
+    road_refl = rng.uniform(0.17, 0.32)
     marking_refl = rng.uniform(0.45, 0.75)
     for k in range(1, lanes):  # dashed lane separators
         y = -right + k * width / lanes
@@ -132,7 +132,7 @@ def _side(layout: _Layout, rng: np.random.Generator, geometry: dict, side: int) 
     curb = rng.uniform(0.08, 0.2)
     spans = _x_spans(geometry)
     if has_walk:
-        walk_id, walk_refl = layout.table.new("sidewalk"), rng.uniform(0.22, 0.4)
+        walk_id, walk_refl = layout.table.new("sidewalk"), rng.uniform(0.27, 0.45)
         for x0, x1 in spans:
             part = Part(BOX, ((x0 + x1) / 2, edge + side * walk / 2, curb / 2 - 0.05),
                         ((x1 - x0) / 2, walk / 2, curb / 2 + 0.05), street.GREY,
@@ -145,7 +145,7 @@ def _side(layout: _Layout, rng: np.random.Generator, geometry: dict, side: int) 
     walk_mid = edge + side * walk * 0.5
 
     # Parked vehicles along the curb (in the parking strip or on the road edge).
-    if rng.random() < 0.75:
+    if rng.random() < 0.6:
         lane_y = edge - side * rng.uniform(1.0, 1.3)
         x = -EXTENT + rng.uniform(0, 10)
         while x < EXTENT:
@@ -156,7 +156,7 @@ def _side(layout: _Layout, rng: np.random.Generator, geometry: dict, side: int) 
                 layout.add(parts, name, x, lane_y, yaw, half)
             x += half[0] + (rng.uniform(0.5, 2.0) if rng.random() < 0.8 else rng.uniform(5, 20))
     # Roadside trees and poles on the sidewalk.
-    if has_walk and rng.random() < 0.6:
+    if has_walk and rng.random() < 0.7:
         for x in np.arange(-EXTENT, EXTENT, rng.uniform(6.0, 15.0)) + rng.uniform(0, 5):
             parts, crown = street.tree(rng)
             layout.add(parts, "tree", x, edge + side * min(0.8, walk / 2), 0.0,
@@ -184,9 +184,11 @@ def _beyond(layout: _Layout, rng: np.random.Generator, line: float, side: int,
     while x < EXTENT:
         length = rng.uniform(12.0, 45.0)
         kind = rng.choice(["buildings", "fence", "green"], p=[0.5, 0.25, 0.25])
-        setback = rng.uniform(0.0, 1.0) if rng.random() < 0.5 else rng.uniform(1.0, 8.0)
+        setback = rng.uniform(0.0, 1.0) if rng.random() < 0.4 else rng.uniform(1.0, 8.0)
+        # Depth bands (distance behind the sidewalk line) where vegetation may grow.
+        bands = [(0.6, setback - 0.6)] if setback > 1.8 else []
         if kind == "buildings":
-            bx = x
+            bx, deepest = x, 0.0
             while bx < x + length:
                 frontage = rng.uniform(6.0, 28.0)
                 depth = rng.uniform(7.0, 15.0)
@@ -195,29 +197,37 @@ def _beyond(layout: _Layout, rng: np.random.Generator, line: float, side: int,
                 yaw = side * np.pi / 2 + rng.normal(0, 0.03)
                 layout.add(parts, "building", bx + frontage / 2, line + side * setback, yaw)
                 bx += frontage + (rng.uniform(0.0, 6.0) if rng.random() < 0.6 else 0.0)
+                deepest = max(deepest, depth)
             length = bx - x
-        elif kind == "fence":
-            layout.add(street.fence(rng, length), "fence", x + length / 2,
-                       line + side * (setback + 0.05), np.pi / 2, check=False)
-        if kind != "buildings" or setback > 2.0:
-            for _ in range(int(rng.integers(1, 6))):
-                px = rng.uniform(x, x + length)
-                depth_y = line + side * rng.uniform(0.8, max(setback, 1.0) + 10.0)
-                if rng.random() < 0.45:
-                    parts, crown = street.tree(rng)
-                    layout.add(parts, "tree", px, depth_y, 0.0, np.array([0.5, 0.5]), check=False)
-                elif rng.random() < 0.5:
-                    layout.add(street.bush(rng, length=rng.uniform(3.0, 15.0)), "vegetation", px,
-                               line + side * (setback + 1.0), rng.normal(0, 0.05), check=False)
-                else:
-                    layout.add(street.bush(rng), "vegetation", px, depth_y, 0.0, check=False)
+            bands.append((setback + deepest + 1.0, setback + deepest + 12.0))  # backyards
+        else:
+            if kind == "fence":
+                layout.add(street.fence(rng, length), "fence", x + length / 2,
+                           line + side * (setback + 0.05), np.pi / 2, check=False)
+            bands.append((setback + 0.7, setback + 25.0))
+        if bands and rng.random() < 0.4:
+            near = bands[0][0]
+            layout.add(street.bush(rng, length=rng.uniform(4.0, min(length, 25.0))),
+                       "vegetation", x + length / 2, line + side * (near + 0.5),
+                       rng.normal(0, 0.03), check=False)
+        density = 0.8 if kind == "green" else 0.3  # plants per metre of street
+        for _ in range(int(rng.poisson(density * length))):
+            low, high = bands[int(rng.integers(len(bands)))]
+            if high <= low:
+                continue
+            px, depth_y = rng.uniform(x, x + length), line + side * rng.uniform(low, high)
+            if rng.random() < 0.55:
+                parts, _ = street.tree(rng)
+                layout.add(parts, "tree", px, depth_y, 0.0, check=False)
+            else:
+                layout.add(street.bush(rng), "vegetation", px, depth_y, 0.0, check=False)
         x += length + rng.uniform(0.0, 4.0)
 
 
 def _traffic(layout: _Layout, rng: np.random.Generator, geometry: dict) -> None:
     """Moving vehicles in the lanes, cyclists on the road edge, traffic on the crossing."""
     y0, y1 = geometry["y_right"], geometry["y_left"]
-    for _ in range(int(rng.integers(0, 8))):
+    for _ in range(int(rng.integers(0, 6))):
         parts, half, name = _vehicle(rng)
         y = rng.uniform(y0 + half[1] + 0.3, y1 - half[1] - 0.3)
         yaw = (0.0 if y < (y0 + y1) / 2 else np.pi) + rng.normal(0, 0.04)
@@ -259,8 +269,13 @@ def generate_lidar_scene(seed: int, name: str | None = None,
     _traffic(layout, rng, geometry)
 
     heading = rng.normal(0, 0.04) + (np.pi if rng.random() < 0.5 else 0.0)
-    tilt = rotation_zyx(heading, rng.normal(0, 0.01), rng.normal(0, 0.01))
-    position = np.array([0.0, 0.0, sensor_height + rng.normal(0, 0.02)])
+    # Road slope and body roll relative to the sensor, as a small tilt of the sensor.
+    tilt = rotation_zyx(heading, rng.normal(0, 0.02), rng.normal(0, 0.015))
+    # Road camber and slope put the road under the sensor a little lower than nominal.
+    position = np.array([0.0, 0.0, sensor_height + rng.uniform(-0.02, 0.2)])
+    # The carrying vehicle hides the steepest beams to the front and back; its hits are
+    # dropped (instance 0), as a real driver filters them.
+    layout.primitives += place_parts(_ego_vehicle(), 0, np.zeros(3), heading)
     sensor = SpinningLidar(position, tilt, elevations_deg, azimuth_steps, 0.02, rng)
     down = sensor.directions[..., 2]
     ground = np.where(down < -1e-6, position[2] / np.maximum(-down, 1e-6), np.inf)
@@ -280,12 +295,17 @@ def generate_lidar_scene(seed: int, name: str | None = None,
     points[on_terrain, 2] += _terrain_height(rng, points[on_terrain])
 
     cos_incidence = np.abs(np.einsum("ij,ij->i", normals, directions))
-    intensity = reflect * (0.55 + 0.45 * cos_incidence) * np.exp(-noisy / 250.0)
+    intensity = reflect * (0.75 + 0.25 * cos_incidence) * np.exp(-noisy / 250.0)
     intensity *= rng.normal(1.0, 0.12, intensity.shape)
     intensity = np.clip(intensity + rng.normal(0, 0.015, intensity.shape), 0.0, 1.0)
     # Weak returns (dark, far, grazing) drop out more often; a small base rate everywhere.
     weak = np.clip(1.0 - intensity / 0.08, 0.0, 1.0) * np.clip(noisy / max_range, 0, 1)
-    keep = rng.random(depth.shape) >= (rng.uniform(0.005, 0.02) + 0.6 * weak)
+    # Per-laser dropout: a few lasers of a real head are weak, most often the lowest ones.
+    laser_rate = rng.uniform(0.0, 0.03, len(sensor.elevations))
+    laser_rate += np.where(sensor.elevations < np.radians(-21.0),
+                           rng.uniform(0.1, 0.5, len(sensor.elevations)), 0.0)
+    keep = rng.random(depth.shape) >= (laser_rate[rows] + 0.6 * weak)
+    keep &= labels > 0
     local = sensor.to_sensor(points[keep])
     labels, names = compact_labels(labels[keep], layout.table.class_names)
     return SynthScene(
@@ -294,6 +314,12 @@ def generate_lidar_scene(seed: int, name: str | None = None,
         class_names=names, sensor_origins=np.zeros((1, 3), dtype=np.float32),
         bounds=np.array([[-max_range, -max_range, -sensor_height - 1.0],
                          [max_range, max_range, 30.0]], dtype=np.float32))
+
+
+def _ego_vehicle() -> list[Part]:
+    """Body and cabin of the car carrying the sensor (sensor origin above the roof centre)."""
+    return [Part(BOX, (-0.1, 0.0, 0.62), (2.0, 0.9, 0.33), street.GREY),
+            Part(BOX, (-0.5, 0.0, 1.13), (1.2, 0.78, 0.19), street.GREY)]
 
 
 def _ids(layout: _Layout, class_name: str) -> list[int]:
@@ -335,7 +361,7 @@ def _terrain_height(rng: np.random.Generator, points: np.ndarray) -> np.ndarray:
     """(M,) height offsets of natural ground: gentle undulation plus grass roughness."""
     phase = rng.uniform(0, 2 * np.pi, 4)
     freq = rng.uniform(0.05, 0.25, 4)
-    amp = rng.uniform(0.0, 0.25)
+    amp = rng.uniform(0.0, 0.4)
     x, y = points[:, 0], points[:, 1]
     wave = np.sin(freq[0] * x + phase[0]) * np.sin(freq[1] * y + phase[1])
     wave += 0.5 * np.sin(freq[2] * x + freq[3] * y + phase[2])

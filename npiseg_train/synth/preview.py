@@ -53,14 +53,9 @@ def save_preview(scene: SynthScene, path: str | Path, max_points: int = 60000,
         if span:
             ax.set_xlim(-span, span)
             ax.set_ylim(-span, span)
-    side = np.abs(xyz[:, 1]) < (5.0 if scene.kind == "lidar" else 10.0)
-    axes[2].scatter(xyz[side, 0], xyz[side, 2], c=by_instance[side], s=0.5, linewidths=0)
-    axes[2].set_title("side view (|y| < 5 m)" if scene.kind == "lidar" else "side view")
-    axes[2].set_aspect("equal")
-    if span:
-        axes[2].set_xlim(-span, span)
+    _oblique(axes[2], xyz, by_instance, "oblique view, instances", scene.kind)
     if reference is None:
-        axes[3].set_axis_off()
+        _oblique(axes[3], xyz, appearance, f"oblique view, {title}", scene.kind)
     else:
         ref = reference[rng.permutation(len(reference))[:max_points]]
         axes[3].scatter(ref[:, 0], ref[:, 1], c=ref[:, 2], s=0.3, linewidths=0, cmap="viridis",
@@ -76,3 +71,23 @@ def save_preview(scene: SynthScene, path: str | Path, max_points: int = 60000,
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+def _oblique(ax, xyz: np.ndarray, colors: np.ndarray, title: str, kind: str) -> None:
+    """Orthographic view from above and behind (yaw 30°, elevation 35°), far points first."""
+    center = np.zeros(3) if kind == "lidar" else np.median(xyz, axis=0)
+    # LiDAR: the near street only; indoor: below the ceiling so the furniture shows.
+    keep = np.linalg.norm(xyz[:, :2], axis=1) < 30.0 if kind == "lidar" else \
+        xyz[:, 2] < np.percentile(xyz[:, 2], 99) - 0.3
+    xyz, colors = xyz[keep], colors[keep]
+    yaw, elevation = np.radians(30.0), np.radians(35.0)
+    p = xyz - center
+    right = np.array([-np.sin(yaw), np.cos(yaw), 0.0])
+    forward = np.array([np.cos(yaw) * np.cos(elevation), np.sin(yaw) * np.cos(elevation),
+                        -np.sin(elevation)])
+    up = np.cross(right, forward)
+    depth = p @ forward
+    order = np.argsort(-depth)
+    ax.scatter((p @ right)[order], (p @ up)[order], c=colors[order], s=0.6, linewidths=0)
+    ax.set_title(title)
+    ax.set_aspect("equal")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from npiseg_train.synth.indoor import ROOM_TYPES, _Room, _shell, _wall_items, furnish
-from npiseg_train.synth.scene import Primitive, SynthScene, compact_labels
-from npiseg_train.synth.sensors import PinholeCamera
+from npiseg_train.synth.scene import Primitive, SynthScene, compact_labels, rotation_zyx
+from npiseg_train.synth.sensors import PinholeCamera, SpinningLidar
 from npiseg_train.synth.shapes import cast_grid, hit_normals
 
 
@@ -91,7 +91,8 @@ def generate_indoor_scene(seed: int, name: str | None = None, room_type: str | N
         seed: every random choice derives from it (same seed, same scene).
         name: scene name (default ``"indoor_<seed>"``).
         room_type: one of ``ROOM_TYPES`` (default: drawn).
-        num_viewpoints: camera positions (default: 2-4, drawn); each takes 2-3 frames.
+        num_viewpoints: scan positions (default: 2-4, drawn); each takes 2-3 pinhole
+            frames or one partial panorama.
         max_points: the fused cloud is randomly thinned to at most this many points.
         max_depth: depth beyond which a camera returns nothing, metres.
 
@@ -107,32 +108,31 @@ def generate_indoor_scene(seed: int, name: str | None = None, room_type: str | N
     furnish(room, room_type or str(rng.choice(ROOM_TYPES)))
 
     viewpoints = num_viewpoints or int(rng.integers(2, 5))
-    views = int(rng.integers(2, 4))
-    # About 250k rays in all whatever the number of frames, so scans cost the same.
-    width = int(np.sqrt(250_000 / (viewpoints * views) * 4 / 3))
-    cameras = place_cameras(rng, size, room.primitives[shell_count:], viewpoints, views,
-                            rng.uniform(60.0, 80.0), width)
+    sensors = _scan_sensors(rng, size, room.primitives[shell_count:], viewpoints)
     light = rng.normal(0, 0.4, 3) + np.array([0.0, 0.0, 1.0])
     light /= np.linalg.norm(light)
     chunks_xyz, chunks_rgb, chunks_label = [], [], []
     instance = np.array([p.instance for p in room.primitives], dtype=np.int64)
     # Fusing many frames averages depth noise down; raw single frames keep all of it.
     noise_scale = rng.uniform(0.3, 1.0)
-    for camera in cameras:
-        hits = cast_grid(camera.position, camera.directions_cm, room.primitives, camera.window,
+    for sensor, visible in sensors:
+        hits = cast_grid(sensor.position, sensor.directions_cm, room.primitives, sensor.window,
                          rng, max_depth)
-        keep = np.isfinite(hits.depth) & _edge_mask(rng, hits.depth)
+        keep = np.isfinite(hits.depth) & _edge_mask(rng, hits.depth) & visible
         keep &= rng.random(keep.shape) >= rng.uniform(0.0, 0.03)
         rows, cols = np.nonzero(keep)
         depth = hits.depth[rows, cols]
         owner = hits.primitive[rows, cols]
-        axial = camera.local_directions[rows, cols, 2]
+        # Depth noise grows with the distance along the optical axis (pinhole frames) or
+        # along the ray (panoramas, whose 'axis' turns with the ray).
+        axial = sensor.local_directions[rows, cols, 2] if isinstance(sensor, PinholeCamera) \
+            else np.ones(len(rows))
         z = depth * axial
         sigma = (0.0012 + 0.0019 * (z - 0.4) ** 2) * noise_scale
-        exact = camera.position + camera.directions[rows, cols] * depth[:, None]
+        exact = sensor.position + sensor.directions[rows, cols] * depth[:, None]
         normals = hit_normals(room.primitives, owner, exact)
         noisy = depth + rng.normal(0.0, 1.0, depth.shape) * sigma / axial
-        points = camera.position + camera.directions[rows, cols] * noisy[:, None]
+        points = sensor.position + sensor.directions[rows, cols] * noisy[:, None]
         rgb = _shade(rng, room.primitives, owner, exact, normals, light)
         rgb = rgb * rng.uniform(0.85, 1.15) * rng.uniform(0.95, 1.05, 3)
         rgb += rng.normal(0.0, rng.uniform(0.01, 0.035), rgb.shape)
@@ -159,8 +159,36 @@ def generate_indoor_scene(seed: int, name: str | None = None, room_type: str | N
     return SynthScene(
         name=name or f"indoor_{seed:06d}", kind="indoor", xyz=xyz.astype(np.float32),
         colors=rgb.astype(np.float32), intensity=None, labels=labels, class_names=names,
-        sensor_origins=np.array([c.position for c in cameras], dtype=np.float32),
+        sensor_origins=np.array([c.position for c, _ in sensors], dtype=np.float32),
         bounds=np.stack([np.zeros(3), size]).astype(np.float32))
+
+
+def _scan_sensors(rng: np.random.Generator, size: np.ndarray, primitives: list[Primitive],
+                  viewpoints: int) -> list[tuple[PinholeCamera | SpinningLidar, np.ndarray]]:
+    """Sensors of one scan with a (rows, cols) mask of the rays each keeps.
+
+    Either hand-held style pinhole frames (2-3 per viewpoint, patchy coverage) or, more
+    often, one panorama per viewpoint covering a random 200-360° sector (tripod scanners and
+    long hand-held sweeps see nearly everything in line of sight). About 250k rays in all.
+    """
+    if rng.random() < 0.35:
+        views = int(rng.integers(2, 4))
+        width = int(np.sqrt(250_000 / (viewpoints * views) * 4 / 3))
+        cameras = place_cameras(rng, size, primitives, viewpoints, views,
+                                rng.uniform(60.0, 80.0), width)
+        return [(c, np.ones(c.shape, dtype=bool)) for c in cameras]
+    frames = place_cameras(rng, size, primitives, viewpoints, 1, 60.0, 8)
+    rows = int(rng.integers(130, 170))
+    cols = int(250_000 / max(len(frames), 1) / rows)
+    out = []
+    for frame in frames:
+        pano = SpinningLidar(frame.position, rotation_zyx(rng.uniform(0, 2 * np.pi)),
+                             np.linspace(rng.uniform(25, 45), -89.0, rows), cols)
+        sweep = int(cols * rng.uniform(200, 360) / 360)
+        visible = np.zeros(pano.shape, dtype=bool)
+        visible[:, :sweep] = True
+        out.append((pano, visible))
+    return out
 
 
 def _edge_mask(rng: np.random.Generator, depth: np.ndarray) -> np.ndarray:
