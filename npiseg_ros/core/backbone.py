@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from .errors import ConfigError
 from .sparse.backends import BACKEND_NAMES, get_backend
-from .sparse.coords import check_coords
+from .sparse.coords import check_coords, spatial_order
 from .sparse.modules import DownConv3d, SparseBatchNorm, SubmanifoldConv3d, UpConv3d
 
 __all__ = ["BACKBONE_PRESETS", "BackbonePreset", "SparseResUNet", "BasicBlock", "build_backbone"]
@@ -185,7 +185,10 @@ class SparseResUNet(nn.Module):
             ``(V, out_channels)`` features; row ``i`` belongs to input row ``i``.
         """
         _check_inputs(features, coords, self.in_channels)
-        level = self._ops.make_level(coords)
+        # Work in (batch, x, y, z) order: local memory access, row-order-independent results.
+        order = spatial_order(coords)
+        features = features.index_select(0, order)
+        level = self._ops.make_level(coords.index_select(0, order))
         out = self.relu(self.stem_norm(self.stem(features, level)))
         skips = [(out, level)]
         for down, down_norm, stage in zip(self.down, self.down_norms, self.encoder):
@@ -196,7 +199,8 @@ class SparseResUNet(nn.Module):
             skip, level = skips[3 - index]
             out = self.relu(up_norm(up(out, level)))
             out = stage(torch.cat([out, skip], dim=1), level)
-        return self.head(out, level)
+        out = self.head(out, level)
+        return torch.empty_like(out).index_copy_(0, order, out)
 
 
 def _check_inputs(features: Tensor, coords: Tensor, in_channels: int) -> None:
