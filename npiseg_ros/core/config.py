@@ -1,0 +1,113 @@
+"""Typed model configuration (a frozen dataclass), serialisable to YAML/JSON.
+
+Defaults follow the paper (NPISeg3D, ICML 2025) and the research code's settings; options that
+differ between paper and code are named here and documented in ``docs/model.md``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from npiseg_ros.core.errors import ConfigError
+
+INPUT_MODES = ("rgb", "intensity", "none")
+MASK_HEADS = ("cosine", "dot")
+OBJECT_CONTEXTS = ("mean", "sum", "product")
+UNCERTAINTY_MODES = ("variance", "entropy")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Every architectural choice of an NPISeg3D model.
+
+    Attributes:
+        backbone: sparse U-Net preset (see ``npiseg_ros.core.backbone.BACKBONE_PRESETS``).
+        input_mode: per-point input features: ``rgb`` (3 channels, RGB in [0, 1]),
+            ``intensity`` (1 channel) or ``none`` (1 constant channel, geometry only).
+        voxel_size: voxel edge in metres (paper: 0.05).
+        hidden_dim: width d of features, queries and latents (paper: 128).
+        num_heads: attention heads (paper: 8).
+        ffn_dim: hidden width of the query feed-forward network (paper: 1024).
+        num_decoder_layers: click-attention layers (paper: 4).
+        num_background_queries: learnable background queries (paper code: 10).
+        fourier_features: random Fourier frequencies per sin/cos half (64 -> 128-d encoding).
+        fourier_scale: standard deviation of the random frequency matrix.
+        mask_head: ``cosine`` (paper Eq. 11) or ``dot`` (research code).
+        use_scene_latent: infer z_s (paper Eq. 6). Off with ``use_object_latent`` off gives the
+            deterministic ablation (paper Table 4, row 1).
+        use_object_latent: infer z_o per object (paper Eq. 7) and modulate prototypes (Eq. 8).
+        object_context: how the object latent network aggregates an object's clicks:
+            ``mean`` (default, see docs/model.md), ``sum`` (paper Eq. 7 literally) or
+            ``product`` (research code: alpha * z_s * r_m + (1 - alpha) * r_m).
+        scene_weight: alpha of Eq. 7, the share of the scene latent in the object latent.
+        use_previous_mask: add an encoding of the previous prediction to point features
+            (paper B.2), without any cap on the number of objects.
+        dropout: dropout in the decoder (0 = none; > 0 enables the MC-dropout baseline).
+    """
+
+    backbone: str = "small"
+    input_mode: str = "rgb"
+    voxel_size: float = 0.05
+    hidden_dim: int = 128
+    num_heads: int = 8
+    ffn_dim: int = 1024
+    num_decoder_layers: int = 4
+    num_background_queries: int = 10
+    fourier_features: int = 64
+    fourier_scale: float = 1.0
+    mask_head: str = "cosine"
+    use_scene_latent: bool = True
+    use_object_latent: bool = True
+    object_context: str = "mean"
+    scene_weight: float = 0.1
+    use_previous_mask: bool = True
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_choice("input_mode", self.input_mode, INPUT_MODES)
+        _check_choice("mask_head", self.mask_head, MASK_HEADS)
+        _check_choice("object_context", self.object_context, OBJECT_CONTEXTS)
+        if not self.voxel_size > 0:
+            raise ConfigError(f"voxel_size must be > 0 metres, got {self.voxel_size}")
+        for name in ("hidden_dim", "num_heads", "ffn_dim", "num_decoder_layers",
+                     "num_background_queries", "fourier_features"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.hidden_dim % self.num_heads:
+            raise ConfigError(
+                f"hidden_dim ({self.hidden_dim}) must be divisible by num_heads ({self.num_heads})")
+        if 2 * self.fourier_features != self.hidden_dim:
+            raise ConfigError(
+                f"2 * fourier_features ({2 * self.fourier_features}) must equal hidden_dim "
+                f"({self.hidden_dim}): the sin/cos encoding is added to features")
+        if not 0.0 <= self.scene_weight <= 1.0:
+            raise ConfigError(f"scene_weight must be in [0, 1], got {self.scene_weight}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def in_channels(self) -> int:
+        return 3 if self.input_mode == "rgb" else 1
+
+    @property
+    def probabilistic(self) -> bool:
+        return self.use_scene_latent or self.use_object_latent
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "ModelConfig":
+        """Build from a mapping, rejecting unknown keys with the list of valid ones."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown model config keys {unknown}; valid keys: {sorted(known)}")
+        return cls(**dict(values))
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {list(choices)}, got {value!r}")

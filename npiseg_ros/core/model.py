@@ -1,0 +1,313 @@
+"""NPISeg3D: encode a scene once, decode labels + uncertainty for any set of clicks."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from npiseg_ros.core.backbone import build_backbone
+from npiseg_ros.core.config import UNCERTAINTY_MODES, ModelConfig
+from npiseg_ros.core.decoder import (ClickAttentionDecoder, FourierPositionEncoding,
+                                     PreviousMaskEncoder, mlp)
+from npiseg_ros.core.neural_process import (Gaussian, ObjectLatent, PrototypeModulator,
+                                            SceneLatent, label_means, label_sums)
+
+TARGET_POINTS_PER_LABEL = 50
+"""Points sampled per label to build the training-only posterior (research code: 50)."""
+
+
+@dataclass
+class SceneEmbedding:
+    """Backbone output for one scene, computed once and reused by every decode.
+
+    Attributes:
+        features: (V, d) float point features.
+        positions: (V, d) float Fourier encodings of the voxel positions.
+    """
+
+    features: Tensor
+    positions: Tensor
+
+    @property
+    def num_voxels(self) -> int:
+        return int(self.features.shape[0])
+
+
+@dataclass
+class DecodeOutput:
+    """Decoder result for one scene with C = M + 1 labels (0 = background).
+
+    Attributes:
+        logits: (V, C) class logits (Eq. 11: max over a label's clicks of the sample-mean
+            similarity, times the learned scale for cosine heads).
+        probabilities: (V, C) mean over MC samples of the per-sample softmax.
+        uncertainty: (V,) per-voxel uncertainty (Eq. 13-14 variance, or predictive entropy).
+        auxiliary_logits: (V, C) deterministic logits after each decoder layer but the last.
+        kl_scene: scalar KL(q(z_s | targets) || p(z_s | clicks)); zero without targets.
+        kl_objects: scalar sum over labels of the z_o KL; zero without targets.
+    """
+
+    logits: Tensor
+    probabilities: Tensor
+    uncertainty: Tensor
+    auxiliary_logits: list[Tensor] = field(default_factory=list)
+    kl_scene: Tensor | None = None
+    kl_objects: Tensor | None = None
+
+
+class NPISeg3D(nn.Module):
+    """The full model; see ``docs/model.md`` for the architecture and its sources."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        dim = config.hidden_dim
+        self.backbone = build_backbone(config.backbone, config.in_channels, dim)
+        self.position_encoding = FourierPositionEncoding(config.fourier_features,
+                                                         config.fourier_scale)
+        self.background_queries = nn.Parameter(torch.randn(config.num_background_queries, dim) * 0.1)
+        self.background_positions = nn.Parameter(
+            torch.randn(config.num_background_queries, dim) * 0.1)
+        self.previous_mask = PreviousMaskEncoder(dim) if config.use_previous_mask else None
+        self.decoder = ClickAttentionDecoder(dim, config.num_heads, config.ffn_dim,
+                                             config.num_decoder_layers, config.dropout)
+        self.query_norm = nn.LayerNorm(dim)
+        self.mask_embedding = mlp([dim, dim, dim, dim])
+        # Cosine similarities live in [-1, 1]; a learned temperature lets softmax/CE sharpen them.
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
+        self.scene_latent = SceneLatent(dim, config.num_heads) if config.use_scene_latent else None
+        self.object_latent = (ObjectLatent(dim, config.object_context)
+                              if config.use_object_latent else None)
+        self.modulator = PrototypeModulator(dim) if config.probabilistic else None
+
+    # ------------------------------------------------------------------ encode
+    def encode(self, features: Tensor, coords: Tensor, xyz: Tensor) -> SceneEmbedding:
+        """Run the backbone on one scene.
+
+        Args:
+            features: (V, in_channels) float per-voxel input features.
+            coords: (V, 3) int64 voxel coordinates (unique rows).
+            xyz: (V, 3) float voxel positions in metres (used for position encodings).
+        """
+        batch = coords.new_zeros(coords.shape[0], 1)
+        return self.encode_batch(features, torch.cat([batch, coords], dim=1), xyz)[0]
+
+    def encode_batch(self, features: Tensor, coords: Tensor, xyz: Tensor) -> list[SceneEmbedding]:
+        """Backbone over several scenes; coords (V, 4) = [batch, x, y, z]. One embedding each."""
+        point_features = self.backbone(features, coords)
+        scenes = []
+        for index in torch.unique(coords[:, 0]).tolist():
+            rows = coords[:, 0] == index
+            scene_xyz = xyz[rows]
+            positions = self.position_encoding(scene_xyz, scene_xyz.min(dim=0).values,
+                                               scene_xyz.max(dim=0).values)
+            scenes.append(SceneEmbedding(point_features[rows], positions))
+        return scenes
+
+    # ------------------------------------------------------------------ decode
+    def decode(self, scene: SceneEmbedding, click_voxels: Tensor, click_labels: Tensor,
+               previous_labels: Tensor | None = None, num_samples: int = 10,
+               generator: torch.Generator | None = None, scene_weight: float | None = None,
+               targets: Tensor | None = None, uncertainty: str = "variance") -> DecodeOutput:
+        """Predict every voxel's label from the clicks.
+
+        Args:
+            scene: output of :meth:`encode`.
+            click_voxels: (K,) int64 voxel index of each click.
+            click_labels: (K,) int64 label of each click: 0 = background, objects 1..M; every
+                object label in 1..M must have at least one click.
+            previous_labels: (V,) int64 previous prediction in [0, M], or None.
+            num_samples: Monte-Carlo samples S of the latents (ignored if deterministic).
+            generator: seeds the latent samples (same generator state -> same output).
+            scene_weight: alpha of Eq. 7; None uses the config value.
+            targets: (V,) int64 ground-truth labels in [0, M] (-1 = ignore). Training only:
+                latents are then drawn from the posterior and the KL terms are returned.
+            uncertainty: ``variance`` (Eq. 13-14) or ``entropy`` of the mean softmax.
+        """
+        num_classes = _check_clicks(click_voxels, click_labels, scene.num_voxels)
+        if uncertainty not in UNCERTAINTY_MODES:
+            raise ValueError(f"uncertainty must be one of {UNCERTAINTY_MODES}, got {uncertainty!r}")
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        click_features = scene.features[click_voxels]
+        points = scene.features
+        if self.previous_mask is not None:
+            points = points + self.previous_mask(previous_labels, click_features, click_labels,
+                                                 num_classes, scene.num_voxels)
+        background = torch.zeros_like(click_labels[:1]).expand(self.background_queries.shape[0])
+        query_labels = torch.cat([click_labels, background])
+        queries = torch.cat([click_features, self.background_queries])
+        query_pos = torch.cat([scene.positions[click_voxels], self.background_positions])
+
+        def predict(layer_points: Tensor, layer_queries: Tensor) -> Tensor:
+            similarity = self._similarity(layer_points, self._embed(layer_queries))
+            return _max_per_label(similarity, query_labels, num_classes) * self._scale()
+
+        points, queries, auxiliary = self.decoder(points, scene.positions, queries, query_pos,
+                                                  query_labels, predict)
+        embeddings = self._embed(queries)
+        if self.modulator is None:
+            logits = predict(points, queries)
+            probabilities = logits.softmax(dim=1)
+            if uncertainty == "entropy":
+                spread = _entropy(probabilities)
+            else:
+                spread = torch.zeros_like(logits[:, 0])
+            return DecodeOutput(logits, probabilities, spread, auxiliary)
+        return self._decode_probabilistic(points, embeddings, query_labels, num_classes,
+                                          num_samples, generator, scene_weight, targets,
+                                          uncertainty, auxiliary)
+
+    def _decode_probabilistic(self, points: Tensor, embeddings: Tensor, query_labels: Tensor,
+                              num_classes: int, num_samples: int,
+                              generator: torch.Generator | None, scene_weight: float | None,
+                              targets: Tensor | None, uncertainty: str,
+                              auxiliary: list[Tensor]) -> DecodeOutput:
+        alpha = self.config.scene_weight if scene_weight is None else float(scene_weight)
+        prior_prototypes = label_means(embeddings, query_labels, num_classes)
+        target_rows = target_labels = None
+        if targets is not None:
+            target_rows, target_labels = _sample_targets(targets, num_classes, generator)
+            target_embeddings = self._embed(points[target_rows])
+        kl_scene = kl_objects = points.new_zeros(())
+
+        scene_sample = None
+        if self.scene_latent is not None:
+            scene_prior = self.scene_latent(prior_prototypes)
+            scene_source = scene_prior
+            if targets is not None:
+                present = torch.bincount(target_labels, minlength=num_classes) > 0
+                posterior_prototypes = torch.where(
+                    present.unsqueeze(1),
+                    label_means(target_embeddings, target_labels, num_classes), prior_prototypes)
+                scene_source = self.scene_latent(posterior_prototypes)
+                kl_scene = scene_source.kl_to(scene_prior)
+            scene_sample = scene_source.sample(num_samples, generator)
+
+        if self.object_latent is not None:
+            object_prior = self.object_latent(
+                scene_sample, self._object_context(embeddings, query_labels, num_classes), alpha)
+            object_source = object_prior
+            if targets is not None:
+                object_source = self.object_latent(
+                    scene_sample,
+                    self._object_context(target_embeddings, target_labels, num_classes), alpha)
+                kl_objects = object_source.kl_to(object_prior).mean(dim=0).sum()
+            if scene_sample is None:  # one (1, C, d) distribution: draw S samples from it
+                latent = object_source.sample(num_samples, generator)[:, 0]
+            else:  # (S, C, d): one draw per scene-latent sample
+                latent = object_source.sample(1, generator)[0]
+        else:
+            latent = scene_sample.unsqueeze(1).expand(-1, num_classes, -1)
+
+        gamma, beta = self.modulator(latent)
+        # Eq. 8: every query (click or background query) is modulated by its label's latent.
+        modulated = gamma[:, query_labels] * embeddings + beta[:, query_labels]
+        mean, variance, probabilities = self._sample_statistics(points, modulated, query_labels,
+                                                                num_classes)
+        logits = _max_per_label(mean, query_labels, num_classes) * self._scale()
+        if uncertainty == "entropy":
+            spread = _entropy(probabilities)
+        else:
+            # Eq. 13-14: max over a label's clicks, then over labels == max over all queries.
+            spread = variance.max(dim=1).values
+        return DecodeOutput(logits, probabilities, spread, auxiliary, kl_scene, kl_objects)
+
+    def _sample_statistics(self, points: Tensor, modulated: Tensor, query_labels: Tensor,
+                           num_classes: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Mean and variance over samples of (V, Q) similarities, and the mean softmax (V, C).
+
+        With gradients (training) all samples are stacked; without, samples are accumulated one
+        at a time so memory stays at O(V * Q) whatever S is. Deviations from the first sample
+        are accumulated to keep the float32 variance accurate.
+        """
+        scale = self._scale()
+        if torch.is_grad_enabled():
+            similarity = self._similarity(points, modulated)  # (S, V, Q)
+            per_sample = _max_per_label(similarity, query_labels, num_classes) * scale
+            return (similarity.mean(dim=0), similarity.var(dim=0, unbiased=False),
+                    per_sample.softmax(dim=-1).mean(dim=0))
+        num_samples = modulated.shape[0]
+        reference = self._similarity(points, modulated[0])
+        shift_sum = torch.zeros_like(reference)
+        shift_square = torch.zeros_like(reference)
+        probabilities = (_max_per_label(reference, query_labels, num_classes) * scale).softmax(1)
+        for index in range(1, num_samples):
+            similarity = self._similarity(points, modulated[index])
+            probabilities += (_max_per_label(similarity, query_labels, num_classes)
+                              * scale).softmax(dim=1)
+            similarity -= reference
+            shift_sum += similarity
+            shift_square += similarity.square()
+        shift_mean = shift_sum / num_samples
+        variance = (shift_square / num_samples - shift_mean.square()).clamp_min(0.0)
+        return reference + shift_mean, variance, probabilities / num_samples
+
+    def _object_context(self, embeddings: Tensor, labels: Tensor, num_classes: int) -> Tensor:
+        if self.config.object_context == "sum":
+            return label_sums(embeddings, labels, num_classes)
+        return label_means(embeddings, labels, num_classes)
+
+    def _embed(self, queries: Tensor) -> Tensor:
+        return self.mask_embedding(self.query_norm(queries))
+
+    def _similarity(self, points: Tensor, embeddings: Tensor) -> Tensor:
+        """points (V, d), embeddings (..., Q, d) -> (..., V, Q) cosine or dot similarity."""
+        if self.config.mask_head == "cosine":
+            points = F.normalize(points, dim=-1)
+            embeddings = F.normalize(embeddings, dim=-1)
+        return torch.matmul(points, embeddings.transpose(-1, -2))
+
+    def _scale(self) -> Tensor:
+        if self.config.mask_head == "cosine":
+            return self.logit_scale.exp()
+        return torch.ones_like(self.logit_scale)
+
+
+def _check_clicks(click_voxels: Tensor, click_labels: Tensor, num_voxels: int) -> int:
+    """Validate decoder click inputs; return C = M + 1."""
+    if click_voxels.ndim != 1 or click_voxels.shape != click_labels.shape:
+        raise ValueError("click_voxels and click_labels must be 1-D of equal length, got "
+                         f"{tuple(click_voxels.shape)} and {tuple(click_labels.shape)}")
+    if click_voxels.numel() == 0:
+        raise ValueError("at least one click is needed to decode")
+    if int(click_voxels.min()) < 0 or int(click_voxels.max()) >= num_voxels:
+        raise ValueError(f"click voxel indices must lie in [0, {num_voxels})")
+    if int(click_labels.min()) < 0:
+        raise ValueError("click labels must be >= 0 (0 = background)")
+    num_objects = int(click_labels.max())
+    present = torch.bincount(click_labels, minlength=num_objects + 1)[1:] > 0
+    if not bool(present.all()):
+        missing = (torch.nonzero(~present).flatten() + 1).tolist()
+        raise ValueError(f"object labels must be contiguous 1..M; labels {missing} have no click")
+    return num_objects + 1
+
+
+def _max_per_label(similarity: Tensor, query_labels: Tensor, num_classes: int) -> Tensor:
+    """(..., V, Q) -> (..., V, C): max over the queries of each label (Eq. 11)."""
+    shape = (*similarity.shape[:-1], num_classes)
+    out = similarity.new_full(shape, float("-inf"))
+    index = query_labels.expand_as(similarity)
+    return out.scatter_reduce(-1, index, similarity, reduce="amax", include_self=True)
+
+
+def _entropy(probabilities: Tensor) -> Tensor:
+    return -(probabilities * probabilities.clamp_min(1e-12).log()).sum(dim=1)
+
+
+def _sample_targets(targets: Tensor, num_classes: int,
+                    generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """Pick up to TARGET_POINTS_PER_LABEL random voxels of each label (ignoring -1)."""
+    valid = torch.nonzero((targets >= 0) & (targets < num_classes)).flatten()
+    labels = targets[valid]
+    scores = torch.rand(valid.shape[0], generator=generator, device=targets.device)
+    order = torch.argsort(labels.to(scores.dtype) * 2.0 + scores)
+    sorted_labels = labels[order]
+    counts = torch.bincount(sorted_labels, minlength=num_classes)
+    starts = torch.cumsum(counts, dim=0) - counts
+    rank = torch.arange(order.shape[0], device=targets.device) - starts[sorted_labels]
+    keep = order[rank < TARGET_POINTS_PER_LABEL]
+    return valid[keep], labels[keep]

@@ -1,0 +1,382 @@
+"""Interactive segmentation session: encode a cloud once, decode after every click.
+
+The session is the predictor users call (the ROS node, the evaluation CLI, notebooks). It owns
+voxelisation, the scene embedding, the click list and the history needed for exact undo. Every
+method either succeeds or raises a typed error leaving the session as it was.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from npiseg_ros.core.config import UNCERTAINTY_MODES
+from npiseg_ros.core.errors import ClickRejectedError, ConfigError, InvalidCloudError, NoCloudError
+from npiseg_ros.core.model import NPISeg3D, SceneEmbedding
+from npiseg_ros.core.suggest import suggest_next_click
+from npiseg_ros.core.types import (BACKGROUND_ID, INVALID_LABEL, Click, CloudSummary, ObjectStats,
+                                   Prediction)
+from npiseg_ros.core.voxelize import Voxelization, voxelize
+
+MAX_OBJECT_ID = 65535
+"""Largest object id (16 bits, as SemanticKITTI instance ids)."""
+
+DEFAULT_MAX_CLICK_DISTANCE_M = 0.5
+
+
+@dataclass
+class _Cloud:
+    xyz: np.ndarray              # (N, 3) float32 input coordinates (non-finite rows kept)
+    valid: np.ndarray            # (N,) bool, finite rows
+    valid_index: np.ndarray      # (P,) int64 input index of each valid point
+    voxels: Voxelization         # over the valid points
+    voxel_of_point: np.ndarray   # (N,) int64 voxel of each input point, -1 if dropped
+    voxel_xyz: torch.Tensor      # (V, 3) on device, representative point of each voxel
+    embedding: SceneEmbedding
+
+
+@dataclass
+class _Step:
+    """What predict produced after a given number of clicks (for exact undo)."""
+
+    num_clicks: int
+    voxel_labels: np.ndarray     # (V,) int64 object ids
+    prediction: Prediction
+
+
+class SegmentationSession:
+    """Encode-once, decode-per-click interactive segmentation.
+
+    Args:
+        model: an :class:`NPISeg3D` (put in eval mode by the session).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"auto"`` (CUDA when available) or None
+            (the model's current device).
+        num_samples: Monte-Carlo samples S per decode (paper default 10).
+        scene_weight: alpha of Eq. 7; None keeps the model's configured value.
+        max_click_distance: clicks farther than this (metres) from every point are rejected.
+        seed: seeds the latent sampling; the same cloud, clicks and seed give the same output.
+        uncertainty: ``variance`` (paper Eq. 13-14) or ``entropy`` of the mean softmax.
+        max_points: clouds with more points are rejected (None = no limit).
+    """
+
+    def __init__(self, model: NPISeg3D, *, device: str | torch.device | None = None,
+                 num_samples: int = 10, scene_weight: float | None = None,
+                 max_click_distance: float = DEFAULT_MAX_CLICK_DISTANCE_M, seed: int = 0,
+                 uncertainty: str = "variance", max_points: int | None = None) -> None:
+        if num_samples < 1:
+            raise ConfigError(f"num_samples must be >= 1, got {num_samples}")
+        if scene_weight is not None and not 0.0 <= scene_weight <= 1.0:
+            raise ConfigError(f"scene_weight must be in [0, 1], got {scene_weight}")
+        if not max_click_distance > 0:
+            raise ConfigError(f"max_click_distance must be > 0 metres, got {max_click_distance}")
+        if uncertainty not in UNCERTAINTY_MODES:
+            raise ConfigError(f"uncertainty must be one of {list(UNCERTAINTY_MODES)}, "
+                              f"got {uncertainty!r}")
+        if max_points is not None and max_points < 1:
+            raise ConfigError(f"max_points must be >= 1 or None, got {max_points}")
+        self.device = resolve_device(device, model)
+        self.model = model.to(self.device).eval()
+        self.num_samples = int(num_samples)
+        self.scene_weight = scene_weight
+        self.max_click_distance = float(max_click_distance)
+        self.seed = int(seed)
+        self.uncertainty = uncertainty
+        self.max_points = max_points
+        self._cloud: _Cloud | None = None
+        self._clicks: list[Click] = []
+        self._history: list[_Step] = []
+        self._issued_object_id = 0
+
+    # ------------------------------------------------------------------ state
+    @property
+    def has_cloud(self) -> bool:
+        return self._cloud is not None
+
+    @property
+    def num_points(self) -> int:
+        return 0 if self._cloud is None else int(self._cloud.xyz.shape[0])
+
+    @property
+    def num_voxels(self) -> int:
+        return 0 if self._cloud is None else self._cloud.voxels.num_voxels
+
+    @property
+    def clicks(self) -> tuple[Click, ...]:
+        return tuple(self._clicks)
+
+    @property
+    def object_ids(self) -> tuple[int, ...]:
+        """Sorted ids of the objects (>= 1) that have at least one click."""
+        return tuple(sorted({c.object_id for c in self._clicks} - {BACKGROUND_ID}))
+
+    # ------------------------------------------------------------------ cloud
+    def set_cloud(self, xyz: np.ndarray, colors: np.ndarray | None = None,
+                  intensity: np.ndarray | None = None) -> CloudSummary:
+        """Voxelise a cloud and run the backbone once; forgets all clicks.
+
+        Args:
+            xyz: (N, 3) float coordinates, metres. Rows with NaN/inf are dropped (reported in
+                the summary; they get label -1 and NaN uncertainty in predictions).
+            colors: (N, 3) RGB, float in [0, 1] or uint8 in [0, 255], or None.
+            intensity: (N,) float intensity/reflectance, or None.
+
+        Raises:
+            InvalidCloudError: empty cloud, wrong shapes, no finite point, over ``max_points``,
+                colours out of range. The previous cloud and clicks are then kept.
+        """
+        start = time.perf_counter()
+        xyz = _as_points(xyz)
+        if self.max_points is not None and xyz.shape[0] > self.max_points:
+            raise InvalidCloudError(f"cloud has {xyz.shape[0]} points, more than max_points="
+                                    f"{self.max_points}; crop or downsample it, or raise the limit")
+        features = self._input_features(xyz.shape[0], colors, intensity)
+        valid = np.isfinite(xyz).all(axis=1)
+        valid_index = np.flatnonzero(valid)
+        if valid_index.size == 0:
+            raise InvalidCloudError(f"all {xyz.shape[0]} points have NaN/inf coordinates")
+        try:
+            voxels = voxelize(xyz[valid_index], self.model.config.voxel_size)
+        except ValueError as error:
+            raise InvalidCloudError(str(error)) from error
+        voxel_of_point = np.full(xyz.shape[0], -1, dtype=np.int64)
+        voxel_of_point[valid_index] = voxels.point_to_voxel
+        representative = valid_index[voxels.representative]
+        voxel_xyz = torch.from_numpy(xyz[representative]).to(self.device)
+        voxel_features = torch.from_numpy(features[representative]).to(self.device)
+        coords = torch.from_numpy(voxels.coords).to(self.device)
+        with torch.inference_mode():
+            embedding = self.model.encode(voxel_features, coords, voxel_xyz)
+        self._cloud = _Cloud(xyz, valid, valid_index, voxels, voxel_of_point, voxel_xyz, embedding)
+        self._forget_clicks()
+        return CloudSummary(num_points=int(xyz.shape[0]),
+                            num_dropped=int(xyz.shape[0] - valid_index.size),
+                            num_voxels=voxels.num_voxels,
+                            encode_ms=(time.perf_counter() - start) * 1e3)
+
+    def _input_features(self, num_points: int, colors: np.ndarray | None,
+                        intensity: np.ndarray | None) -> np.ndarray:
+        """(N, in_channels) float32 features for the model's input mode."""
+        mode = self.model.config.input_mode
+        if colors is not None:
+            colors = _as_colors(colors, num_points)
+        if intensity is not None:
+            intensity = _as_intensity(intensity, num_points)
+        if mode == "rgb":
+            # LiDAR without colour feeds zeros, as the research code does.
+            return colors if colors is not None else np.zeros((num_points, 3), np.float32)
+        if mode == "intensity":
+            if intensity is None:
+                return np.zeros((num_points, 1), np.float32)
+            return intensity[:, None]
+        return np.ones((num_points, 1), np.float32)
+
+    def clear(self) -> None:
+        """Forget the cloud and every click."""
+        self._cloud = None
+        self._forget_clicks()
+
+    def reset(self) -> None:
+        """Forget every click; keep the cloud (no re-encoding)."""
+        self._forget_clicks()
+
+    def _forget_clicks(self) -> None:
+        self._clicks = []
+        self._history = []
+        self._issued_object_id = 0
+
+    # ------------------------------------------------------------------ clicks
+    def new_object(self) -> int:
+        """Return a fresh object id, larger than every id used or issued so far."""
+        fresh = max([self._issued_object_id, *self.object_ids]) + 1
+        if fresh > MAX_OBJECT_ID:
+            raise ClickRejectedError(f"no object id left (maximum {MAX_OBJECT_ID})")
+        self._issued_object_id = fresh
+        return fresh
+
+    def add_click(self, position: tuple[float, float, float] | np.ndarray | None = None, *,
+                  object_id: int, point_index: int | None = None) -> Click:
+        """Add a click by position (snapped to the nearest point) or by point index.
+
+        Args:
+            position: (x, y, z) metres in the cloud frame, or None when ``point_index`` is given.
+            object_id: 0 = background, 1..65535 = an object.
+            point_index: index into the cloud given to :meth:`set_cloud`.
+
+        Raises:
+            NoCloudError: no cloud set.
+            ClickRejectedError: bad object id, non-finite position, index out of range or of a
+                dropped point, or no point within ``max_click_distance``.
+        """
+        cloud = self._require_cloud()
+        if isinstance(object_id, bool) or not isinstance(object_id, (int, np.integer)):
+            raise ClickRejectedError(f"object_id must be an integer, got {object_id!r}")
+        if not 0 <= int(object_id) <= MAX_OBJECT_ID:
+            raise ClickRejectedError(f"object_id {object_id} is unknown: use 0 for background "
+                                     f"or 1..{MAX_OBJECT_ID} for objects")
+        if (position is None) == (point_index is None):
+            raise ClickRejectedError("give exactly one of position and point_index")
+        if point_index is not None:
+            index = int(point_index)
+            if not 0 <= index < cloud.xyz.shape[0]:
+                raise ClickRejectedError(f"point_index {index} outside [0, {cloud.xyz.shape[0]})")
+            if not cloud.valid[index]:
+                raise ClickRejectedError(f"point {index} has non-finite coordinates (dropped)")
+            target = cloud.xyz[index].astype(np.float64)
+            distance = 0.0
+        else:
+            target = np.asarray(position, dtype=np.float64).reshape(-1)
+            if target.shape != (3,) or not np.isfinite(target).all():
+                raise ClickRejectedError(f"click position must be 3 finite numbers, got {position!r}")
+            squared = np.square(cloud.xyz[cloud.valid_index] - target).sum(axis=1)
+            nearest = int(np.argmin(squared))
+            index = int(cloud.valid_index[nearest])
+            distance = float(np.sqrt(squared[nearest]))
+            if distance > self.max_click_distance:
+                raise ClickRejectedError(
+                    f"click at {np.round(target, 3).tolist()} is {distance:.2f} m from the nearest "
+                    f"point (limit {self.max_click_distance} m): click on the cloud")
+        click = Click(position=tuple(float(v) for v in target), object_id=int(object_id),
+                      point_index=index, voxel_index=int(cloud.voxel_of_point[index]),
+                      snap_distance=distance)
+        self._clicks.append(click)
+        return click
+
+    def undo(self) -> Click | None:
+        """Remove the last click; the next :meth:`predict` returns exactly the earlier result."""
+        if not self._clicks:
+            return None
+        removed = self._clicks.pop()
+        while self._history and self._history[-1].num_clicks > len(self._clicks):
+            self._history.pop()
+        return removed
+
+    # ------------------------------------------------------------------ predict
+    def predict(self) -> Prediction:
+        """Labels and uncertainty for every input point given the current clicks."""
+        cloud = self._require_cloud()
+        if self._history and self._history[-1].num_clicks == len(self._clicks):
+            return self._history[-1].prediction
+        start = time.perf_counter()
+        num_voxels = cloud.voxels.num_voxels
+        if not self._clicks:
+            voxel_labels = np.zeros(num_voxels, np.int64)
+            voxel_uncertainty = np.zeros(num_voxels, np.float32)
+        else:
+            voxel_labels, voxel_uncertainty = self._decode(cloud)
+        prediction = self._full_resolution(cloud, voxel_labels, voxel_uncertainty,
+                                           (time.perf_counter() - start) * 1e3)
+        self._history.append(_Step(len(self._clicks), voxel_labels, prediction))
+        return prediction
+
+    def _decode(self, cloud: _Cloud) -> tuple[np.ndarray, np.ndarray]:
+        object_ids = np.array(self.object_ids, dtype=np.int64)
+        # Contiguous labels 1..M for the model, in increasing object-id order.
+        to_label = {int(o): i + 1 for i, o in enumerate(object_ids)}
+        to_label[BACKGROUND_ID] = 0
+        click_voxels = torch.tensor([c.voxel_index for c in self._clicks], device=self.device)
+        click_labels = torch.tensor([to_label[c.object_id] for c in self._clicks],
+                                    device=self.device)
+        previous = None
+        if self._history and self._history[-1].num_clicks > 0:
+            earlier = self._history[-1].voxel_labels
+            # Objects absent from the current clicks (undone) fall back to background.
+            lookup = np.zeros(int(max(earlier.max(), object_ids.max(initial=0))) + 1, np.int64)
+            lookup[object_ids] = np.arange(1, object_ids.size + 1)
+            previous = torch.from_numpy(lookup[earlier]).to(self.device)
+        generator = torch.Generator(device=self.device).manual_seed(self.seed)
+        with torch.inference_mode():
+            output = self.model.decode(cloud.embedding, click_voxels, click_labels, previous,
+                                       num_samples=self.num_samples, generator=generator,
+                                       scene_weight=self.scene_weight,
+                                       uncertainty=self.uncertainty)
+            labels = output.logits.argmax(dim=1)
+            labels[click_voxels] = click_labels  # clicked voxels take their click's label
+        label_to_id = np.concatenate([[BACKGROUND_ID], object_ids])
+        return label_to_id[labels.cpu().numpy()], output.uncertainty.float().cpu().numpy()
+
+    def _full_resolution(self, cloud: _Cloud, voxel_labels: np.ndarray,
+                         voxel_uncertainty: np.ndarray, decode_ms: float) -> Prediction:
+        labels = np.full(cloud.xyz.shape[0], INVALID_LABEL, np.int32)
+        uncertainty = np.full(cloud.xyz.shape[0], np.nan, np.float32)
+        inverse = cloud.voxels.point_to_voxel
+        labels[cloud.valid_index] = voxel_labels[inverse]
+        uncertainty[cloud.valid_index] = voxel_uncertainty[inverse]
+        stats = {}
+        clicks_per_object: dict[int, int] = {}
+        for click in self._clicks:
+            clicks_per_object[click.object_id] = clicks_per_object.get(click.object_id, 0) + 1
+        for object_id in sorted({BACKGROUND_ID, *clicks_per_object}):
+            members = labels == object_id
+            count = int(members.sum())
+            stats[object_id] = ObjectStats(
+                object_id=object_id, num_points=count,
+                mean_uncertainty=float(uncertainty[members].mean()) if count else 0.0,
+                num_clicks=clicks_per_object.get(object_id, 0))
+        suggestion = None
+        if self._clicks:
+            suggestion = suggest_next_click(cloud.xyz[cloud.valid_index],
+                                            uncertainty[cloud.valid_index],
+                                            region_size=10 * cloud.voxels.voxel_size)
+        return Prediction(labels=labels, uncertainty=uncertainty, object_stats=stats,
+                          suggested_click=suggestion, decode_ms=decode_ms,
+                          num_clicks=len(self._clicks))
+
+    def _require_cloud(self) -> _Cloud:
+        if self._cloud is None:
+            raise NoCloudError("no cloud yet: call set_cloud (or publish a cloud) before clicking")
+        return self._cloud
+
+
+def resolve_device(device: str | torch.device | None, model: torch.nn.Module) -> torch.device:
+    """``auto`` -> CUDA when available else CPU; None -> the model's device."""
+    if device is None:
+        return next(model.parameters()).device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ConfigError(f"unknown device {device!r}: use cpu, cuda, cuda:N or auto") from error
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available; use cpu or auto")
+    return resolved
+
+
+def _as_points(xyz: np.ndarray) -> np.ndarray:
+    xyz = np.asarray(xyz)
+    if xyz.ndim != 2 or xyz.shape[1] != 3:
+        raise InvalidCloudError(f"xyz must have shape (N, 3), got {xyz.shape}")
+    if xyz.shape[0] == 0:
+        raise InvalidCloudError("the cloud is empty (0 points)")
+    if not np.issubdtype(xyz.dtype, np.number):
+        raise InvalidCloudError(f"xyz must be numeric, got dtype {xyz.dtype}")
+    return np.ascontiguousarray(xyz, dtype=np.float32)
+
+
+def _as_colors(colors: np.ndarray, num_points: int) -> np.ndarray:
+    colors = np.asarray(colors)
+    if colors.shape != (num_points, 3):
+        raise InvalidCloudError(f"colors must have shape ({num_points}, 3) like xyz, "
+                                f"got {colors.shape}")
+    if colors.dtype == np.uint8:
+        return colors.astype(np.float32) / 255.0
+    colors = colors.astype(np.float32)
+    finite = np.isfinite(colors)
+    if not finite.all() or colors.min() < 0.0 or colors.max() > 1.0:
+        raise InvalidCloudError("float colors must be finite and in [0, 1] "
+                                "(pass uint8 arrays for 0..255 colours)")
+    return colors
+
+
+def _as_intensity(intensity: np.ndarray, num_points: int) -> np.ndarray:
+    intensity = np.asarray(intensity, dtype=np.float32).reshape(-1)
+    if intensity.shape != (num_points,):
+        raise InvalidCloudError(f"intensity must have {num_points} values like xyz, "
+                                f"got {intensity.shape[0]}")
+    intensity = np.where(np.isfinite(intensity), intensity, 0.0).astype(np.float32)
+    # Sensors report reflectance in [0, 1] (KITTI) or 8-bit [0, 255] (many drivers).
+    if intensity.size and float(intensity.max()) > 1.5:
+        intensity = intensity / 255.0
+    return np.clip(intensity, 0.0, 1.0)
