@@ -140,7 +140,7 @@ def _side(layout: _Layout, rng: np.random.Generator, geometry: dict, side: int) 
             layout.primitives += place_parts([part], walk_id, np.zeros(3), 0.0)
     terrain = layout.table.new("terrain")
     layout.regions.append(GroundRegion(-EXTENT, EXTENT, *sorted((edge, side * EXTENT)), terrain,
-                                       rng.uniform(0.25, 0.45)))
+                                       rng.uniform(0.3, 0.5)))
     ground_z = curb if has_walk else 0.0
     walk_mid = edge + side * walk * 0.5
 
@@ -295,7 +295,10 @@ def generate_lidar_scene(seed: int, name: str | None = None,
     points[on_terrain, 2] += _terrain_height(rng, points[on_terrain])
 
     cos_incidence = np.abs(np.einsum("ij,ij->i", normals, directions))
-    intensity = reflect * (0.75 + 0.25 * cos_incidence) * np.exp(-noisy / 250.0)
+    # Remission stays nearly flat to ~25 m and then fades fast (seen in KITTI scans: the
+    # median return beyond 50 m is close to 0), so use a soft step in range.
+    falloff = 1.0 / (1.0 + (noisy / rng.uniform(30.0, 40.0)) ** 4)
+    intensity = reflect * (0.75 + 0.25 * cos_incidence) * falloff
     intensity *= rng.normal(1.0, 0.12, intensity.shape)
     intensity = np.clip(intensity + rng.normal(0, 0.015, intensity.shape), 0.0, 1.0)
     # Weak returns (dark, far, grazing) drop out more often; a small base rate everywhere.
@@ -304,8 +307,10 @@ def generate_lidar_scene(seed: int, name: str | None = None,
     laser_rate = rng.uniform(0.0, 0.03, len(sensor.elevations))
     laser_rate += np.where(sensor.elevations < np.radians(-21.0),
                            rng.uniform(0.1, 0.5, len(sensor.elevations)), 0.0)
-    keep = rng.random(depth.shape) >= (laser_rate[rows] + 0.6 * weak)
+    keep = rng.random(depth.shape) >= (laser_rate[rows] + 0.3 * weak)
     keep &= labels > 0
+    dropout = np.array([p.dropout for p in layout.primitives])
+    keep &= (owner < 0) | (rng.random(depth.shape) >= dropout[np.maximum(owner, 0)])
     local = sensor.to_sensor(points[keep])
     labels, names = compact_labels(labels[keep], layout.table.class_names)
     return SynthScene(
@@ -319,7 +324,7 @@ def generate_lidar_scene(seed: int, name: str | None = None,
 def _ego_vehicle() -> list[Part]:
     """Body and cabin of the car carrying the sensor (sensor origin above the roof centre)."""
     return [Part(BOX, (-0.1, 0.0, 0.62), (2.0, 0.9, 0.33), street.GREY),
-            Part(BOX, (-0.5, 0.0, 1.13), (1.2, 0.78, 0.19), street.GREY)]
+            Part(BOX, (-0.4, 0.0, 1.1), (0.9, 0.78, 0.15), street.GREY)]
 
 
 def _ids(layout: _Layout, class_name: str) -> list[int]:
@@ -337,7 +342,9 @@ def _surface_attributes(layout: _Layout, owner: np.ndarray,
     instance = np.array([p.instance for p in layout.primitives], dtype=np.int64)
     refl = np.array([p.reflectivity for p in layout.primitives])
     labels[solid] = instance[owner[solid]]
-    reflect[solid] = refl[owner[solid]] * layout.rng.uniform(0.8, 1.2)
+    # Same material, different object: paint, dirt and wear change remission.
+    by_instance = layout.rng.uniform(0.7, 1.3, len(layout.table.class_names) + 1)
+    reflect[solid] = refl[owner[solid]] * by_instance[labels[solid]]
     normals[solid] = hit_normals(layout.primitives, owner[solid], points[solid])
     ground = np.flatnonzero(~solid)
     x, y = points[ground, 0], points[ground, 1]

@@ -88,6 +88,8 @@ class Primitive:
         penetration: mean depth (metres) a LiDAR ray travels into the volume before it
             returns — foliage; 0 for solid surfaces.
         transmit: probability that a ray passes through this primitive (glass, wire fences).
+        dropout: probability that a return from this surface is lost (specular or absorbing
+            surfaces such as window panes); the surface still occludes what is behind it.
     """
 
     kind: int
@@ -99,6 +101,7 @@ class Primitive:
     reflectivity: float = 0.3
     penetration: float = 0.0
     transmit: float = 0.0
+    dropout: float = 0.0
 
     def aabb(self) -> tuple[np.ndarray, np.ndarray]:
         """World axis-aligned bounds (min (3,), max (3,)) that contain the primitive."""
@@ -130,6 +133,7 @@ class Part:
     reflectivity: float = 0.3
     penetration: float = 0.0
     transmit: float = 0.0
+    dropout: float = 0.0
 
 
 def place_parts(parts: list[Part], instance: int, position: np.ndarray,
@@ -156,6 +160,7 @@ def place_parts(parts: list[Part], instance: int, position: np.ndarray,
             reflectivity=part.reflectivity,
             penetration=part.penetration,
             transmit=part.transmit,
+            dropout=part.dropout,
         ))
     return placed
 

@@ -70,7 +70,15 @@ def car(rng: np.random.Generator) -> tuple[list[Part], np.ndarray]:
         _slab(front, belt, roof_front, height, cabin_hw, 0.05, transmit=0.4),
         _slab(rear, belt, roof_rear, height, cabin_hw, 0.05, transmit=0.4),
         _box((-length / 2 - 0.005, 0, belt - 0.2), (0.01, 0.26, 0.06), 0.9),  # licence plate
+        # Bumpers stand a little proud of the body at both ends; mirrors stick out sideways.
+        _box((length / 2, 0, clearance + 0.15), (0.05, hw * 0.95, 0.12), paint * 0.7),
+        _box((-length / 2, 0, clearance + 0.15), (0.05, hw * 0.95, 0.12), paint * 0.7),
+        _box((front - 0.1, hw + 0.08, belt + 0.08), (0.08, 0.08, 0.06), paint),
+        _box((front - 0.1, -hw - 0.08, belt + 0.08), (0.08, 0.08, 0.06), paint),
     ]
+    if not suv and rng.random() < 0.7:
+        # The bonnet slopes down towards the nose.
+        parts.append(_slab(length / 2 - 0.05, belt - 0.15, front, belt + 0.02, hw * 0.97, paint))
     radius = rng.uniform(0.29, 0.36)
     axle = length / 2 - rng.uniform(0.7, 0.95)
     parts += _wheels(rng, [axle, -axle], hw, radius)
@@ -240,6 +248,19 @@ def building(rng: np.random.Generator, frontage: float,
                 parts.append(_box((-0.6, y, level * 3.0), (0.6, width / 2, 0.08), facade))
     if rng.random() < 0.5:
         parts.append(_box((-0.05, 0, 0.4), (0.08, frontage / 2, 0.4), rng.uniform(0.2, 0.5)))
+    if rng.random() < 0.75:
+        # Window panes a little proud of the facade: dark, and most beams that meet them
+        # come back from nowhere (specular glass), leaving the facade full of holes.
+        pane_w, pane_h = rng.uniform(0.5, 0.9), rng.uniform(0.6, 0.8)
+        pitch = rng.uniform(2 * pane_w + 0.6, 2 * pane_w + 2.5)
+        loss = rng.uniform(0.4, 0.9)
+        for level in range(min(floors + 1, 4)):
+            z = level * 3.0 + rng.uniform(1.3, 1.6)
+            if z + pane_h > height - 0.3:
+                break
+            for y in np.arange(-frontage / 2 + pitch / 2, frontage / 2 - pane_w, pitch):
+                parts.append(Part(BOX, (-0.02, y, z), (0.03, pane_w, pane_h), GREY, None, 0.05,
+                                  dropout=loss))
     if rng.random() < 0.4:
         porch_y = rng.uniform(-frontage / 3, frontage / 3)
         parts.append(_box((-0.8, porch_y, 0.25), (0.8, 1.2, 0.25), facade))
