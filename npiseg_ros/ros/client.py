@@ -39,7 +39,8 @@ class SegmentationClient:
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.latest: dict[str, Any] = {}
-        self.history: dict[str, list] = {"state": []}
+        self.counts: dict[str, int] = {"state": 0, "segmented": 0, "uncertainty": 0,
+                                       "markers": 0}
         for key, kind in (("state", SegmentationState), ("segmented", PointCloud2),
                           ("uncertainty", PointCloud2), ("markers", MarkerArray)):
             self.node.create_subscription(kind, f"{node_name}/{key}",
@@ -60,8 +61,7 @@ class SegmentationClient:
 
     def _store(self, key: str, msg) -> None:
         self.latest[key] = msg
-        if key in self.history:
-            self.history[key].append(msg)
+        self.counts[key] += 1
 
     def close(self) -> None:
         self._executor.remove_node(self.node)

@@ -42,11 +42,11 @@ def ros_environment(domain_id: int, profile: Path | None = FASTDDS_PROFILE,
 
 def start_module(module: str, args: list[str], env: dict[str, str],
                  log_path: Path | None = None) -> subprocess.Popen:
-    """``python -m module args...`` in a new process group, output to ``log_path``."""
-    output = open(log_path, "ab") if log_path is not None else subprocess.DEVNULL
+    """``python -m module args...`` in a new session; output to ``log_path`` (None: ours)."""
+    output = open(log_path, "ab") if log_path is not None else None
     try:
         return subprocess.Popen([sys.executable, "-m", module, *args], env=env,
-                                stdout=output, stderr=subprocess.STDOUT,
+                                stdout=output, stderr=subprocess.STDOUT if output else None,
                                 start_new_session=True)
     finally:
         if log_path is not None:
