@@ -45,3 +45,45 @@ def test_protocol_errors():
         segmenter.add_click(object_id=1, point_index=30)
     with pytest.raises(ValueError, match="unknown baseline"):
         build_baseline("nope")
+
+
+def _tiny_session_segmenter(mc_dropout_samples=0, **config):
+    torch = pytest.importorskip("torch")
+    build = pytest.importorskip("npiseg_ros.core.build")
+    session_module = pytest.importorskip("npiseg_ros.core.session")
+    from npiseg_ros.eval.session_adapter import SessionSegmenter
+
+    torch.manual_seed(0)
+    model = build.build_model(build.tiny_config(**config))
+    session = session_module.SegmentationSession(model, device="cpu", num_samples=2)
+    return SessionSegmenter(session, mc_dropout_samples=mc_dropout_samples)
+
+
+def _small_sample():
+    cloud = boxes_on_ground(2, seed=0, spacing=0.15, ground_size=6.0)
+    return Sample(name="boxes", scene="boxes", cloud=cloud, object_ids=(1, 2))
+
+
+def test_mc_dropout_baseline_is_seeded_and_uncertain():
+    segmenter = _tiny_session_segmenter(3, use_scene_latent=False, use_object_latent=False,
+                                        dropout=0.3)
+    first = run_interactive(segmenter, _small_sample(), max_clicks_per_object=2,
+                            keep_prediction=True)
+    again = run_interactive(segmenter, _small_sample(), max_clicks_per_object=2,
+                            reuse_cloud=True, keep_prediction=True)
+    np.testing.assert_array_equal(first.final_labels, again.final_labels)
+    assert first.curve.scores == again.curve.scores
+    assert np.nanmax(first.final_uncertainty) > 0.0  # dropout passes disagree somewhere
+    assert np.all(np.isfinite(first.ece)) and np.all((first.ece >= 0) & (first.ece <= 1))
+
+
+def test_mc_dropout_needs_a_dropout_model():
+    with pytest.raises(ValueError, match="dropout"):
+        _tiny_session_segmenter(3, dropout=0.0)
+
+
+def test_deterministic_ablation_runs_through_the_protocol():
+    segmenter = _tiny_session_segmenter(use_scene_latent=False, use_object_latent=False)
+    result = run_interactive(segmenter, _small_sample(), max_clicks_per_object=2)
+    assert result.curve.num_clicks == (2, 3, 4)
+    assert np.all(np.isfinite(result.ece))

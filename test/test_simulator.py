@@ -148,3 +148,29 @@ def test_voxel_grid_first_point_represents_each_voxel():
     representative, point_to_voxel = voxel_grid(xyz, 0.05)
     np.testing.assert_array_equal(representative, [0, 2])
     np.testing.assert_array_equal(point_to_voxel, [0, 0, 1, 0])
+
+
+class SuggestingSegmenter(RecordingSegmenter):
+    """Suggests point 0 until it has 3 clicks, then stops suggesting."""
+
+    def __init__(self, xyz):
+        super().__init__()
+        self.xyz = xyz
+
+    def predict(self):
+        prediction = super().predict()
+        suggestion = tuple(self.xyz[0]) if len(self.clicks) < 3 else None
+        return Prediction(labels=prediction.labels, uncertainty=prediction.uncertainty,
+                          suggested_click=suggestion)
+
+
+def test_uncertainty_user_clicks_suggestion_with_gt_label_and_falls_back_to_oracle():
+    sample = two_blob_sample()
+    segmenter = SuggestingSegmenter(sample.cloud.xyz)
+    result = run_interactive(segmenter, sample, max_clicks_per_object=3, user="uncertainty",
+                             click_level="point")
+    sources = [c["source"] for c in result.clicks]
+    assert sources[:3] == ["oracle", "oracle", "uncertainty"]
+    # point 0 belongs to original object 3 = target 2 of the sample (targets (8, 3))
+    assert result.clicks[2]["point_index"] == 0 and result.clicks[2]["object_id"] == 2
+    assert set(sources[3:]) == {"oracle"} and result.fallback_clicks == len(sources) - 3

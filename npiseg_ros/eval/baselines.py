@@ -118,12 +118,12 @@ class GraphDistanceSegmenter:
                                          min_only=True)
         # background competes with its clicks and, everywhere, with the radius threshold
         distance[0] = np.minimum(distance[0], self.object_radius)
-        best = np.argsort(distance, axis=0)[:2] if len(object_ids) > 1 else None
         labels = np.asarray(object_ids)[np.argmin(distance, axis=0)]
-        if best is not None:
-            first = np.take_along_axis(distance, best[:1], axis=0)[0]
-            second = np.take_along_axis(distance, best[1:2], axis=0)[0]
+        if len(object_ids) > 1:
+            nearest_two = np.partition(distance, 1, axis=0)
+            first, second = nearest_two[0], nearest_two[1]
             second = np.where(np.isfinite(second), second, first + self.object_radius)
+            # 1 where two labels are equally near (a boundary), -> 0 deep inside one label
             uncertainty = 1.0 - (second - first) / np.maximum(second + first, 1e-9)
         else:
             uncertainty = np.zeros(num_voxels)

@@ -73,33 +73,64 @@ def candidate_clicks(xyz: np.ndarray, gt: np.ndarray, pred: np.ndarray) -> list[
     xyz, gt, pred = _check(xyz, gt, pred)
     if not np.any(gt != pred):
         return []
-    pairs = np.stack([gt, pred], axis=1)
-    keys, partition = np.unique(pairs, axis=0, return_inverse=True)
-    partition = partition.reshape(-1)
-    order = np.argsort(partition, kind="stable")
-    bounds = np.searchsorted(partition[order], np.arange(len(keys) + 1))
+    # one integer key per (gt, pred) pair, ordered like the pairs themselves
+    gt_offset, pred_offset = gt.min(), pred.min()
+    span = int(pred.max() - pred_offset) + 1
+    codes = (gt - gt_offset) * span + (pred - pred_offset)
+    unique_codes, partition = np.unique(codes, return_inverse=True)
+    keys = np.stack([unique_codes // span + gt_offset, unique_codes % span + pred_offset], 1)
+    order = np.argsort(partition.reshape(-1), kind="stable")
+    bounds = np.searchsorted(partition.reshape(-1)[order], np.arange(len(keys) + 1))
     members = [order[bounds[i]:bounds[i + 1]] for i in range(len(keys))]
     trees: dict[int, cKDTree] = {}
+
+    def tree(index: int) -> cKDTree:
+        if index not in trees:
+            trees[index] = cKDTree(xyz[members[index]])
+        return trees[index]
+
     clicks = []
-    for group, (gt_label, pred_label) in enumerate(keys):
+    for group, (gt_label, pred_label) in enumerate(keys.tolist()):
         if gt_label == pred_label:
             continue
-        points = xyz[members[group]]
-        nearest = np.full(len(points), np.inf)
-        for other in range(len(keys)):
-            if other == group:
-                continue
-            if other not in trees:
-                trees[other] = cKDTree(xyz[members[other]])
-            distance, _ = trees[other].query(points, k=1)
-            np.minimum(nearest, distance, out=nearest)
-        best = int(np.argmax(nearest))  # first maximum = lowest point index (members sorted)
-        clicks.append(SimulatedClick(point_index=int(members[group][best]), label=int(gt_label),
-                                     predicted_label=int(pred_label),
-                                     distance=float(nearest[best])))
+        others = sorted((i for i in range(len(keys)) if i != group),
+                        key=lambda i: -len(members[i]))
+        point_index, distance = _deepest_point(xyz, members[group], [tree(i) for i in others])
+        clicks.append(SimulatedClick(point_index=point_index, label=int(gt_label),
+                                     predicted_label=int(pred_label), distance=distance))
     # np.unique sorted the keys lexicographically and sort() is stable: ties keep (gt, pred) order.
     clicks.sort(key=lambda click: -click.distance)
     return clicks
+
+
+def _deepest_point(xyz: np.ndarray, group: np.ndarray,
+                   other_trees: list[cKDTree]) -> tuple[int, float]:
+    """argmax over ``group`` (sorted point indices) of the distance to the nearest point in
+    ``other_trees`` (the complement), first maximum on ties; returns (point index, distance).
+
+    Exact with pruning: after each tree, the current candidate's exact distance v is a lower
+    bound of the answer, and every point whose running minimum is already below v cannot win.
+    """
+    candidates = group
+    nearest = np.full(len(group), np.inf)
+    for position, other in enumerate(other_trees):
+        bound = float(nearest.max())
+        distance, _ = other.query(xyz[candidates], k=1,
+                                  distance_upper_bound=bound * (1 + 1e-9) + 1e-12
+                                  if np.isfinite(bound) else np.inf)
+        np.minimum(nearest, distance, out=nearest)
+        if position + 1 == len(other_trees):
+            break
+        best = int(np.argmax(nearest))
+        exact = nearest[best]
+        for rest in other_trees[position + 1:]:
+            exact = min(exact, rest.query(xyz[candidates[best]], k=1)[0])
+        keep = nearest >= exact
+        candidates, nearest = candidates[keep], nearest[keep]
+    if not other_trees:
+        return int(group[0]), float("inf")
+    best = int(np.argmax(nearest))
+    return int(candidates[best]), float(nearest[best])
 
 
 def next_click(xyz: np.ndarray, gt: np.ndarray, pred: np.ndarray) -> SimulatedClick | None:
