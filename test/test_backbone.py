@@ -124,7 +124,6 @@ def test_malformed_inputs_raise_value_error() -> None:
 
 @pytest.mark.skipif("spconv" not in available_backends(), reason="optional spconv not installed")
 def test_spconv_backend_matches_torch() -> None:
-    pytest.importorskip("npiseg_ros.core.sparse.spconv_backend", reason="spconv adapter absent")
     features, coords = scene(8, count=2000)
     coords = torch.cat([coords, scene(9, batch=1, count=1500)[1]])
     features = torch.rand(len(coords), 3, generator=torch.Generator().manual_seed(1))
