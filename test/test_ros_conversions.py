@@ -1,4 +1,4 @@
-"""PointCloud2 <-> numpy conversions, tested on hand-built messages (struct-packed bytes), no node."""
+"""PointCloud2 <-> numpy conversions on hand-built (struct-packed) messages, no node."""
 from __future__ import annotations
 
 import math

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 try:
-    import rclpy  # noqa: F401
+    import rclpy  # noqa: F401 (only to skip without ROS)
 except ImportError:  # pragma: no cover - depends on the machine
     pytest.skip("rclpy not installed (run scripts/setup.sh)", allow_module_level=True)
 

@@ -170,4 +170,3 @@ class SegmentationClient:
         record = np.dtype({"names": ["label"], "formats": ["<u4"],
                            "offsets": [offsets["label"]], "itemsize": msg.point_step})
         return np.frombuffer(bytes(msg.data), dtype=record)["label"].copy()
-

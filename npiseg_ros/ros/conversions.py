@@ -154,7 +154,8 @@ def pack_rgb(rgb: np.ndarray) -> np.ndarray:
     return packed.view(np.float32)
 
 
-def _colors(msg: PointCloud2, fields: dict[str, PointField], points: np.ndarray) -> np.ndarray | None:
+def _colors(msg: PointCloud2, fields: dict[str, PointField],
+            points: np.ndarray) -> np.ndarray | None:
     for name in ("rgb", "rgba"):
         if name in fields:
             raw = _first(points[name])

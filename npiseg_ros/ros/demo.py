@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         "    max_click_distance: 0.5\n")
     node_args = ["--ros-args", "--params-file", str(PACKAGE_ROOT / "config" / "segment.yaml"),
                  "--params-file", str(overrides)]
-    print(f"[demo] ROS_DOMAIN_ID={domain}, Fast DDS profile {env.get('FASTDDS_DEFAULT_PROFILES_FILE')}")
+    profile = env.get("FASTDDS_DEFAULT_PROFILES_FILE", "none")
+    print(f"[demo] ROS_DOMAIN_ID={domain}, Fast DDS profile {profile}")
     print(f"[demo] model: {checkpoint or 'NONE - untrained model, labels will be poor'}")
     print(f"[demo] node log: {out / 'node.log'}")
     node = start_module("npiseg_ros.ros.node", node_args, env, out / "node.log")

@@ -159,9 +159,8 @@ def run(args: argparse.Namespace) -> int:
     client.wait_for_node(timeout_s=180)
     intensity = (cloud.intensity if cloud.intensity is not None
                  else np.zeros(xyz.shape[0], np.float32))
-    message = conversions.arrays_to_cloud(
-        Header(frame_id=SCAN_FRAME), [("x", xyz[:, 0]), ("y", xyz[:, 1]),
-                                                  ("z", xyz[:, 2]), ("intensity", intensity)])
+    message = conversions.arrays_to_cloud(Header(frame_id=SCAN_FRAME), [
+        ("x", xyz[:, 0]), ("y", xyz[:, 1]), ("z", xyz[:, 2]), ("intensity", intensity)])
     start = time.perf_counter()
     state = client.publish_cloud_until(message, lambda s: s.num_points == xyz.shape[0], 300.0)
     print(f"[user] cloud of {len(message.data) / 1e6:.1f} MB taken by the node in "

@@ -28,7 +28,7 @@ class ClickTransformer:
         if self._buffer is not None or self._tf2_missing is not None:
             return
         try:
-            import tf2_geometry_msgs  # noqa: F401  (registers PointStamped with tf2)
+            import tf2_geometry_msgs  # noqa: F401 (registers PointStamped with tf2)
             import tf2_ros
         except ImportError as error:
             self._tf2_missing = str(error)

@@ -61,7 +61,8 @@ def build_markers(
                                      z=click.position[2])
         size = CLICK_DIAMETER_M * (0.8 if background else 1.0)
         marker.scale.x = marker.scale.y = marker.scale.z = size
-        marker.color = _color((30, 30, 30)) if background else _color(object_color(click.object_id))
+        colour = (30, 30, 30) if background else object_color(click.object_id)
+        marker.color = _color(colour)
         markers.append(marker)
         if not background:
             label_anchor[click.object_id] = click.position  # the object's latest click

@@ -133,7 +133,8 @@ class AnnotationWorker:
             self._events.append(request)
             self._wake.notify()
 
-    def call(self, kind: str, timeout_s: float = 120.0, **arguments: Any) -> tuple[Any, str | None]:
+    def call(self, kind: str, timeout_s: float = 120.0,
+             **arguments: Any) -> tuple[Any, str | None]:
         """Run a command (undo, reset, new_object, save, configure) in order; wait for it.
 
         Returns (result, error reason or None).
@@ -330,4 +331,3 @@ class AnnotationWorker:
         self._publish(Snapshot(cloud=self._cloud, fingerprint=self._fingerprint,
                                summary=self._summary, clicks=tuple(self._clicks),
                                prediction=self._prediction, pending_clicks=self.pending_clicks))
-

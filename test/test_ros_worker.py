@@ -1,0 +1,225 @@
+"""The worker thread's ordering, batching and crash-safety logic, with a scripted fake session.
+
+No ROS graph: the worker takes plain callables, so these tests drive it directly.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from npiseg_ros.core.errors import ClickRejectedError, InvalidCloudError
+from npiseg_ros.core.types import Click, CloudSummary, ObjectStats, Prediction
+
+try:
+    from npiseg_ros.ros.annotation import load_autosave
+    from npiseg_ros.ros.worker import AnnotationWorker, ClickRequest
+except ImportError:  # pragma: no cover - the ros package imports message modules
+    pytest.skip("rclpy not installed (run scripts/setup.sh)", allow_module_level=True)
+
+
+@dataclass
+class Cloud:
+    """Stand-in for conversions.CloudArrays."""
+
+    xyz: np.ndarray
+    frame_id: str = "lidar"
+    colors: None = None
+    intensity: None = None
+
+
+class FakeSession:
+    """Records calls; ``gate`` (when set) blocks predict until released."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.clicks: list[Click] = []
+        self.points = 0
+        self.gate: threading.Event | None = None
+        self.in_predict = threading.Event()
+        self.busy = False
+        self.issued = 0
+
+    def set_cloud(self, xyz, colors=None, intensity=None) -> CloudSummary:
+        assert not self.busy, "set_cloud during a decode"
+        if not np.isfinite(xyz).any():
+            raise InvalidCloudError("all points have NaN/inf coordinates")
+        self.calls.append("set_cloud")
+        self.points, self.clicks = xyz.shape[0], []
+        return CloudSummary(xyz.shape[0], 0, xyz.shape[0], 1.0)
+
+    def add_click(self, position=None, *, object_id, point_index=None) -> Click:
+        assert not self.busy, "add_click during a decode"
+        if position is not None and abs(position[0]) > 50:
+            raise ClickRejectedError("too far from the nearest point")
+        index = 0 if point_index is None else point_index
+        self.calls.append(f"click{object_id}")
+        click = Click(tuple(position or (0.0, 0.0, 0.0)), object_id, index, index, 0.0)
+        self.clicks.append(click)
+        return click
+
+    def undo(self):
+        return self.clicks.pop() if self.clicks else None
+
+    def reset(self) -> None:
+        self.clicks = []
+
+    def new_object(self) -> int:
+        self.issued = max([self.issued, *[c.object_id for c in self.clicks]]) + 1
+        return self.issued
+
+    def predict(self) -> Prediction:
+        self.busy = True
+        self.in_predict.set()
+        if self.gate is not None:
+            self.gate.wait(30)
+        self.calls.append(f"predict{len(self.clicks)}")
+        labels = np.zeros(self.points, np.int32)
+        for click in self.clicks:
+            labels[click.point_index] = click.object_id
+        self.busy = False
+        stats = {0: ObjectStats(0, self.points, 0.0, 0)}
+        return Prediction(labels, np.zeros(self.points, np.float32), stats, None, 1.0,
+                          len(self.clicks))
+
+
+class Harness:
+    def __init__(self, tmp_path, **options) -> None:
+        self.session = FakeSession()
+        self.snapshots, self.errors = [], []
+        self.published = threading.Condition()
+        self.worker = AnnotationWorker(
+            self.session, publish=self._publish, report_error=self.errors.append,
+            transform=lambda request, frame: request.position,
+            autosave_directory=str(tmp_path / "autosave"), **options)
+        self.worker.start()
+
+    def _publish(self, snapshot) -> None:
+        with self.published:
+            self.snapshots.append(snapshot)
+            self.published.notify_all()
+
+    def wait_snapshots(self, count: int):
+        with self.published:
+            assert self.published.wait_for(lambda: len(self.snapshots) >= count, 30)
+        return self.snapshots[-1]
+
+    def flush(self):
+        """Returns once everything submitted before has been processed."""
+        self.worker.call("new_object")
+
+
+@pytest.fixture
+def harness(tmp_path):
+    made = []
+
+    def make(**options):
+        made.append(Harness(tmp_path, **options))
+        return made[-1]
+    yield make
+    for item in made:
+        item.worker.stop()
+
+
+def cloud(n: int = 20, offset: float = 0.0) -> Cloud:
+    return Cloud(np.arange(n * 3, dtype=np.float32).reshape(n, 3) + offset)
+
+
+def test_clicks_arriving_during_a_decode_are_applied_together(harness):
+    h = harness()
+    h.worker.submit_cloud(cloud())
+    h.wait_snapshots(1)
+    h.session.gate, h.session.in_predict = threading.Event(), threading.Event()
+    h.worker.submit_click(ClickRequest(object_id=1, point_index=1))
+    assert h.session.in_predict.wait(30)           # first decode is running...
+    for object_id in (2, 3, 4):                    # ...while three more clicks arrive
+        h.worker.submit_click(ClickRequest(object_id=object_id, point_index=object_id))
+    h.worker.submit_cloud(cloud(offset=100.0))     # and a new cloud (latched: ignored)
+    h.session.gate.set()
+    snapshot = h.wait_snapshots(3)
+    assert h.session.calls[-5:] == ["predict1", "click2", "click3", "click4", "predict4"]
+    assert [c.object_id for c in snapshot.clicks] == [1, 2, 3, 4]
+    assert snapshot.pending_clicks == 0 and h.session.calls.count("set_cloud") == 1
+
+
+def test_follow_policy_switches_cloud_after_the_decode_and_reapplies_clicks(harness):
+    h = harness(cloud_policy="follow")
+    h.worker.submit_cloud(cloud())
+    h.wait_snapshots(1)
+    h.session.gate = threading.Event()
+    h.session.in_predict.clear()
+    h.worker.submit_click(ClickRequest(object_id=1, position=(3.0, 4.0, 5.0)))
+    assert h.session.in_predict.wait(30)
+    h.worker.submit_cloud(cloud(offset=0.5))       # the FakeSession asserts no overlap
+    h.session.gate.set()
+    snapshot = h.wait_snapshots(3)
+    assert h.session.calls.count("set_cloud") == 2
+    assert [c.position for c in snapshot.clicks] == [(3.0, 4.0, 5.0)]
+    assert snapshot.prediction.num_clicks == 1
+
+
+def test_commands_run_in_arrival_order_with_clicks(harness):
+    h = harness()
+    h.worker.submit_cloud(cloud())
+    h.worker.submit_click(ClickRequest(object_id=1, point_index=1))
+    h.worker.submit_click(ClickRequest(object_id=2, point_index=2))
+    removed, error = h.worker.call("undo")
+    assert error is None and removed.object_id == 2
+    object_id, _ = h.worker.call("new_object")
+    assert object_id == 2
+    _, error = h.worker.call("reset")
+    assert error is None
+    assert h.worker.call("undo") == (None, "nothing to undo")
+
+
+def test_rejections_are_reported_and_do_not_stop_the_worker(harness):
+    h = harness()
+    h.worker.submit_click(ClickRequest(object_id=1, position=(0.0, 0.0, 0.0), source="click"))
+    h.flush()
+    assert "no cloud yet" in h.errors[-1]
+    h.worker.submit_cloud(Cloud(np.full((4, 3), np.nan, np.float32)))
+    h.flush()
+    assert "cloud rejected" in h.errors[-1]
+    h.worker.submit_cloud(cloud())
+    h.worker.submit_click(ClickRequest(object_id=1, position=(99.0, 0.0, 0.0), source="click"))
+    h.flush()
+    assert h.errors[-1].startswith("click rejected: too far")
+    h.worker.submit_click(ClickRequest(object_id=1, point_index=3))
+    assert h.wait_snapshots(2).clicks[-1].point_index == 3
+
+
+def test_autosave_after_every_batch_and_resume_on_the_same_cloud(harness, tmp_path):
+    h = harness()
+    h.worker.submit_cloud(cloud())
+    h.worker.submit_click(ClickRequest(object_id=1, point_index=4))
+    h.worker.submit_click(ClickRequest(object_id=0, point_index=6))
+    snapshot = h.wait_snapshots(1)
+    h.flush()
+    record = load_autosave(tmp_path / "autosave", h.snapshots[-1].fingerprint)
+    assert [(c.object_id, c.point_index) for c in record.clicks] == [(1, 4), (0, 6)]
+    assert record.active_object == 1 and record.decoded_at[-1] == 2
+    h.worker.stop()
+
+    resumed = []
+    again = Harness(tmp_path)
+    again.worker._on_resume = resumed.append
+    try:
+        again.worker.submit_cloud(cloud())
+        snapshot = again.wait_snapshots(1)
+        assert [(c.object_id, c.point_index) for c in snapshot.clicks] == [(1, 4), (0, 6)]
+        assert resumed and resumed[0].fingerprint == snapshot.fingerprint
+    finally:
+        again.worker.stop()
+
+
+def test_save_command_writes_the_current_prediction(harness, tmp_path):
+    h = harness()
+    assert "nothing to save" in h.worker.call("save", path="", fmt="")[1]
+    h.worker.submit_cloud(cloud())
+    h.worker.submit_click(ClickRequest(object_id=2, point_index=5))
+    path, error = h.worker.call("save", path=str(tmp_path / "a.npz"), fmt="")
+    assert error is None
+    with np.load(path) as saved:
+        assert saved["labels"][5] == 2       # the click before the save is in it
