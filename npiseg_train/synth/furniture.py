@@ -270,6 +270,11 @@ def small_object(rng: np.random.Generator) -> tuple[Item, str]:
     pot_r, pot_h = rng.uniform(0.08, 0.2), rng.uniform(0.12, 0.35)
     leaf = rng.uniform(0.15, 0.45)
     green = jitter_color(rng, (0.2, 0.4, 0.15), 0.05)
-    return Item([Part(CYLINDER, (0, 0, pot_h / 2), (pot_r, pot_r, pot_h / 2), pick(rng, WHITE)),
-                 Part(ELLIPSOID, (0, 0, pot_h + leaf * 0.8), (leaf, leaf, leaf), green)],
-                (max(pot_r, leaf * 0.7), max(pot_r, leaf * 0.7))), "plant"
+    parts = [Part(CYLINDER, (0, 0, pot_h / 2), (pot_r, pot_r, pot_h / 2), pick(rng, WHITE))]
+    for _ in range(int(rng.integers(3, 7))):  # a clump of leaf masses, not one ball
+        r = leaf * rng.uniform(0.35, 0.7)
+        parts.append(Part(ELLIPSOID, (rng.normal(0, leaf * 0.35), rng.normal(0, leaf * 0.35),
+                                      pot_h + rng.uniform(0.3, 1.3) * leaf),
+                          (r, r * rng.uniform(0.6, 1.0), r * rng.uniform(0.8, 1.6)),
+                          jitter_color(rng, green, 0.03)))
+    return Item(parts, (max(pot_r, leaf * 0.7), max(pot_r, leaf * 0.7))), "plant"

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from npiseg_train.synth import fixtures as fx
 from npiseg_train.synth import furniture as fu
-from npiseg_train.synth.scene import BOX, InstanceTable, Part, Primitive, place_parts
+from npiseg_train.synth.scene import (BOX, InstanceTable, Part, Primitive, jitter_color,
+                                      place_parts)
 
 WALL_YAWS = (np.pi, -np.pi / 2, 0.0, np.pi / 2)
 """Yaw that puts an item's back (+y local) against wall k: y=0, x=W, y=D, x=0."""
@@ -61,18 +63,24 @@ class _Room:
         self.footprints.append(box)
         return len(self.footprints) - 1
 
+    def wall_point(self, wall: int, along: float, depth: float) -> tuple[float, float]:
+        """Room (x, y) at ``along`` metres along ``wall``, ``depth`` metres out from it."""
+        return [(along, depth), (self.size[0] - depth, along), (along, self.size[1] - depth),
+                (depth, along)][wall]
+
     def against_wall(self, item: fu.Item, name: str, wall: int | None = None,
-                     tries: int = 20) -> tuple[int, float, float, float] | None:
-        """Put ``item`` with its back touching a wall; returns (index, x, y, yaw) or None."""
+                     tries: int = 20, along: float | None = None,
+                     ) -> tuple[int, float, float, float] | None:
+        """Put ``item`` with its back touching a wall (at ``along`` metres along it, or a
+        random spot); returns (index, x, y, yaw) or None."""
         for _ in range(tries):
             k = int(self.rng.integers(4)) if wall is None else wall
             length = self.wall_length(k)
             if length < 2 * item.half[0]:
                 continue
-            along = self.rng.uniform(item.half[0], length - item.half[0])
-            hy = item.half[1]
-            x, y = [(along, hy), (self.size[0] - hy, along), (along, self.size[1] - hy),
-                    (hy, along)][k]
+            spot = self.rng.uniform(item.half[0], length - item.half[0]) if along is None \
+                else along
+            x, y = self.wall_point(k, spot, item.half[1])
             index = self.place(item, name, x, y, WALL_YAWS[k])
             if index is not None:
                 return index, x, y, WALL_YAWS[k]
@@ -90,6 +98,16 @@ class _Room:
             if index is not None:
                 return index, x, y, yaw
         return None
+
+    def on_top_of(self, item: fu.Item, name: str, top: int) -> None:
+        """Stand ``item`` in the middle of top number ``top`` (e.g. -1: the latest), turned
+        like the top's owner faces (approximately: yaw 0 or 90 degrees by its shape)."""
+        if not self.tops:
+            return
+        center, z, half = self.tops[top]
+        yaw = 0.0 if half[0] >= half[1] else np.pi / 2
+        self.place(item, name, *center, yaw + (np.pi if self.rng.random() < 0.5 else 0.0),
+                   z=z, check=False)
 
     def on_tops(self, count: int) -> None:
         """Scatter ``count`` small objects on the free tops (and boxes on boxes)."""
@@ -122,8 +140,20 @@ def _shell(room: _Room, with_ceiling: bool) -> None:
         slabs.append(("ceiling", (width / 2, depth / 2, height + 0.05),
                       (width / 2 + 0.1, depth / 2 + 0.1, 0.05), fu.pick(rng, fu.WHITE)))
     for name, center, half, color in slabs:
-        room.primitives += place_parts([Part(BOX, center, half, color)], room.table.new(name),
+        instance = room.table.new(name)
+        room.primitives += place_parts([Part(BOX, center, half, color)], instance,
                                        np.zeros(3), 0.0)
+        if name == "wall" and rng.random() < 0.2:
+            # Pilasters, chimney breasts and duct casings break up the plane of a wall.
+            wall = instance - 2
+            out, half_w = rng.uniform(0.1, 0.45), rng.uniform(0.15, 0.5)
+            along = rng.uniform(half_w, room.wall_length(wall) - half_w)
+            item = fu.Item([Part(BOX, (0, -out / 2, height / 2), (half_w, out / 2, height / 2),
+                                 color)], (half_w, out / 2))
+            x, y = room.wall_point(wall, along, 0.0)
+            room.primitives += place_parts(item.parts, instance, np.array([x, y, 0.0]),
+                                           WALL_YAWS[wall])
+            room.footprints.append(_wall_band(room, wall, along, half_w, out))
 
 
 def _wall_items(room: _Room) -> None:
@@ -155,6 +185,13 @@ def _wall_items(room: _Room) -> None:
                 room.place(item, name, x, y, WALL_YAWS[wall], check=False)
                 if bottom < 1.0:  # keep furniture away from doors and low windows
                     room.footprints.append(_wall_band(room, wall, along, half_w))
+                if name == "window" and rng.random() < 0.35:
+                    for side in (-1, 1):
+                        spot = along + side * (half_w + 0.2)
+                        if 0.2 < spot < length - 0.2:
+                            cx, cy = room.wall_point(wall, spot, 0.0)
+                            room.place(fx.curtain(rng, 0.4, height - 0.15), "curtain", cx, cy,
+                                       WALL_YAWS[wall], check=False)
                 if name == "window" and rng.random() < 0.5:
                     rad = fu.Item([Part(BOX, (0, -0.06, 0.35), (half_w * 0.8, 0.05, 0.25),
                                         fu.pick(rng, fu.WHITE))], (half_w * 0.8, 0.05))
@@ -162,12 +199,14 @@ def _wall_items(room: _Room) -> None:
                 break
 
 
-def _wall_band(room: _Room, wall: int, along: float, half_w: float) -> np.ndarray:
-    """Footprint kept clear in front of a door or low window (0.6 m deep)."""
+def _wall_band(room: _Room, wall: int, along: float, half_w: float,
+               depth: float = 0.6) -> np.ndarray:
+    """Footprint ``depth`` metres deep along a wall (kept clear in front of doors and low
+    windows, or taken by a pilaster)."""
     a0, a1 = along - half_w, along + half_w
     w, d = room.size[:2]
-    return [np.array([a0, a1, 0, 0.6]), np.array([w - 0.6, w, a0, a1]),
-            np.array([a0, a1, d - 0.6, d]), np.array([0, 0.6, a0, a1])][wall]
+    return [np.array([a0, a1, 0, depth]), np.array([w - depth, w, a0, a1]),
+            np.array([a0, a1, d - depth, d]), np.array([0, depth, a0, a1])][wall]
 
 
 def _pillows(room: _Room, x: float, y: float, yaw: float, item: fu.Item) -> None:
@@ -230,7 +269,66 @@ def _desk_set(room: _Room) -> None:
                yaw + np.pi + room.rng.normal(0, 0.3), ignore=index)
 
 
-ROOM_TYPES = ("bedroom", "office", "living", "meeting", "storage")
+ROOM_TYPES = ("bedroom", "office", "living", "meeting", "storage", "kitchen", "bathroom")
+ROOM_WEIGHTS = (0.17, 0.2, 0.17, 0.12, 0.08, 0.14, 0.12)
+"""How often each room type is drawn (ScanNet is mostly offices, bedrooms, living rooms,
+kitchens and bathrooms)."""
+
+
+def room_size(rng: np.random.Generator, kind: str) -> np.ndarray:
+    """(3,) width, depth, height of a room of type ``kind``, metres."""
+    if kind == "bathroom":
+        return np.array([rng.uniform(1.8, 3.5), rng.uniform(1.8, 3.2), rng.uniform(2.3, 2.7)])
+    return np.array([rng.uniform(3.0, 8.0), rng.uniform(3.0, 7.0), rng.uniform(2.4, 3.0)])
+
+
+def _kitchen(room: _Room) -> None:
+    """Counter run with sink and wall cabinets, fridge beside it, maybe a dining table."""
+    rng = room.rng
+    wall = int(rng.integers(4))
+    length = min(room.wall_length(wall) - 0.1, rng.uniform(1.2, 4.0))
+    item, sink = fx.counter(rng, length)
+    placed = room.against_wall(item, "counter", wall=wall, tries=5)
+    if placed is not None:
+        _, x, y, yaw = placed
+        if sink is not None:
+            room.place(sink, "sink", x, y, yaw, check=False)
+        along = x if wall % 2 == 0 else y
+        if rng.random() < 0.7:
+            upper = fx.wall_cabinet(rng, length * rng.uniform(0.5, 1.0))
+            ux, uy = room.wall_point(wall, along, upper.half[1])
+            room.place(upper, "cabinet", ux, uy, yaw, z=rng.uniform(1.4, 1.6), check=False)
+        if rng.random() < 0.5:
+            room.on_top_of(fx.microwave(rng), "microwave", -1)
+        fridge = fx.refrigerator(rng)
+        for side in (-1, 1):  # right beside the counter, touching it
+            spot = along + side * (length / 2 + fridge.half[0] + 0.01)
+            if room.against_wall(fridge, "refrigerator", wall=wall, tries=1, along=spot):
+                break
+    if rng.random() < 0.6:
+        _table_with_chairs(room, big=False)
+
+
+def _bathroom(room: _Room) -> None:
+    """Toilet, wash basin with a mirror above it, maybe a bathtub in a corner."""
+    rng = room.rng
+    if rng.random() < 0.6:
+        tub = fx.bathtub(rng)
+        wall = int(rng.integers(4))
+        room.against_wall(tub, "bathtub", wall=wall, tries=3, along=tub.half[0] + 0.005)
+    room.against_wall(fx.toilet(rng), "toilet")
+    placed = room.against_wall(fx.bathroom_sink(rng), "sink")
+    if placed is not None:
+        _, x, y, yaw = placed
+        wall = WALL_YAWS.index(yaw)
+        along = x if wall % 2 == 0 else y
+        mx, my = room.wall_point(wall, along, 0.0)
+        mirror = fu.Item([Part(BOX, (0, -0.01, 1.5), (rng.uniform(0.25, 0.5), 0.01,
+                                                         rng.uniform(0.3, 0.45)),
+                               jitter_color(rng, (0.55, 0.6, 0.65), 0.05))], (0.5, 0.01))
+        room.place(mirror, "mirror", mx, my, yaw, check=False)
+    if rng.random() < 0.5:
+        room.against_wall(fu.cabinet(rng, small=True), "cabinet")
 
 
 def furnish(room: _Room, kind: str) -> None:
@@ -262,16 +360,40 @@ def furnish(room: _Room, kind: str) -> None:
             room.footprints.pop()  # furniture may stand on a rug
     elif kind == "meeting":
         _table_with_chairs(room, big=True)
+    elif kind == "kitchen":
+        _kitchen(room)
+    elif kind == "bathroom":
+        _bathroom(room)
+        room.on_tops(int(rng.integers(1, 5)))
+        return
+    if kind == "living" and rng.random() < 0.6:
+        stand = fu.cabinet(rng)
+        if stand.tops[0].z < 1.0 and room.against_wall(stand, "cabinet", tries=5):
+            room.on_top_of(fx.tv(rng), "tv", -1)
+    # Middle of the room: furniture groups in proportion to the floor area.
+    for _ in range(int(rng.integers(0, 2 + int(area // 10)))):
+        draw = rng.random()
+        if draw < 0.5:
+            _table_with_chairs(room, big=rng.random() < 0.3)
+        elif draw < 0.65:
+            if room.in_middle(fu.sofa(rng), "sofa", free_yaw=rng.random() < 0.3):
+                room.in_middle(fu.table(rng, coffee=True), "table")
+        elif draw < 0.85:
+            room.in_middle(fu.chair(rng), "chair", free_yaw=True)
+        else:
+            room.in_middle(fu.table(rng, desk=True), "desk")
+    # Along the walls.
     for _ in range(int(rng.integers(3, 5 + int(area // 6)))):
         draw = rng.random()
         if draw < 0.3:
             room.against_wall(fu.cabinet(rng), "cabinet")
         elif draw < 0.55:
             room.against_wall(fu.bookshelf(rng), "bookshelf")
-        elif draw < 0.7:
+        elif draw < 0.75:
             _desk_set(room)
         elif draw < 0.85:
-            _table_with_chairs(room, big=False)
+            room.against_wall(fu.sofa(rng) if rng.random() < 0.5 else fu.chair(rng),
+                              "sofa" if rng.random() < 0.5 else "chair")
         else:
             room.in_middle(fu.lamp(rng, floor=True), "lamp")
     boxes = int(rng.integers(4, 14)) if kind == "storage" else int(rng.integers(1, 6))

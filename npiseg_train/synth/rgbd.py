@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from npiseg_train.synth.indoor import ROOM_TYPES, _Room, _shell, _wall_items, furnish
+from npiseg_train.synth.indoor import (ROOM_TYPES, ROOM_WEIGHTS, _Room, _shell, _wall_items,
+                                       furnish, room_size)
 from npiseg_train.synth.scene import Primitive, SynthScene, compact_labels, rotation_zyx
 from npiseg_train.synth.sensors import PinholeCamera, SpinningLidar
 from npiseg_train.synth.shapes import cast_grid, hit_normals
@@ -100,15 +101,18 @@ def generate_indoor_scene(seed: int, name: str | None = None, room_type: str | N
         ``SynthScene`` in the room frame (corner at the origin, z up), RGB in [0, 1].
     """
     rng = np.random.default_rng(seed)
-    size = np.array([rng.uniform(3.0, 8.0), rng.uniform(3.0, 7.0), rng.uniform(2.4, 3.0)])
+    kind = room_type or str(rng.choice(ROOM_TYPES, p=ROOM_WEIGHTS))
+    if kind not in ROOM_TYPES:
+        raise ValueError(f"room_type must be one of {ROOM_TYPES}, got {kind!r}")
+    size = room_size(rng, kind)
     room = _Room(rng, *size)
     _shell(room, with_ceiling=rng.random() < 0.6)
     shell_count = len(room.primitives)
     _wall_items(room)
-    furnish(room, room_type or str(rng.choice(ROOM_TYPES)))
+    furnish(room, kind)
 
     viewpoints = num_viewpoints or int(rng.integers(2, 5))
-    sensors = _scan_sensors(rng, size, room.primitives[shell_count:], viewpoints)
+    sensors = _scan_sensors(rng, size, room.primitives[shell_count:], viewpoints, 400_000)
     light = rng.normal(0, 0.4, 3) + np.array([0.0, 0.0, 1.0])
     light /= np.linalg.norm(light)
     chunks_xyz, chunks_rgb, chunks_label = [], [], []
@@ -142,7 +146,7 @@ def generate_indoor_scene(seed: int, name: str | None = None, room_type: str | N
     xyz = np.concatenate(chunks_xyz)
     rgb = np.concatenate(chunks_rgb)
     labels = np.concatenate(chunks_label)
-    if rng.random() < 0.6:
+    if rng.random() < 0.85:
         # Fused reconstructions (TSDF meshes) have near-uniform density; raw fused frames
         # keep the sensor's density falloff. Training sees both.
         cells = np.floor(xyz / rng.uniform(0.012, 0.03)).astype(np.int64)
@@ -163,27 +167,39 @@ def generate_indoor_scene(seed: int, name: str | None = None, room_type: str | N
         bounds=np.stack([np.zeros(3), size]).astype(np.float32))
 
 
+def _panorama_elevations(rng: np.random.Generator, rows: int) -> np.ndarray:
+    """(rows,) elevations, degrees, highest first: dense between −50° and +10° where the
+    walls and furniture are, sparser towards the ceiling and the floor under the sensor
+    (uniform rows would pile most points up right below the tripod)."""
+    fine = np.linspace(rng.uniform(25.0, 45.0), -89.0, 2000)
+    weight = np.where((fine > -50.0) & (fine < 10.0), 1.0, 0.35)
+    cdf = np.concatenate([[0.0], np.cumsum(weight[:-1])])
+    return np.interp(np.linspace(0.0, cdf[-1], rows), cdf, fine)
+
+
 def _scan_sensors(rng: np.random.Generator, size: np.ndarray, primitives: list[Primitive],
-                  viewpoints: int) -> list[tuple[PinholeCamera | SpinningLidar, np.ndarray]]:
+                  viewpoints: int,
+                  rays: int) -> list[tuple[PinholeCamera | SpinningLidar, np.ndarray]]:
     """Sensors of one scan with a (rows, cols) mask of the rays each keeps.
 
     Either hand-held style pinhole frames (2-3 per viewpoint, patchy coverage) or, more
     often, one panorama per viewpoint covering a random 200-360° sector (tripod scanners and
-    long hand-held sweeps see nearly everything in line of sight). About 250k rays in all.
+    long hand-held sweeps see nearly everything in line of sight). About ``rays`` rays in
+    all, whatever the number of viewpoints.
     """
     if rng.random() < 0.35:
         views = int(rng.integers(2, 4))
-        width = int(np.sqrt(250_000 / (viewpoints * views) * 4 / 3))
+        width = int(np.sqrt(rays / (viewpoints * views) * 4 / 3))
         cameras = place_cameras(rng, size, primitives, viewpoints, views,
                                 rng.uniform(60.0, 80.0), width)
         return [(c, np.ones(c.shape, dtype=bool)) for c in cameras]
     frames = place_cameras(rng, size, primitives, viewpoints, 1, 60.0, 8)
-    rows = int(rng.integers(130, 170))
-    cols = int(250_000 / max(len(frames), 1) / rows)
+    rows = int(rng.integers(180, 230))
+    cols = int(rays / max(len(frames), 1) / rows)
     out = []
     for frame in frames:
         pano = SpinningLidar(frame.position, rotation_zyx(rng.uniform(0, 2 * np.pi)),
-                             np.linspace(rng.uniform(25, 45), -89.0, rows), cols)
+                             _panorama_elevations(rng, rows), cols)
         sweep = int(cols * rng.uniform(200, 360) / 360)
         visible = np.zeros(pano.shape, dtype=bool)
         visible[:, :sweep] = True

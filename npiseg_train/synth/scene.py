@@ -13,6 +13,8 @@ INDOOR_CLASSES: tuple[str, ...] = (
     "floor", "wall", "ceiling", "door", "window", "picture", "whiteboard", "radiator",
     "cabinet", "bed", "pillow", "chair", "sofa", "table", "desk", "bookshelf", "lamp",
     "monitor", "keyboard", "box", "trash_can", "plant", "cup", "bottle", "book", "bag", "rug",
+    "counter", "sink", "refrigerator", "microwave", "toilet", "bathtub", "mirror", "tv",
+    "curtain",
 )
 """Semantic classes an indoor room can contain (names follow ScanNet where one exists)."""
 
