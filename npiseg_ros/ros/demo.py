@@ -16,19 +16,14 @@ import sys
 import time
 from pathlib import Path
 
-from npiseg_ros.ros.processes import (PACKAGE_ROOT, ros_environment, start_module,
-                                      stop_process)
-
-DEFAULT_CHECKPOINTS = (PACKAGE_ROOT / "checkpoints" / "npiseg_lidar.safetensors",
-                       PACKAGE_ROOT / "checkpoints" / "npiseg_small.safetensors")
-"""Checkpoints the demo looks for when --checkpoint is not given, in this order."""
+from npiseg_ros.ros.processes import ros_environment, share_path, start_module, stop_process
 
 
 def _default_checkpoint() -> str:
-    for path in DEFAULT_CHECKPOINTS:
-        if path.is_file():
-            return str(path)
-    return ""
+    """A shipped checkpoint (``checkpoints/*.safetensors``), preferring LiDAR-trained ones."""
+    found = sorted(share_path("checkpoints").glob("*.safetensors"))
+    lidar = [path for path in found if "lidar" in path.name or "kitti" in path.name]
+    return str((lidar or found)[0]) if found else ""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -72,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         "    model_preset: small\n"
         f"    autosave_directory: '{out / 'autosave'}'\n    resume: false\n"
         "    max_click_distance: 0.5\n")
-    node_args = ["--ros-args", "--params-file", str(PACKAGE_ROOT / "config" / "segment.yaml"),
+    node_args = ["--ros-args", "--params-file", str(share_path("config/segment.yaml")),
                  "--params-file", str(overrides)]
     profile = env.get("FASTDDS_DEFAULT_PROFILES_FILE", "none")
     print(f"[demo] ROS_DOMAIN_ID={domain}, Fast DDS profile {profile}")
