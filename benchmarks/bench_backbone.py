@@ -1,6 +1,6 @@
 """Backbone speed on synthetic scenes: inference forward and a training step.
 
-    .venv/bin/python benchmarks/bench_backbone.py --threads 2 --out benchmarks/results/backbone.json
+    .venv/bin/python benchmarks/bench_backbone.py --threads 2 --repeats 5
 
 Scenes (generated here with numpy, fixed seeds):
 - ``room``: 150k coloured points on the floor, walls, ceiling and furniture boxes of an
@@ -69,7 +69,8 @@ def make_lidar(num_points: int = 120_000, seed: int = 1) -> np.ndarray:
     el, az = np.meshgrid(elevation, azimuth, indexing="ij")
     direction = np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)], -1)
     height = 1.73
-    ground_range = np.where(direction[..., 2] < 0, height / np.maximum(-direction[..., 2], 1e-6), np.inf)
+    down = direction[..., 2] < 0
+    ground_range = np.where(down, height / np.maximum(-direction[..., 2], 1e-6), np.inf)
     # Building facades: range per azimuth sector; cars and poles: closer obstacles in some sectors.
     sector = ((az + np.pi) / (2 * np.pi) * 36).astype(int) % 36
     facade = rng.uniform(12, 45, 36)[sector]
@@ -84,7 +85,9 @@ def make_lidar(num_points: int = 120_000, seed: int = 1) -> np.ndarray:
     return points.reshape(-1, 3)
 
 
-def voxelize(xyz: np.ndarray, features: np.ndarray, batch: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def voxelize(
+    xyz: np.ndarray, features: np.ndarray, batch: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Unique 5 cm voxels; the first point of each voxel gives its features."""
     grid = np.floor(xyz / VOXEL_SIZE_M).astype(np.int64)
     _, first = np.unique(grid, axis=0, return_index=True)
@@ -128,7 +131,9 @@ def bench_train_step(preset: str, features, coords, repeats: int, backend: str) 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--backend", default="torch")

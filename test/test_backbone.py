@@ -8,7 +8,9 @@ from npiseg_ros.core.backbone import BACKBONE_PRESETS, build_backbone
 from npiseg_ros.core.sparse import available_backends
 
 
-def scene(seed: int, batch: int = 0, count: int = 3000, extent: int = 30) -> tuple[torch.Tensor, torch.Tensor]:
+def scene(
+    seed: int, batch: int = 0, count: int = 3000, extent: int = 30
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A random blob of unique voxels (coordinates reach negative values) with RGB features."""
     generator = torch.Generator().manual_seed(seed)
     xyz = torch.randint(-extent // 2, extent // 2, (count, 3), generator=generator)
@@ -63,7 +65,8 @@ def test_translation_by_even_multiple_of_16_is_exact() -> None:
     shifted[:, 1:] += torch.tensor([16, -32, 48])
     model = net()
     with torch.no_grad():
-        torch.testing.assert_close(model(features.double(), shifted), model(features.double(), coords))
+        expected = model(features.double(), coords)
+        torch.testing.assert_close(model(features.double(), shifted), expected)
 
 
 def test_training_mode_backward_reaches_every_parameter() -> None:

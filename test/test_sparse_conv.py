@@ -1,10 +1,11 @@
 """Sparse primitives against dense ``conv3d`` / ``conv_transpose3d`` (float64, forward + backward).
 
 Alignment convention checked here: a sparse site ``c`` (spatial, finest units) of a stride-``s``
-level sits at dense index ``(c - origin) / s`` with ``origin`` the per-axis minimum rounded down to a
-multiple of ``2s``. With that origin, dense ``conv3d(kernel_size=2, stride=2)`` output ``i`` is the
+level sits at dense index ``(c - origin) / s`` with ``origin`` the per-axis minimum rounded down
+to a multiple of ``2s``. With that origin, dense ``conv3d(kernel_size=2, stride=2)`` output ``i`` is the
 sparse parent ``origin + 2s·i`` and ``conv_transpose3d(kernel_size=2, stride=2)`` writes child
-``2i + d`` from input ``i`` — exactly the sparse parent/child relation ``parent = floor(c / 2s)·2s``.
+``2i + d`` from input ``i`` — exactly the sparse parent/child relation
+``parent = floor(c / 2s)·2s``.
 """
 from __future__ import annotations
 
@@ -55,7 +56,9 @@ def to_dense_grid(features: torch.Tensor, coords: torch.Tensor, stride: int, ori
     return grid.permute(0, 4, 1, 2, 3)
 
 
-def sample(grid: torch.Tensor, coords: torch.Tensor, stride: int, origin: torch.Tensor) -> torch.Tensor:
+def sample(
+    grid: torch.Tensor, coords: torch.Tensor, stride: int, origin: torch.Tensor
+) -> torch.Tensor:
     index = (coords[:, 1:] - origin) // stride
     return grid.permute(0, 2, 3, 4, 1)[coords[:, 0], index[:, 0], index[:, 1], index[:, 2]]
 
@@ -73,7 +76,9 @@ def test_submanifold_conv_matches_dense(lookup: str, kernel_size: int, stride: i
     level = CoordinateLevel(coords, stride=stride, lookup=lookup)
     generator = torch.Generator().manual_seed(1)
     features = torch.randn(len(coords), 4, dtype=DTYPE, generator=generator, requires_grad=True)
-    weight = torch.randn(kernel_size**3, 4, 5, dtype=DTYPE, generator=generator, requires_grad=True)
+    weight = torch.randn(
+        kernel_size**3, 4, 5, dtype=DTYPE, generator=generator, requires_grad=True
+    )
     out = submanifold_conv(features, weight, level)
 
     dense_features = features.detach().clone().requires_grad_(True)
@@ -102,7 +107,8 @@ def test_lookup_paths_give_identical_kernel_maps(lookup: str) -> None:
     # Each pair really is a neighbour at the slot's offset.
     offsets = kernel_offsets(3)
     for slot, out_idx, in_idx in other.pairs:
-        assert torch.equal(coords[in_idx, 1:] - coords[out_idx, 1:], offsets[slot].expand(len(out_idx), 3))
+        expected = offsets[slot].expand(len(out_idx), 3)
+        assert torch.equal(coords[in_idx, 1:] - coords[out_idx, 1:], expected)
         assert torch.equal(coords[in_idx, 0], coords[out_idx, 0])
 
 
@@ -137,7 +143,8 @@ def test_down_conv_matches_dense_stride2(lookup: str, stride: int) -> None:
     expected = sample(dense, parent.coords, 2 * stride, origin)
     torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
     # Every dense output that sees an active input is a sparse parent (none missing).
-    occupied = F.conv3d(grid.abs().sum(1, keepdim=True), torch.ones(1, 1, 2, 2, 2, dtype=DTYPE), stride=2)
+    ones = torch.ones(1, 1, 2, 2, 2, dtype=DTYPE)
+    occupied = F.conv3d(grid.abs().sum(1, keepdim=True), ones, stride=2)
     assert int((occupied > 0).sum()) == len(parent)
 
     upstream = torch.randn(out.shape, dtype=DTYPE, generator=generator)
@@ -226,19 +233,20 @@ def test_converted_minkowski_and_spconv_kernels_match_dense(kernel_size: int) ->
     coords = random_coords(seed=8)
     generator = torch.Generator().manual_seed(5)
     features = torch.randn(len(coords), 3, dtype=DTYPE, generator=generator)
-    dense_weight = torch.randn(4, 3, kernel_size, kernel_size, kernel_size, dtype=DTYPE, generator=generator)
+    k = kernel_size
+    dense_weight = torch.randn(4, 3, k, k, k, dtype=DTYPE, generator=generator)
     expected = _dense_reference(features, coords, dense_weight, kernel_size)
     level = CoordinateLevel(coords)
 
     # MinkowskiEngine: slot = (iz·k + iy)·k + ix (x fastest), each slot (C_in, C_out).
-    k = kernel_size
     minkowski = torch.empty(k**3, 3, 4, dtype=DTYPE)
     for ix in range(k):
         for iy in range(k):
             for iz in range(k):
                 minkowski[(iz * k + iy) * k + ix] = dense_weight[:, :, ix, iy, iz].t()
     spconv_weight = dense_weight.permute(0, 2, 3, 4, 1)  # (C_out, kx, ky, kz, C_in)
-    for internal in (from_minkowski(minkowski), from_spconv(spconv_weight), from_dense(dense_weight)):
+    converted = (from_minkowski(minkowski), from_spconv(spconv_weight), from_dense(dense_weight))
+    for internal in converted:
         torch.testing.assert_close(submanifold_conv(features, internal, level), expected)
     internal = from_dense(dense_weight)
     assert torch.equal(to_minkowski(internal), minkowski)
@@ -249,14 +257,16 @@ def test_converted_minkowski_and_spconv_kernels_match_dense(kernel_size: int) ->
 
 @pytest.mark.parametrize("kernel_size", [3, 5])
 def test_spconv_backend_submanifold_matches_dense(kernel_size: int) -> None:
-    pytest.importorskip("spconv", reason="spconv is an optional accelerator; the torch path is the reference")
+    pytest.importorskip("spconv", reason="optional accelerator; the torch path is the reference")
     from npiseg_ros.core.sparse.spconv_backend import SpconvLevel
     from npiseg_ros.core.sparse import get_backend
 
     coords = random_coords(seed=40 + kernel_size, extent=8)
     generator = torch.Generator().manual_seed(6)
     features = torch.randn(len(coords), 3, dtype=DTYPE, generator=generator, requires_grad=True)
-    weight = torch.randn(kernel_size**3, 3, 4, dtype=DTYPE, generator=generator, requires_grad=True)
+    weight = torch.randn(
+        kernel_size**3, 3, 4, dtype=DTYPE, generator=generator, requires_grad=True
+    )
     backend = get_backend("spconv")
     level = SpconvLevel(coords)
     for _ in range(5):  # repeated calls: spconv's multi-threaded CPU path was racy (see adapter)

@@ -63,7 +63,7 @@ BACKBONE_PRESETS: dict[str, BackbonePreset] = {
 
 
 class BasicBlock(nn.Module):
-    """Two 3×3×3 submanifold convs with BN; a 1×1 conv + BN projects the shortcut if widths differ."""
+    """Two 3×3×3 submanifold convs with BN; a 1×1 conv + BN projects a shortcut of other width."""
 
     def __init__(self, in_channels: int, channels: int, bn_momentum: float, backend: str) -> None:
         super().__init__()
@@ -88,7 +88,9 @@ class BasicBlock(nn.Module):
             residual = features
         else:
             residual = self.shortcut[1](self.shortcut[0](features, level))
-        return self.relu(out + residual)
+        # In place: BatchNorm's backward does not need its output, so autograd allows this.
+        out += residual
+        return self.relu(out)
 
 
 class _Stage(nn.Module):
@@ -200,14 +202,19 @@ class SparseResUNet(nn.Module):
             out = self.relu(up_norm(up(out, level)))
             out = stage(torch.cat([out, skip], dim=1), level)
         out = self.head(out, level)
-        return torch.empty_like(out).index_copy_(0, order, out)
+        # Undo the spatial sort with a gather (index_copy_ scatters element-wise, ~30x slower).
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(order.numel(), device=order.device)
+        return out.index_select(0, inverse)
 
 
 def _check_inputs(features: Tensor, coords: Tensor, in_channels: int) -> None:
     if not isinstance(features, Tensor) or not features.is_floating_point():
         raise ValueError("features must be a floating-point torch.Tensor of shape (V, C_in)")
     if features.dim() != 2 or features.shape[1] != in_channels:
-        raise ValueError(f"features must have shape (V, {in_channels}), got {tuple(features.shape)}")
+        raise ValueError(
+            f"features must have shape (V, {in_channels}), got {tuple(features.shape)}"
+        )
     check_coords(coords, features.shape[0])
     if features.shape[0] == 0:
         raise ValueError("the backbone needs at least one voxel, got V = 0")

@@ -60,13 +60,15 @@ def kernel_offsets(kernel_size: int) -> Tensor:
 
 
 def check_coords(coords: Tensor, num_rows: int | None = None) -> None:
-    """Raise ``ValueError`` unless ``coords`` is an ``(N, 4)`` int64 tensor (of ``num_rows`` rows)."""
+    """Raise ``ValueError`` unless ``coords`` is ``(N, 4)`` int64 (with ``num_rows`` rows)."""
     if not isinstance(coords, Tensor):
         raise ValueError(f"coords must be a torch.Tensor, got {type(coords).__name__}")
     if coords.dtype != torch.int64:
         raise ValueError(f"coords must be int64 [batch, x, y, z], got dtype {coords.dtype}")
     if coords.dim() != 2 or coords.shape[1] != 4:
-        raise ValueError(f"coords must have shape (V, 4) [batch, x, y, z], got {tuple(coords.shape)}")
+        raise ValueError(
+            f"coords must have shape (V, 4) [batch, x, y, z], got {tuple(coords.shape)}"
+        )
     if num_rows is not None and coords.shape[0] != num_rows:
         raise ValueError(f"coords has {coords.shape[0]} rows but features have {num_rows}")
 
@@ -246,7 +248,9 @@ class CoordinateLevel:
         step = 2 * self.stride
         coarse = self.coords.clone()
         coarse[:, 1:] = torch.div(coarse[:, 1:], step, rounding_mode="floor")
-        child = torch.div(self.coords[:, 1:] - coarse[:, 1:] * step, self.stride, rounding_mode="floor")
+        child = torch.div(
+            self.coords[:, 1:] - coarse[:, 1:] * step, self.stride, rounding_mode="floor"
+        )
         slot = child[:, 0] * 4 + child[:, 1] * 2 + child[:, 2]
         low = coarse.min(dim=0).values
         extent = [int(v) for v in (coarse.max(dim=0).values - low + 1).tolist()]

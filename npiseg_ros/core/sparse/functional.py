@@ -44,7 +44,9 @@ class _SubmanifoldConvFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, features: Tensor, weight: Tensor, kernel_map: KernelMap) -> Tensor:  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        ctx, features: Tensor, weight: Tensor, kernel_map: KernelMap
+    ) -> Tensor:
         ctx.kernel_map = kernel_map
         ctx.save_for_backward(features, weight)
         return _accumulate(features, weight, kernel_map)
@@ -74,7 +76,8 @@ class _SubmanifoldConvFunction(torch.autograd.Function):
 def _check(features: Tensor, weight: Tensor, level: CoordinateLevel, slots: int) -> None:
     if features.dim() != 2 or features.shape[0] != len(level):
         raise ValueError(
-            f"features must be ({len(level)}, C) to match the coordinates, got {tuple(features.shape)}"
+            f"features must be ({len(level)}, C) to match the coordinates, "
+            f"got {tuple(features.shape)}"
         )
     if weight.dim() != 3 or weight.shape[0] != slots or weight.shape[1] != features.shape[1]:
         raise ValueError(
@@ -106,7 +109,9 @@ def submanifold_conv(features: Tensor, weight: Tensor, level: CoordinateLevel) -
     return _SubmanifoldConvFunction.apply(features, weight, level.kernel_map(kernel_size))
 
 
-def down_conv(features: Tensor, weight: Tensor, level: CoordinateLevel) -> tuple[Tensor, CoordinateLevel]:
+def down_conv(
+    features: Tensor, weight: Tensor, level: CoordinateLevel
+) -> tuple[Tensor, CoordinateLevel]:
     """Stride-2, kernel-2 convolution onto the parent level.
 
     ``out[P] = Σ_{d ∈ {0,1}³} features[P + d·stride] @ weight[slot(d)]`` — the same as a dense

@@ -59,11 +59,14 @@ class _SpconvSubmanifold(torch.autograd.Function):
     """spconv's submanifold forward/backward kernels, each under the CPU thread guard."""
 
     @staticmethod
-    def forward(ctx, features: Tensor, weight: Tensor, pairs: Tensor, counts: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        ctx, features: Tensor, weight: Tensor, pairs: Tensor, counts: Tensor
+    ) -> Tensor:
         ctx.save_for_backward(features, weight, pairs, counts)
         with _single_thread_on_cpu(features):
             return _spconv_ops.indice_conv(
-                features, weight, pairs, counts, features.shape[0], False, True, algo=ConvAlgo.Native
+                features, weight, pairs, counts, features.shape[0], False, True,
+                algo=ConvAlgo.Native,
             )
 
     @staticmethod
@@ -86,7 +89,8 @@ class SpconvLevel(CoordinateLevel):
 
     def _build_down(self):  # parents must be SpconvLevels too
         parent, table, parent_index, slot = super()._build_down()
-        return SpconvLevel(parent.coords, parent.stride, self.lookup_mode), table, parent_index, slot
+        parent = SpconvLevel(parent.coords, parent.stride, self.lookup_mode)
+        return parent, table, parent_index, slot
 
     def spconv_pairs(self, kernel_size: int) -> tuple[Tensor, Tensor]:
         """spconv ``(indice_pairs, indice_pair_num)`` of a submanifold ``kernel_size``³ conv."""
@@ -120,7 +124,8 @@ def _submanifold_conv(features: Tensor, weight: Tensor, level: SpconvLevel) -> T
     kernel_size = round(slots ** (1.0 / 3.0))
     if kernel_size == 1:
         return functional.submanifold_conv(features, weight, level)
-    if features.dim() != 2 or features.shape[0] != len(level) or weight.shape[1] != features.shape[1]:
+    shape_ok = features.dim() == 2 and features.shape[0] == len(level)
+    if not shape_ok or weight.shape[1] != features.shape[1]:
         raise ValueError(
             f"features {tuple(features.shape)} / weight {tuple(weight.shape)} do not match "
             f"a level of {len(level)} sites"

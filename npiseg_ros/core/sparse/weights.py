@@ -34,7 +34,9 @@ def from_minkowski(weight: Tensor) -> Tensor:
     if weight.dim() == 2:
         return weight.unsqueeze(0).clone()
     if weight.dim() != 3:
-        raise ValueError(f"MinkowskiEngine kernels are (k³, C_in, C_out), got {tuple(weight.shape)}")
+        raise ValueError(
+            f"MinkowskiEngine kernels are (k³, C_in, C_out), got {tuple(weight.shape)}"
+        )
     k = _kernel_size(weight.shape[0])
     c_in, c_out = weight.shape[1], weight.shape[2]
     # x-fastest means the slot index reads (iz, iy, ix); swap to (ix, iy, iz).
