@@ -144,24 +144,26 @@ def _side(layout: _Layout, rng: np.random.Generator, geometry: dict, side: int) 
     ground_z = curb if has_walk else 0.0
     walk_mid = edge + side * walk * 0.5
 
-    # Parked vehicles along the curb (in the parking strip or on the road edge).
-    if rng.random() < 0.6:
+    # Parked vehicles along the curb (in the parking strip or on the road edge), in a few
+    # stretches with gaps rather than one endless row.
+    if rng.random() < 0.55:
         lane_y = edge - side * rng.uniform(1.0, 1.3)
+        fill = rng.uniform(0.3, 0.9)
         x = -EXTENT + rng.uniform(0, 10)
         while x < EXTENT:
             parts, half, name = _vehicle(rng)
             x += half[0] + rng.uniform(0.4, 1.5)
-            if rng.random() < 0.8:
+            if rng.random() < fill:
                 yaw = (0.0 if rng.random() < 0.8 else np.pi) + rng.normal(0, 0.03)
                 layout.add(parts, name, x, lane_y, yaw, half)
-            x += half[0] + (rng.uniform(0.5, 2.0) if rng.random() < 0.8 else rng.uniform(5, 20))
+            x += half[0] + (rng.uniform(0.5, 2.0) if rng.random() < 0.7 else rng.uniform(8, 30))
     # Roadside trees and poles on the sidewalk.
     if has_walk and rng.random() < 0.7:
         for x in np.arange(-EXTENT, EXTENT, rng.uniform(6.0, 15.0)) + rng.uniform(0, 5):
             parts, crown = street.tree(rng)
             layout.add(parts, "tree", x, edge + side * min(0.8, walk / 2), 0.0,
                        np.array([0.4, 0.4]), z=ground_z)
-    for x in rng.uniform(-EXTENT, EXTENT, int(rng.integers(1, 7))):
+    for x in rng.uniform(-EXTENT, EXTENT, int(rng.integers(2, 11))):
         parts, name = street.pole(rng)
         layout.add(parts, name, x, edge + side * rng.uniform(0.3, max(walk, 0.6)),
                    rng.uniform(0, 2 * np.pi) if name == "pole" else side * np.pi / 2,
@@ -183,8 +185,8 @@ def _beyond(layout: _Layout, rng: np.random.Generator, line: float, side: int,
     x = -EXTENT
     while x < EXTENT:
         length = rng.uniform(12.0, 45.0)
-        kind = rng.choice(["buildings", "fence", "green"], p=[0.5, 0.25, 0.25])
-        setback = rng.uniform(0.0, 1.0) if rng.random() < 0.4 else rng.uniform(1.0, 8.0)
+        kind = rng.choice(["buildings", "fence", "green"], p=[0.55, 0.2, 0.25])
+        setback = rng.uniform(0.0, 1.0) if rng.random() < 0.5 else rng.uniform(1.0, 8.0)
         # Depth bands (distance behind the sidewalk line) where vegetation may grow.
         bands = [(0.6, setback - 0.6)] if setback > 1.8 else []
         if kind == "buildings":
@@ -227,7 +229,7 @@ def _beyond(layout: _Layout, rng: np.random.Generator, line: float, side: int,
 def _traffic(layout: _Layout, rng: np.random.Generator, geometry: dict) -> None:
     """Moving vehicles in the lanes, cyclists on the road edge, traffic on the crossing."""
     y0, y1 = geometry["y_right"], geometry["y_left"]
-    for _ in range(int(rng.integers(0, 6))):
+    for _ in range(int(rng.integers(0, 5))):
         parts, half, name = _vehicle(rng)
         y = rng.uniform(y0 + half[1] + 0.3, y1 - half[1] - 0.3)
         yaw = (0.0 if y < (y0 + y1) / 2 else np.pi) + rng.normal(0, 0.04)
@@ -298,7 +300,9 @@ def generate_lidar_scene(seed: int, name: str | None = None,
     # Remission stays nearly flat to ~25 m and then fades fast (seen in KITTI scans: the
     # median return beyond 50 m is close to 0), so use a soft step in range.
     falloff = 1.0 / (1.0 + (noisy / rng.uniform(30.0, 40.0)) ** 4)
-    intensity = reflect * (0.75 + 0.25 * cos_incidence) * falloff
+    # Sensors differ in their intensity calibration: a per-scan gain.
+    gain = rng.uniform(0.95, 1.35)
+    intensity = gain * reflect * (0.75 + 0.25 * cos_incidence) * falloff
     intensity *= rng.normal(1.0, 0.12, intensity.shape)
     intensity = np.clip(intensity + rng.normal(0, 0.015, intensity.shape), 0.0, 1.0)
     # Weak returns (dark, far, grazing) drop out more often; a small base rate everywhere.

@@ -175,7 +175,7 @@ def tree(rng: np.random.Generator) -> tuple[list[Part], float]:
     Returns:
         parts and the crown radius (metres) for spacing.
     """
-    trunk_h, trunk_r = rng.uniform(1.5, 4.0), rng.uniform(0.08, 0.35)
+    trunk_h, trunk_r = rng.uniform(1.8, 5.0), rng.uniform(0.08, 0.35)
     crown = rng.uniform(1.2, 3.8)
     leaves = rng.uniform(0.25, 0.5)
     parts = [_cyl((0, 0, trunk_h / 2 + 0.5), (trunk_r, trunk_r, trunk_h / 2 + 0.5),
