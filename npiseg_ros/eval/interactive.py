@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import numpy as np
 from scipy.spatial import cKDTree
 
+from npiseg_ros.core.voxelize import voxelize
 from npiseg_ros.eval.cloud import DatasetFormatError, Sample
 from npiseg_ros.eval.metrics import ClickCurve, object_ious
 from npiseg_ros.eval.simulator import SimulatedClick, initial_clicks, next_click
@@ -90,12 +91,12 @@ def voxel_grid(xyz: np.ndarray, voxel_size: float) -> tuple[np.ndarray, np.ndarr
     """
     if voxel_size <= 0:
         raise DatasetFormatError(f"voxel_size must be > 0 metres, got {voxel_size}")
-    cells = np.floor(np.asarray(xyz, dtype=np.float64) / voxel_size).astype(np.int64)
-    _, first, inverse = np.unique(cells, axis=0, return_index=True, return_inverse=True)
-    order = np.argsort(first)
+    # the session's own voxeliser (same grid, same first-point representatives as the model)
+    voxels = voxelize(np.asarray(xyz, dtype=np.float64), voxel_size)
+    order = np.argsort(voxels.representative)
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
-    return first[order].astype(np.int64), rank[inverse.reshape(-1)].astype(np.int64)
+    return voxels.representative[order], rank[voxels.point_to_voxel]
 
 
 def voxel_representatives(xyz: np.ndarray, voxel_size: float) -> np.ndarray:
