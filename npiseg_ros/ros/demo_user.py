@@ -88,10 +88,12 @@ def load_scene(scan: Path | None, num_objects: int, max_range_m: float) -> Targe
 
 
 def render(path: Path, xyz: np.ndarray, labels: np.ndarray, uncertainty: np.ndarray,
-           clicks: list[tuple[int, int]], ground_truth: np.ndarray, title: str) -> None:
-    """Top-down PNG: node labels (left) and per-point uncertainty (right) around the targets.
+           clicks: list[tuple[int, int]], ground_truth: np.ndarray,
+           to_object: dict[int, int], title: str) -> None:
+    """Top-down PNG around the targets: ground truth, the node's labels, per-point uncertainty.
 
-    ``clicks``: (point index, object id) so far; crosses mark them (black = background).
+    ``clicks``: (point index, object id) so far, drawn as crosses (black = background);
+    ``to_object`` maps target k to the node's object id so both label panels share colours.
     """
     import matplotlib
 
@@ -101,18 +103,20 @@ def render(path: Path, xyz: np.ndarray, labels: np.ndarray, uncertainty: np.ndar
     focus = xyz[ground_truth > 0, :2]
     low, high = focus.min(axis=0) - 8.0, focus.max(axis=0) + 8.0
     inside = np.all((xyz[:, :2] >= low) & (xyz[:, :2] <= high), axis=1) & np.isfinite(xyz[:, 0])
-    figure, axes = plt.subplots(1, 2, figsize=(13, 6.2), dpi=110)
-    colours = conversions.label_colors(np.where(labels < 0, 0, labels)) / 255.0
-    axes[0].scatter(xyz[inside, 0], xyz[inside, 1], c=colours[inside], s=0.6, linewidths=0)
-    axes[0].set_title("labels (grey = background)")
-    shown = axes[1].scatter(xyz[inside, 0], xyz[inside, 1], c=uncertainty[inside], s=0.6,
-                            linewidths=0, cmap="inferno")
-    figure.colorbar(shown, ax=axes[1], fraction=0.046, label="uncertainty")
-    axes[1].set_title("per-point uncertainty")
+    x, y = xyz[inside, 0], xyz[inside, 1]
+    truth_ids = np.array([to_object.get(int(k), 0) for k in range(ground_truth.max() + 1)])
+    figure, axes = plt.subplots(1, 3, figsize=(18, 6), dpi=100)
+    for axis, ids, name in ((axes[0], truth_ids[ground_truth], "ground truth targets"),
+                            (axes[1], np.where(labels < 0, 0, labels), "node labels")):
+        axis.scatter(x, y, c=conversions.label_colors(ids[inside]) / 255.0, s=0.6, linewidths=0)
+        axis.set_title(f"{name} (grey = background)")
+    shown = axes[2].scatter(x, y, c=uncertainty[inside], s=0.6, linewidths=0, cmap="inferno")
+    figure.colorbar(shown, ax=axes[2], shrink=0.8, label="uncertainty")
+    axes[2].set_title("per-point uncertainty")
     for axis in axes:
         for index, object_id in clicks:
-            colour = "black" if object_id == 0 else conversions.object_color(object_id)
-            colour = colour if isinstance(colour, str) else np.array(colour) / 255.0
+            colour = (np.array(conversions.object_color(object_id)) / 255.0 if object_id
+                      else np.zeros(3))
             axis.scatter(xyz[index, 0], xyz[index, 1], marker="X", s=90, c=[colour],
                          edgecolors="white", linewidths=0.8)
         axis.set_aspect("equal")
@@ -211,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
             uncertainty = conversions.cloud_to_arrays(client.latest["uncertainty"]).intensity
             path = out / f"click_{report.click:02d}.png"
             render(path, xyz, labels.astype(np.int64), uncertainty, clicks_so_far, ground_truth,
-                   f"after click {report.click}: mIoU {report.mean_iou:.3f}")
+                   to_object, f"after click {report.click}: mIoU {report.mean_iou:.3f}")
             print(f"[user] wrote {path}")
 
     saved = []

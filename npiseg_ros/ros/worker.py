@@ -116,7 +116,9 @@ class AnnotationWorker:
 
     @property
     def pending_clicks(self) -> int:
-        return sum(isinstance(event, ClickRequest) for event in list(self._events))
+        """Clicks received but not yet taken by the worker."""
+        with self._wake:  # a re-entrant lock: safe from the worker's own callbacks too
+            return sum(isinstance(event, ClickRequest) for event in self._events)
 
     @property
     def cloud_frame(self) -> str:
