@@ -190,3 +190,21 @@ def test_cli_writes_readable_benchmark(tmp_path):
     for entry in samples:
         ids = entry[-1]
         assert 1 <= len(ids) <= 10 and set(ids) <= set(scene.class_names)
+
+
+@pytest.mark.parametrize("room_type, expected", [
+    ("bedroom", {"bed"}), ("office", {"desk"}), ("kitchen", {"counter"}),
+    ("bathroom", {"toilet"}), ("meeting", {"table", "chair"}),
+])
+def test_room_types_get_their_furniture(room_type, expected):
+    hits = 0
+    for seed in (3, 4, 5):
+        scene = generate_indoor_scene(seed, room_type=room_type)
+        names = set(scene.class_names.values())
+        hits += expected <= names
+    assert hits >= 2, f"{room_type}: {expected} missing in most rooms"
+
+
+def test_invalid_room_type_is_rejected():
+    with pytest.raises(ValueError):
+        generate_indoor_scene(0, room_type="garage")

@@ -8,5 +8,6 @@ from npiseg_train.synth.rgbd import generate_indoor_scene
 from npiseg_train.synth.scene import (INDOOR_CLASSES, LIDAR_CLASSES, STUFF_CLASSES, SynthScene,
                                       nearby_object_samples)
 
-__all__ = ["SynthScene", "generate_indoor_scene", "generate_lidar_scene", "nearby_object_samples", "INDOOR_CLASSES",
+__all__ = ["SynthScene", "generate_indoor_scene", "generate_lidar_scene", "nearby_object_samples",
+           "INDOOR_CLASSES",
            "LIDAR_CLASSES", "STUFF_CLASSES"]

@@ -73,7 +73,8 @@ def _write_one(job: tuple[str, int, int, str, int]) -> tuple[str, list[list[int]
     scene = make_scene(kind, seed, index)
     elapsed = time.perf_counter() - start
     write_benchmark_scene(out, scene.name, to_labelled_cloud(scene))
-    return scene.name, scene_samples(scene, samples_per_scene, scene_seed(seed, index) + 1), elapsed
+    samples = scene_samples(scene, samples_per_scene, scene_seed(seed, index) + 1)
+    return scene.name, samples, elapsed
 
 
 def write_dataset(kind: str, num: int, seed: int, out: str | Path, samples_per_scene: int = 3,
@@ -101,7 +102,8 @@ def write_dataset(kind: str, num: int, seed: int, out: str | Path, samples_per_s
         from npiseg_train.synth.preview import save_preview
 
         for i in range(min(preview_count, num)):
-            save_preview(make_scene(kind, seed, i), Path(preview) / f"{scene_name(kind, seed, i)}.png")
+            name = scene_name(kind, seed, i)
+            save_preview(make_scene(kind, seed, i), Path(preview) / f"{name}.png")
     return path
 
 

@@ -76,8 +76,8 @@ def chair(rng: np.random.Generator) -> Item:
     thick = rng.uniform(0.03, 0.08)
     parts = [_box(0, 0, seat_z - thick, hx, hy, thick, cover)]
     if rng.random() < 0.4:  # office chair: pedestal and star base
-        parts.append(Part(CYLINDER, (0, 0, (seat_z - thick) / 2), (0.03, 0.03, (seat_z - thick) / 2),
-                          frame))
+        column = (seat_z - thick) / 2
+        parts.append(Part(CYLINDER, (0, 0, column), (0.03, 0.03, column), frame))
         for k in range(5):
             angle = 2 * np.pi * k / 5
             parts.append(Part(BOX, (0.15 * np.cos(angle), 0.15 * np.sin(angle), 0.05),
@@ -109,7 +109,8 @@ def table(rng: np.random.Generator, coffee: bool = False, desk: bool = False,
     round_top = not desk and not big and rng.random() < 0.25
     if round_top:
         radius = max(hx, hy)
-        parts = [Part(CYLINDER, (0, 0, height - thick / 2), (radius, radius, thick / 2), top_color),
+        parts = [Part(CYLINDER, (0, 0, height - thick / 2), (radius, radius, thick / 2),
+                      top_color),
                  Part(CYLINDER, (0, 0, height / 2), (0.05, 0.05, height / 2), frame),
                  Part(CYLINDER, (0, 0, 0.02), (0.25, 0.25, 0.02), frame)]
         return Item(parts, (radius, radius), [Top(0, 0, height, radius * 0.7, radius * 0.7)])
@@ -158,7 +159,8 @@ def bed(rng: np.random.Generator) -> Item:
     parts += _legs(rng, hx, hy, 0.05, frame)
     if rng.random() < 0.7:
         top = frame_h + mattress_h
-        parts.append(_box(0, -hy * 0.25, top - 0.01, hx + 0.02, hy * 0.78, 0.05, pick(rng, FABRIC)))
+        parts.append(_box(0, -hy * 0.25, top - 0.01, hx + 0.02, hy * 0.78, 0.05,
+                          pick(rng, FABRIC)))
     return Item(parts, (hx + 0.02, hy + 0.06),
                 [Top(0, hy - 0.3, frame_h + mattress_h, hx - 0.2, 0.1)])
 
@@ -183,7 +185,8 @@ def cabinet(rng: np.random.Generator, small: bool = False) -> Item:
             cx, cz = -hx + (i + 0.5) * cell_w, 0.06 + (j + 0.5) * cell_h
             parts.append(Part(BOX, (cx, -hy - 0.005, cz), (cell_w / 2 - 0.006, 0.01,
                                                          cell_h / 2 - 0.006), front))
-            parts.append(Part(BOX, (cx, -hy - 0.025, cz + cell_h * 0.3), (0.05, 0.01, 0.01), handle))
+            parts.append(Part(BOX, (cx, -hy - 0.025, cz + cell_h * 0.3), (0.05, 0.01, 0.01),
+                              handle))
     return Item(parts, (hx, hy + 0.03), [Top(0, 0, height, hx - 0.03, hy - 0.03)])
 
 

@@ -109,8 +109,9 @@ def _road(layout: _Layout, rng: np.random.Generator) -> dict:
             strip = rng.uniform(2.0, 2.6)
             edge = geometry["y_left"] if side > 0 else geometry["y_right"]
             y0, y1 = sorted((edge, edge + side * strip))
-            layout.regions.append(GroundRegion(-EXTENT, EXTENT, y0, y1,
-                                               layout.table.new("parking"), rng.uniform(0.2, 0.35)))
+            parking = layout.table.new("parking")
+            layout.regions.append(GroundRegion(-EXTENT, EXTENT, y0, y1, parking,
+                                               rng.uniform(0.2, 0.35)))
             geometry["parking"][side] = strip
     return geometry
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from npiseg_train.synth.indoor import (ROOM_TYPES, ROOM_WEIGHTS, _Room, _shell, _wall_items,
-                                       furnish, room_size)
+from npiseg_train.synth.indoor import _Room, _shell, _wall_items
+from npiseg_train.synth.rooms import ROOM_TYPES, ROOM_WEIGHTS, furnish, room_size
 from npiseg_train.synth.scene import Primitive, SynthScene, compact_labels, rotation_zyx
 from npiseg_train.synth.sensors import PinholeCamera, SpinningLidar
 from npiseg_train.synth.shapes import cast_grid, hit_normals
@@ -48,8 +48,9 @@ def place_cameras(rng: np.random.Generator, size: np.ndarray, primitives: list[P
             break
         for _ in range(10):
             inset = rng.uniform(0.25, 0.9, 2)
-            xy = anchor * size[:2] + np.where(anchor < 0.25, inset,
-                                              np.where(anchor > 0.75, -inset, rng.uniform(-1, 1, 2)))
+            shift = np.where(anchor < 0.25, inset,
+                             np.where(anchor > 0.75, -inset, rng.uniform(-1, 1, 2)))
+            xy = anchor * size[:2] + shift
             position = np.array([*np.clip(xy, 0.2, size[:2] - 0.2), rng.uniform(1.1, 1.9)])
             if not _inside_any(position, primitives, 0.15):
                 break

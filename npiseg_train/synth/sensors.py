@@ -144,7 +144,8 @@ class PinholeCamera:
         u = local[:, 0] / local[:, 2] * self.focal + self.width / 2.0
         v = local[:, 1] / local[:, 2] * self.focal + self.height / 2.0
         col0, col1 = max(int(np.floor(u.min())) - 1, 0), min(int(np.ceil(u.max())) + 1, self.width)
-        row0, row1 = max(int(np.floor(v.min())) - 1, 0), min(int(np.ceil(v.max())) + 1, self.height)
+        row0 = max(int(np.floor(v.min())) - 1, 0)
+        row1 = min(int(np.ceil(v.max())) + 1, self.height)
         if col0 >= col1 or row0 >= row1:
             return []
         return [(row0, row1, col0, col1)]
