@@ -223,3 +223,18 @@ def test_save_command_writes_the_current_prediction(harness, tmp_path):
     assert error is None
     with np.load(path) as saved:
         assert saved["labels"][5] == 2       # the click before the save is in it
+
+
+def test_latch_keeps_the_first_cloud_until_reset_then_takes_the_newest(harness):
+    h = harness(cloud_policy="latch")
+    h.worker.submit_cloud(cloud())
+    first = h.wait_snapshots(1).fingerprint
+    h.worker.submit_click(ClickRequest(object_id=1, point_index=2))
+    h.worker.submit_cloud(cloud(offset=1.0))
+    h.worker.submit_cloud(cloud(offset=2.0))   # only the newest unused cloud is kept
+    h.flush()
+    assert h.snapshots[-1].fingerprint == first and len(h.snapshots[-1].clicks) == 1
+    h.worker.call("reset")
+    latest = h.snapshots[-1]
+    assert latest.fingerprint != first and latest.clicks == ()
+    assert np.array_equal(latest.cloud.xyz, cloud(offset=2.0).xyz)

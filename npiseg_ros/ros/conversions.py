@@ -271,12 +271,13 @@ def label_colors(labels: np.ndarray) -> np.ndarray:
     Background (0) and invalid labels are grey; object ids walk the hue circle by the golden
     ratio so that consecutive ids get clearly different, stable colours for any number of objects.
     """
-    labels = np.asarray(labels)
-    ids, inverse = np.unique(labels, return_inverse=True)
-    palette = np.empty((ids.shape[0], 3), dtype=np.uint8)
-    for row, object_id in enumerate(ids):
-        palette[row] = object_color(int(object_id))
-    return palette[inverse.reshape(-1)]
+    labels = np.maximum(np.asarray(labels, dtype=np.int64), 0)
+    # A lookup table over the ids present (bincount, no sort): O(N) for any number of points.
+    present = np.flatnonzero(np.bincount(labels.reshape(-1)))
+    palette = np.zeros((int(present[-1]) + 1 if present.size else 1, 3), dtype=np.uint8)
+    for object_id in present:
+        palette[object_id] = object_color(int(object_id))
+    return palette[labels.reshape(-1)]
 
 
 def object_color(object_id: int) -> tuple[int, int, int]:
