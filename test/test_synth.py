@@ -197,12 +197,13 @@ def test_cli_writes_readable_benchmark(tmp_path):
     ("bathroom", {"toilet"}), ("meeting", {"table", "chair"}),
 ])
 def test_room_types_get_their_furniture(room_type, expected):
+    from npiseg_train.synth.rgbd import furnished_room
+
     hits = 0
-    for seed in (3, 4, 5):
-        scene = generate_indoor_scene(seed, room_type=room_type)
-        names = set(scene.class_names.values())
-        hits += expected <= names
-    assert hits >= 2, f"{room_type}: {expected} missing in most rooms"
+    for seed in range(5):
+        room, _ = furnished_room(np.random.default_rng(seed), room_type)
+        hits += expected <= set(room.table.class_names.values())
+    assert hits >= 4, f"{room_type}: {expected} missing in {5 - hits} of 5 rooms"
 
 
 def test_invalid_room_type_is_rejected():

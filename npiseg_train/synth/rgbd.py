@@ -84,6 +84,24 @@ def _shade(rng: np.random.Generator, primitives: list[Primitive], owner: np.ndar
     return base * (0.6 + 0.5 * diffuse)[:, None]
 
 
+def furnished_room(rng: np.random.Generator, room_type: str | None = None) -> tuple[_Room, int]:
+    """Build a furnished room (no scanning).
+
+    Returns:
+        the room (its ``primitives`` and ``table.class_names`` describe the scene) and the
+        number of leading primitives that form the shell (floor, walls, ceiling).
+    """
+    kind = room_type or str(rng.choice(ROOM_TYPES, p=ROOM_WEIGHTS))
+    if kind not in ROOM_TYPES:
+        raise ValueError(f"room_type must be one of {ROOM_TYPES}, got {kind!r}")
+    room = _Room(rng, *room_size(rng, kind))
+    _shell(room, with_ceiling=rng.random() < 0.6)
+    shell_count = len(room.primitives)
+    _wall_items(room)
+    furnish(room, kind)
+    return room, shell_count
+
+
 def generate_indoor_scene(seed: int, name: str | None = None, room_type: str | None = None,
                           num_viewpoints: int | None = None, max_points: int = 200_000,
                           max_depth: float = 5.0) -> SynthScene:
@@ -102,15 +120,8 @@ def generate_indoor_scene(seed: int, name: str | None = None, room_type: str | N
         ``SynthScene`` in the room frame (corner at the origin, z up), RGB in [0, 1].
     """
     rng = np.random.default_rng(seed)
-    kind = room_type or str(rng.choice(ROOM_TYPES, p=ROOM_WEIGHTS))
-    if kind not in ROOM_TYPES:
-        raise ValueError(f"room_type must be one of {ROOM_TYPES}, got {kind!r}")
-    size = room_size(rng, kind)
-    room = _Room(rng, *size)
-    _shell(room, with_ceiling=rng.random() < 0.6)
-    shell_count = len(room.primitives)
-    _wall_items(room)
-    furnish(room, kind)
+    room, shell_count = furnished_room(rng, room_type)
+    size = room.size
 
     viewpoints = num_viewpoints or int(rng.integers(2, 5))
     sensors = _scan_sensors(rng, size, room.primitives[shell_count:], viewpoints, 400_000)
