@@ -44,6 +44,6 @@ def preset_config(name: str, **overrides: Any) -> ModelConfig:
     return MODEL_PRESETS[name](**overrides)
 
 
-def build_model(config: ModelConfig) -> NPISeg3D:
-    """A freshly initialised model for ``config``."""
-    return NPISeg3D(config)
+def build_model(config: ModelConfig, backend: str = "torch") -> NPISeg3D:
+    """A freshly initialised model for ``config`` using sparse-conv ``backend``."""
+    return NPISeg3D(config, backend=backend)

@@ -82,10 +82,11 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, tor
     return config, tensors, metadata
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> NPISeg3D:
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
+               backend: str = "torch") -> NPISeg3D:
     """Build the model a checkpoint describes and load its weights (strictly)."""
     config, tensors, _ = read_checkpoint(path)
-    model = NPISeg3D(config)
+    model = NPISeg3D(config, backend=backend)
     load_weights(model, tensors, source=str(path))
     return model.to(device).eval()
 

@@ -12,7 +12,6 @@ import math
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -51,13 +50,20 @@ class AttentionBlock(nn.Module):
 
     def forward(self, query: Tensor, key: Tensor, query_pos: Tensor, key_pos: Tensor,
                 allowed: Tensor | None = None) -> Tensor:
-        """query (Lq, d), key/value source (Lk, d), allowed (Lq, Lk) bool or None -> (Lq, d)."""
+        """query (Lq, d), key/value source (Lk, d), allowed (Lq, Lk) additive mask or None."""
         heads = self.num_heads
         length_q, dim = query.shape
         q = self.query_proj(query + query_pos).view(length_q, heads, -1).transpose(0, 1)
         k = self.key_proj(key + key_pos).view(key.shape[0], heads, -1).transpose(0, 1)
         v = self.value_proj(key).view(key.shape[0], heads, -1).transpose(0, 1)
-        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+        # Plain softmax attention: SDPA's CPU fallback re-checks the mask for fully masked
+        # rows on every call (a pass over heads x Q x V), which _attention_mask already rules out.
+        scale = q.shape[-1] ** -0.5
+        if allowed is None:
+            logits = torch.matmul(q * scale, k.transpose(1, 2))
+        else:
+            logits = torch.baddbmm(allowed.unsqueeze(0), q, k.transpose(1, 2), alpha=scale)
+        attended = torch.matmul(logits.softmax(dim=-1), v)
         attended = self.out_proj(attended.transpose(0, 1).reshape(length_q, dim))
         return self.norm(query + self.dropout(attended))
 
@@ -164,18 +170,20 @@ class ClickAttentionDecoder(nn.Module):
             if index + 1 < len(self.layers):
                 logits = predict(points, queries)
                 auxiliary.append(logits)
-                allowed = _attention_mask(logits.detach().argmax(dim=1), query_labels)
+                allowed = _attention_mask(logits.detach().argmax(dim=1), query_labels,
+                                          points.dtype)
         return points, queries, auxiliary
 
 
-def _attention_mask(point_labels: Tensor, query_labels: Tensor) -> Tensor:
-    """(Q, V) bool: query q may see point v iff v is predicted as q's label.
+def _attention_mask(point_labels: Tensor, query_labels: Tensor, dtype: torch.dtype) -> Tensor:
+    """(Q, V) additive mask: 0 where query q may see point v (v predicted as q's label), -inf
+    elsewhere.
 
-    A query whose label owns no point would see nothing (and SDPA would return NaN), so such
-    rows are fully unmasked.
+    A query whose label owns no point would see nothing (softmax of all -inf is NaN), so such
+    rows are fully unmasked. An additive float mask avoids the boolean-mask conversions SDPA
+    would otherwise redo per call.
     """
     allowed = query_labels.unsqueeze(1) == point_labels.unsqueeze(0)
-    empty = ~allowed.any(dim=1)
-    if bool(empty.any()):
-        allowed[empty] = True
-    return allowed
+    allowed |= ~allowed.any(dim=1, keepdim=True)
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    return mask.masked_fill_(~allowed, float("-inf"))

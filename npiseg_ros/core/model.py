@@ -16,6 +16,7 @@ from npiseg_ros.core.neural_process import (Gaussian, ObjectLatent, PrototypeMod
                                             SceneLatent, label_means, label_sums)
 
 TARGET_POINTS_PER_LABEL = 50
+_ROW_CHUNK = 32768
 """Points sampled per label to build the training-only posterior (research code: 50)."""
 
 
@@ -43,7 +44,8 @@ class DecodeOutput:
     Attributes:
         logits: (V, C) class logits (Eq. 11: max over a label's clicks of the sample-mean
             similarity, times the learned scale for cosine heads).
-        probabilities: (V, C) mean over MC samples of the per-sample softmax.
+        probabilities: (V, C) softmax of ``logits``; with ``uncertainty="entropy"`` the mean
+            over MC samples of the per-sample softmax instead.
         uncertainty: (V,) per-voxel uncertainty (Eq. 13-14 variance, or predictive entropy).
         auxiliary_logits: (V, C) deterministic logits after each decoder layer but the last.
         kl_scene: scalar KL(q(z_s | targets) || p(z_s | clicks)); zero without targets.
@@ -61,11 +63,12 @@ class DecodeOutput:
 class NPISeg3D(nn.Module):
     """The full model; see ``docs/model.md`` for the architecture and its sources."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, backend: str = "torch") -> None:
+        """``backend`` picks the sparse-conv implementation (a runtime choice, not saved)."""
         super().__init__()
         self.config = config
         dim = config.hidden_dim
-        self.backbone = build_backbone(config.backbone, config.in_channels, dim)
+        self.backbone = build_backbone(config.backbone, config.in_channels, dim, backend=backend)
         self.position_encoding = FourierPositionEncoding(config.fourier_features,
                                                          config.fourier_scale)
         self.background_queries = nn.Parameter(torch.randn(config.num_background_queries, dim) * 0.1)
@@ -138,13 +141,17 @@ class NPISeg3D(nn.Module):
             points = points + self.previous_mask(previous_labels, click_features, click_labels,
                                                  num_classes, scene.num_voxels)
         background = torch.zeros_like(click_labels[:1]).expand(self.background_queries.shape[0])
-        query_labels = torch.cat([click_labels, background])
-        queries = torch.cat([click_features, self.background_queries])
-        query_pos = torch.cat([scene.positions[click_voxels], self.background_positions])
+        # Queries sorted by label (stable: click order kept within a label) so that every
+        # label owns a contiguous run; attention is permutation-equivariant, so this changes
+        # nothing but speed.
+        query_labels, order = torch.sort(torch.cat([click_labels, background]), stable=True)
+        queries = torch.cat([click_features, self.background_queries])[order]
+        query_pos = torch.cat([scene.positions[click_voxels], self.background_positions])[order]
+        segments = _label_segments(query_labels, num_classes)
 
         def predict(layer_points: Tensor, layer_queries: Tensor) -> Tensor:
             similarity = self._similarity(layer_points, self._embed(layer_queries))
-            return _max_per_label(similarity, query_labels, num_classes) * self._scale()
+            return _max_per_label(similarity, segments) * self._scale()
 
         points, queries, auxiliary = self.decoder(points, scene.positions, queries, query_pos,
                                                   query_labels, predict)
@@ -157,16 +164,17 @@ class NPISeg3D(nn.Module):
             else:
                 spread = torch.zeros_like(logits[:, 0])
             return DecodeOutput(logits, probabilities, spread, auxiliary)
-        return self._decode_probabilistic(points, embeddings, query_labels, num_classes,
+        return self._decode_probabilistic(points, embeddings, query_labels, segments,
                                           num_samples, generator, scene_weight, targets,
                                           uncertainty, auxiliary)
 
     def _decode_probabilistic(self, points: Tensor, embeddings: Tensor, query_labels: Tensor,
-                              num_classes: int, num_samples: int,
+                              segments: list[tuple[int, int]], num_samples: int,
                               generator: torch.Generator | None, scene_weight: float | None,
                               targets: Tensor | None, uncertainty: str,
                               auxiliary: list[Tensor]) -> DecodeOutput:
         alpha = self.config.scene_weight if scene_weight is None else float(scene_weight)
+        num_classes = len(segments)
         prior_prototypes = label_means(embeddings, query_labels, num_classes)
         target_rows = target_labels = None
         if targets is not None:
@@ -206,9 +214,9 @@ class NPISeg3D(nn.Module):
         gamma, beta = self.modulator(latent)
         # Eq. 8: every query (click or background query) is modulated by its label's latent.
         modulated = gamma[:, query_labels] * embeddings + beta[:, query_labels]
-        mean, variance, probabilities = self._sample_statistics(points, modulated, query_labels,
-                                                                num_classes)
-        logits = _max_per_label(mean, query_labels, num_classes) * self._scale()
+        mean, variance, probabilities = self._sample_statistics(
+            points, modulated, segments, per_sample_softmax=uncertainty == "entropy")
+        logits = _max_per_label(mean, segments) * self._scale()
         if uncertainty == "entropy":
             spread = _entropy(probabilities)
         else:
@@ -216,35 +224,35 @@ class NPISeg3D(nn.Module):
             spread = variance.max(dim=1).values
         return DecodeOutput(logits, probabilities, spread, auxiliary, kl_scene, kl_objects)
 
-    def _sample_statistics(self, points: Tensor, modulated: Tensor, query_labels: Tensor,
-                           num_classes: int) -> tuple[Tensor, Tensor, Tensor]:
-        """Mean and variance over samples of (V, Q) similarities, and the mean softmax (V, C).
+    def _sample_statistics(self, points: Tensor, modulated: Tensor, segments: list[tuple[int, int]],
+                           per_sample_softmax: bool) -> tuple[Tensor, Tensor, Tensor]:
+        """Mean and variance over the S samples of the (V, Q) similarities, and (V, C) probabilities.
 
-        With gradients (training) all samples are stacked; without, samples are accumulated one
-        at a time so memory stays at O(V * Q) whatever S is. Deviations from the first sample
-        are accumulated to keep the float32 variance accurate.
+        The similarity is linear in the (normalised) prototype, so the sample mean is one product
+        with the mean prototype, and the variance is the mean square of products with the
+        centred prototypes: one (V, d) x (d, S*Q) GEMM instead of S separate passes. Rows are
+        processed in chunks to bound memory at O(chunk * S * Q).
         """
+        if self.config.mask_head == "cosine":
+            points = F.normalize(points, dim=-1)
+            modulated = F.normalize(modulated, dim=-1)
+        num_samples, num_queries, dim = modulated.shape
+        centre = modulated.mean(dim=0)
+        deviations = (modulated - centre).reshape(num_samples * num_queries, dim)
         scale = self._scale()
-        if torch.is_grad_enabled():
-            similarity = self._similarity(points, modulated)  # (S, V, Q)
-            per_sample = _max_per_label(similarity, query_labels, num_classes) * scale
-            return (similarity.mean(dim=0), similarity.var(dim=0, unbiased=False),
-                    per_sample.softmax(dim=-1).mean(dim=0))
-        num_samples = modulated.shape[0]
-        reference = self._similarity(points, modulated[0])
-        shift_sum = torch.zeros_like(reference)
-        shift_square = torch.zeros_like(reference)
-        probabilities = (_max_per_label(reference, query_labels, num_classes) * scale).softmax(1)
-        for index in range(1, num_samples):
-            similarity = self._similarity(points, modulated[index])
-            probabilities += (_max_per_label(similarity, query_labels, num_classes)
-                              * scale).softmax(dim=1)
-            similarity -= reference
-            shift_sum += similarity
-            shift_square += similarity.square()
-        shift_mean = shift_sum / num_samples
-        variance = (shift_square / num_samples - shift_mean.square()).clamp_min(0.0)
-        return reference + shift_mean, variance, probabilities / num_samples
+        means, variances, probabilities = [], [], []
+        for chunk in points.split(_ROW_CHUNK):
+            mean = chunk @ centre.T
+            spread = (chunk @ deviations.T).view(-1, num_samples, num_queries)
+            means.append(mean)
+            variances.append(spread.square().mean(dim=1))
+            if per_sample_softmax:
+                per_sample = _max_per_label(mean.unsqueeze(1) + spread, segments) * scale
+                probabilities.append(per_sample.softmax(dim=-1).mean(dim=1))
+        mean, variance = torch.cat(means), torch.cat(variances)
+        if per_sample_softmax:
+            return mean, variance, torch.cat(probabilities)
+        return mean, variance, (_max_per_label(mean, segments) * scale).softmax(dim=1)
 
     def _object_context(self, embeddings: Tensor, labels: Tensor, num_classes: int) -> Tensor:
         if self.config.object_context == "sum":
@@ -286,12 +294,19 @@ def _check_clicks(click_voxels: Tensor, click_labels: Tensor, num_voxels: int) -
     return num_objects + 1
 
 
-def _max_per_label(similarity: Tensor, query_labels: Tensor, num_classes: int) -> Tensor:
-    """(..., V, Q) -> (..., V, C): max over the queries of each label (Eq. 11)."""
-    shape = (*similarity.shape[:-1], num_classes)
-    out = similarity.new_full(shape, float("-inf"))
-    index = query_labels.expand_as(similarity)
-    return out.scatter_reduce(-1, index, similarity, reduce="amax", include_self=True)
+def _max_per_label(similarity: Tensor, segments: list[tuple[int, int]]) -> Tensor:
+    """(..., Q) -> (..., C): max over each label's queries (Eq. 11).
+
+    Queries are sorted by label in :meth:`NPISeg3D.decode`, so each label owns a contiguous
+    slice ``segments[c]``; slicing beats a scatter-reduce over every (point, query) pair.
+    """
+    return torch.stack([similarity[..., lo:hi].amax(dim=-1) for lo, hi in segments], dim=-1)
+
+
+def _label_segments(sorted_labels: Tensor, num_classes: int) -> list[tuple[int, int]]:
+    """(start, end) of each label's run in a label-sorted query list."""
+    ends = torch.cumsum(torch.bincount(sorted_labels, minlength=num_classes), dim=0).tolist()
+    return list(zip([0, *ends[:-1]], ends))
 
 
 def _entropy(probabilities: Tensor) -> Tensor:

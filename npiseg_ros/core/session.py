@@ -59,12 +59,14 @@ class SegmentationSession:
         seed: seeds the latent sampling; the same cloud, clicks and seed give the same output.
         uncertainty: ``variance`` (paper Eq. 13-14) or ``entropy`` of the mean softmax.
         max_points: clouds with more points are rejected (None = no limit).
+        voxel_size: voxel edge in metres; None uses the model's (what it was trained at).
     """
 
     def __init__(self, model: NPISeg3D, *, device: str | torch.device | None = None,
                  num_samples: int = 10, scene_weight: float | None = None,
                  max_click_distance: float = DEFAULT_MAX_CLICK_DISTANCE_M, seed: int = 0,
-                 uncertainty: str = "variance", max_points: int | None = None) -> None:
+                 uncertainty: str = "variance", max_points: int | None = None,
+                 voxel_size: float | None = None) -> None:
         if num_samples < 1:
             raise ConfigError(f"num_samples must be >= 1, got {num_samples}")
         if scene_weight is not None and not 0.0 <= scene_weight <= 1.0:
@@ -76,6 +78,8 @@ class SegmentationSession:
                               f"got {uncertainty!r}")
         if max_points is not None and max_points < 1:
             raise ConfigError(f"max_points must be >= 1 or None, got {max_points}")
+        if voxel_size is not None and not voxel_size > 0:
+            raise ConfigError(f"voxel_size must be > 0 metres or None, got {voxel_size}")
         self.device = resolve_device(device, model)
         self.model = model.to(self.device).eval()
         self.num_samples = int(num_samples)
@@ -84,6 +88,7 @@ class SegmentationSession:
         self.seed = int(seed)
         self.uncertainty = uncertainty
         self.max_points = max_points
+        self.voxel_size = float(voxel_size or model.config.voxel_size)
         self._cloud: _Cloud | None = None
         self._clicks: list[Click] = []
         self._history: list[_Step] = []
@@ -137,7 +142,7 @@ class SegmentationSession:
         if valid_index.size == 0:
             raise InvalidCloudError(f"all {xyz.shape[0]} points have NaN/inf coordinates")
         try:
-            voxels = voxelize(xyz[valid_index], self.model.config.voxel_size)
+            voxels = voxelize(xyz[valid_index], self.voxel_size)
         except ValueError as error:
             raise InvalidCloudError(str(error)) from error
         voxel_of_point = np.full(xyz.shape[0], -1, dtype=np.int64)

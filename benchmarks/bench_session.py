@@ -1,0 +1,125 @@
+"""Interactive-session speed and memory: scene encode, then per-click decode.
+
+    .venv/bin/python benchmarks/bench_session.py --out benchmarks/results/session.json
+
+For each model preset x scene x sparse-conv backend present, in a fresh subprocess (so peak RSS
+is the case's own): voxel count, scene-encode ms (voxelise + backbone, median of --repeats),
+per-click decode ms with S = --samples after 1, 5 and 20 clicks (the model's decode and the
+whole ``predict`` incl. full-resolution mapping and the next-click suggestion), peak RSS.
+Scenes: the 150k-point coloured room and the 120k-point 64-beam LiDAR-like scan of
+``bench_backbone.py``. Weights are random: speed does not depend on them.
+Goals (issue 2, not tests): per-click decode <= 50 ms, small-preset encode <= 0.5 s, 2 cores.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_backbone import make_lidar, make_room  # noqa: E402
+from npiseg_ros.core.sparse.backends import available_backends  # noqa: E402
+from npiseg_ros.core.build import build_model, preset_config  # noqa: E402
+from npiseg_ros.core.session import SegmentationSession  # noqa: E402
+
+CLICK_COUNTS = (1, 5, 20)
+
+
+def scene(name: str) -> dict:
+    if name == "room":
+        xyz, rgb = make_room()
+        return {"xyz": xyz, "colors": rgb.astype(np.float32)}
+    return {"xyz": make_lidar()}
+
+
+def run_case(preset: str, scene_name: str, backend: str, samples: int, repeats: int) -> dict:
+    torch.manual_seed(0)
+    model = build_model(preset_config(preset), backend=backend)
+    session = SegmentationSession(model, device="cpu", num_samples=samples, seed=0)
+    cloud = scene(scene_name)
+    encode_ms = []
+    for _ in range(repeats + 1):  # first run warms allocator and kernel-map code paths
+        summary = session.set_cloud(**cloud)
+        encode_ms.append(summary.encode_ms)
+    rng = np.random.default_rng(0)
+    points = rng.choice(len(cloud["xyz"]), size=max(CLICK_COUNTS), replace=False)
+    decode_ms, predict_ms = {}, {}
+    for count in range(1, max(CLICK_COUNTS) + 1):
+        # 4 objects clicked in turn, every 5th click a background click.
+        object_id = 0 if count % 5 == 0 else 1 + count % 4
+        session.add_click(point_index=int(points[count - 1]), object_id=object_id)
+        start = time.perf_counter()
+        prediction = session.predict()
+        wall = (time.perf_counter() - start) * 1e3
+        if count in CLICK_COUNTS:
+            decode_ms[count], predict_ms[count] = prediction.decode_ms, wall
+    return {
+        "preset": preset, "scene": scene_name, "backend": backend, "samples": samples,
+        "points": int(summary.num_points), "voxels": int(summary.num_voxels),
+        "encode_ms_median": statistics.median(encode_ms[1:]), "encode_ms_min": min(encode_ms[1:]),
+        "decode_ms_after_clicks": decode_ms, "predict_ms_after_clicks": predict_ms,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", nargs="+", default=["small", "paper"])
+    parser.add_argument("--scenes", nargs="+", default=["room", "lidar"])
+    parser.add_argument("--backends", nargs="+", default=None,
+                        help="default: every backend importable here")
+    parser.add_argument("--samples", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/session.json"))
+    parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: one case in this process
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.case:
+        preset, scene_name, backend = args.case.split(":")
+        print(json.dumps(run_case(preset, scene_name, backend, args.samples, args.repeats)))
+        return
+    backends = args.backends or available_backends()
+    results = []
+    header = (f"{'preset':7} {'scene':6} {'backend':8} {'voxels':>7} {'encode ms':>10} "
+              + " ".join(f"{'dec@' + str(c):>8}" for c in CLICK_COUNTS) + f" {'RSS MB':>7}")
+    print(header)
+    for preset in args.presets:
+        for scene_name in args.scenes:
+            for backend in backends:
+                command = [sys.executable, __file__, "--case", f"{preset}:{scene_name}:{backend}",
+                           "--samples", str(args.samples), "--repeats", str(args.repeats),
+                           "--threads", str(args.threads)]
+                done = subprocess.run(command, capture_output=True, text=True)
+                if done.returncode != 0:
+                    print(f"{preset} {scene_name} {backend}: FAILED\n{done.stderr[-2000:]}")
+                    continue
+                row = json.loads(done.stdout.strip().splitlines()[-1])
+                results.append(row)
+                decodes = " ".join(f"{row['decode_ms_after_clicks'][str(c)]:8.0f}"
+                                   for c in CLICK_COUNTS)
+                print(f"{preset:7} {scene_name:6} {backend:8} {row['voxels']:7d} "
+                      f"{row['encode_ms_median']:10.0f} {decodes} {row['peak_rss_mb']:7.0f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "torch": torch.__version__, "threads": args.threads,
+                    "cuda": torch.cuda.is_available()},
+        "results": results}, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Prepare a bare machine: a virtual environment with PyTorch (CPU), the package and its
+# dependencies, the ROS 2 kilted wheels and this package's interfaces built from them.
+#
+# Usage: scripts/setup.sh            (venv at <repo>/.venv; override with VENV=/path)
+# Needs: python3 (>= 3.10) with venv, cmake, g++. Safe to run again: finished steps are skipped.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${VENV:-$REPO/.venv}"
+PY="$VENV/bin/python"
+# A pinned CPU build: an unpinned torch pulls a multi-GB CUDA build. Users with a GPU install
+# their own torch first (any 2.x >= 2.1); the pin only applies when torch is missing.
+TORCH_SPEC="${NPISEG_TORCH_SPEC:-torch==2.13.0}"
+
+log() { echo "[setup] $*"; }
+
+if [ ! -x "$PY" ]; then
+  log "creating virtual environment $VENV"
+  python3 -m venv "$VENV"
+  "$PY" -m pip install --quiet --disable-pip-version-check --upgrade pip
+fi
+if ! "$PY" -c 'import torch' >/dev/null 2>&1; then
+  log "installing $TORCH_SPEC"
+  "$PY" -m pip install --quiet --disable-pip-version-check "$TORCH_SPEC"
+fi
+log "installing npiseg_ros and its dependencies"
+"$PY" -m pip install --quiet --disable-pip-version-check -e "$REPO[test]"
+bash "$REPO/scripts/build_interfaces.sh" "$VENV"
+log "done: $VENV"

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Set up (if needed) and run the whole test suite, ROS 2 node tests over real DDS included.
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$REPO/scripts/setup.sh"
+cd "$REPO"
+# Tests never leave the machine and never need a display.
+export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST MPLBACKEND=Agg
+exec "${VENV:-$REPO/.venv}/bin/python" -m pytest -q "$@"

@@ -1,0 +1,127 @@
+"""NPISeg3D model: decoder validation, sampling statistics vs a naive reference, ablations."""
+import numpy as np
+import pytest
+import torch
+
+from npiseg_ros.core.build import build_model, tiny_config
+from npiseg_ros.core.config import ModelConfig
+from npiseg_ros.core.errors import ConfigError
+from npiseg_ros.core.model import SceneEmbedding, _label_segments, _max_per_label
+from npiseg_ros.core.voxelize import voxelize
+
+
+def _scene(model, num_voxels=400, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    dim = model.config.hidden_dim
+    return SceneEmbedding(torch.randn(num_voxels, dim, generator=generator),
+                          torch.randn(num_voxels, dim, generator=generator))
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model(tiny_config()).eval()
+
+
+def test_sample_statistics_match_naive_per_sample_loop(model):
+    torch.manual_seed(1)
+    points = torch.randn(300, 32)
+    modulated = torch.randn(7, 9, 32)  # S = 7 samples, Q = 9 queries
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 3, 3, 3])
+    segments = _label_segments(labels, 4)
+    with torch.no_grad():
+        mean, variance, probabilities = model._sample_statistics(points, modulated, segments,
+                                                                 per_sample_softmax=True)
+    cosine = torch.stack([torch.nn.functional.cosine_similarity(
+        points[:, None, :], modulated[s][None], dim=-1) for s in range(7)])  # (S, V, Q)
+    torch.testing.assert_close(mean, cosine.mean(0), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(variance, cosine.var(0, unbiased=False), rtol=1e-4, atol=1e-6)
+    naive_max = torch.stack([cosine[..., labels == c].amax(-1) for c in range(4)], -1)
+    expected = (naive_max * model._scale()).softmax(-1).mean(0)
+    torch.testing.assert_close(probabilities, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(_max_per_label(cosine[0], segments), naive_max[0])
+
+
+@pytest.mark.parametrize("voxels, labels, message", [
+    ([1, 2], [1, 3], "contiguous"),
+    ([1, 2], [1, -1], ">= 0"),
+    ([1, 10**6], [1, 2], "voxel indices"),
+    ([], [], "at least one click"),
+])
+def test_decode_rejects_bad_clicks(model, voxels, labels, message):
+    with pytest.raises(ValueError, match=message):
+        model.decode(_scene(model), torch.tensor(voxels, dtype=torch.long),
+                     torch.tensor(labels, dtype=torch.long))
+
+
+def test_previous_mask_is_uncapped_and_changes_the_output(model):
+    scene = _scene(model)
+    num_objects = 30
+    click_voxels = torch.arange(num_objects + 1) * 10
+    click_labels = torch.arange(num_objects + 1)
+    generator = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    with torch.no_grad():
+        plain = model.decode(scene, click_voxels, click_labels, num_samples=3,
+                             generator=generator())
+        previous = plain.logits.argmax(1)
+        refined = model.decode(scene, click_voxels, click_labels, previous, num_samples=3,
+                               generator=generator())
+    assert plain.logits.shape == (400, num_objects + 1)
+    assert not torch.allclose(plain.logits, refined.logits)
+
+
+def test_uncertainty_modes_and_deterministic_ablation():
+    torch.manual_seed(0)
+    probabilistic = build_model(tiny_config()).eval()
+    deterministic = build_model(tiny_config(use_scene_latent=False,
+                                            use_object_latent=False)).eval()
+    assert deterministic.scene_latent is None and deterministic.modulator is None
+    scene = _scene(probabilistic)
+    voxels, labels = torch.tensor([3, 50, 90]), torch.tensor([1, 2, 0])
+    with torch.no_grad():
+        variance = probabilistic.decode(scene, voxels, labels, num_samples=5)
+        entropy = probabilistic.decode(scene, voxels, labels, num_samples=5,
+                                       uncertainty="entropy")
+        flat = deterministic.decode(scene, voxels, labels)
+    assert (variance.uncertainty > 0).any() and (variance.uncertainty >= 0).all()
+    assert (entropy.uncertainty >= 0).all()
+    assert entropy.uncertainty.max() <= np.log(3) + 1e-5
+    torch.testing.assert_close(entropy.probabilities.sum(1), torch.ones(400))
+    assert torch.equal(flat.uncertainty, torch.zeros(400))
+
+
+def test_scene_only_and_object_only_ablations_decode():
+    for flags in (dict(use_scene_latent=True, use_object_latent=False),
+                  dict(use_scene_latent=False, use_object_latent=True)):
+        model = build_model(tiny_config(**flags)).train()
+        scene = _scene(model)
+        targets = torch.randint(0, 3, (400,))
+        output = model.decode(scene, torch.tensor([1, 2, 3]), torch.tensor([1, 2, 0]),
+                              num_samples=2, targets=targets)
+        output.logits.sum().backward()
+        assert output.logits.shape == (400, 3)
+
+
+def test_config_validation_and_round_trip():
+    config = tiny_config(object_context="sum", mask_head="dot")
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ConfigError, match="unknown model config keys"):
+        ModelConfig.from_dict({"colour": 3})
+    with pytest.raises(ConfigError, match="mask_head"):
+        tiny_config(mask_head="l2")
+    with pytest.raises(ConfigError, match="divisible"):
+        tiny_config(num_heads=5)
+
+
+def test_voxelize_inverse_map_and_first_point():
+    rng = np.random.default_rng(0)
+    xyz = rng.uniform(-1, 1, (2000, 3))
+    voxels = voxelize(xyz, 0.2)
+    grid = np.floor(xyz / 0.2).astype(np.int64)
+    np.testing.assert_array_equal(voxels.coords[voxels.point_to_voxel], grid)
+    assert len(np.unique(voxels.coords, axis=0)) == voxels.num_voxels
+    for voxel in range(voxels.num_voxels):
+        members = np.flatnonzero(voxels.point_to_voxel == voxel)
+        assert voxels.representative[voxel] == members.min()
+    with pytest.raises(ValueError, match="non-empty"):
+        voxelize(np.zeros((0, 3)), 0.1)
