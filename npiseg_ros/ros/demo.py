@@ -16,14 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from npiseg_ros.ros.processes import ros_environment, share_path, start_module, stop_process
-
-
-def _default_checkpoint() -> str:
-    """A shipped checkpoint (``checkpoints/*.safetensors``), preferring LiDAR-trained ones."""
-    found = sorted(share_path("checkpoints").glob("*.safetensors"))
-    lidar = [path for path in found if "lidar" in path.name or "kitti" in path.name]
-    return str((lidar or found)[0]) if found else ""
+from npiseg_ros.ros.processes import (ros_environment, share_path, shipped_checkpoint,
+                                      start_module, stop_process)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = Path(args.out).absolute()
     out.mkdir(parents=True, exist_ok=True)
-    checkpoint = _default_checkpoint() if args.checkpoint is None else args.checkpoint
+    checkpoint = shipped_checkpoint() if args.checkpoint is None else args.checkpoint
     scan = Path(args.scan)
     if not args.synthetic and not scan.is_file():
         print(f"[demo] scan {scan} not found: using the synthetic scene (--synthetic)")

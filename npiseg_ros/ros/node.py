@@ -50,7 +50,7 @@ class SegmentationNode(Node):
             {spec.name: self.get_parameter(spec.name).value for spec in params.PARAMETERS})
         self.add_on_set_parameters_callback(self._on_set_parameters)
         session, loaded = build_session(self.settings)
-        if not self.settings.checkpoint:
+        if "UNTRAINED" in loaded:
             self.get_logger().warning("NO CHECKPOINT: using an " + loaded + " - labels are "
                                       "meaningless; set the 'checkpoint' parameter")
         self.get_logger().info(f"model: {loaded}")

@@ -31,8 +31,9 @@ class ParamSpec:
 
 
 PARAMETERS: tuple[ParamSpec, ...] = (
-    ParamSpec("checkpoint", "", "Model checkpoint (.safetensors). Empty: an UNTRAINED model "
-              "(smoke tests only; predictions are meaningless)", read_only=True),
+    ParamSpec("checkpoint", "auto", "Model checkpoint (.safetensors); auto: the one shipped "
+              "with the package; empty (or auto with none shipped): an UNTRAINED model, for "
+              "smoke tests only", read_only=True),
     ParamSpec("model_preset", "tiny", "Preset of the untrained model used when checkpoint is "
               "empty", read_only=True),
     ParamSpec("device", "auto", "Torch device: auto (CUDA when present), cpu, cuda, cuda:N",

@@ -12,8 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["PACKAGE_ROOT", "FASTDDS_PROFILE", "share_path", "ros_environment", "start_module",
-           "stop_process"]
+__all__ = ["PACKAGE_ROOT", "FASTDDS_PROFILE", "share_path", "shipped_checkpoint",
+           "ros_environment", "start_module", "stop_process"]
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 """Directory holding the ``npiseg_ros`` package (the repository root in a source checkout)."""
@@ -36,6 +36,14 @@ def share_path(relative: str) -> Path:
 
 
 FASTDDS_PROFILE = share_path("config/fastdds_shm.xml")
+
+
+def shipped_checkpoint() -> str:
+    """A checkpoint shipped with the package (``checkpoints/*.safetensors``), preferring
+    LiDAR-trained ones by name; empty when none is installed."""
+    found = sorted(share_path("checkpoints").glob("*.safetensors"))
+    lidar = [path for path in found if "lidar" in path.name or "kitti" in path.name]
+    return str((lidar or found)[0]) if found else ""
 
 
 def ros_environment(domain_id: int, profile: Path | None = FASTDDS_PROFILE,

@@ -10,18 +10,31 @@ import torch
 from npiseg_ros.core.errors import CheckpointError
 from npiseg_ros.core.session import SegmentationSession
 from npiseg_ros.ros.params import NodeSettings
+from npiseg_ros.ros.processes import share_path, shipped_checkpoint
 
-__all__ = ["build_session"]
+__all__ = ["build_session", "AUTO_CHECKPOINT"]
+
+AUTO_CHECKPOINT = "auto"
+"""``checkpoint`` value meaning: the shipped checkpoint if there is one, else untrained."""
 
 log = logging.getLogger(__name__)
 
 
 def _load_model(settings: NodeSettings):
-    """The model named by ``settings.checkpoint``, or an untrained preset when it is empty."""
-    if settings.checkpoint:
+    """The model named by ``settings.checkpoint``, or an untrained preset when it is empty.
+
+    ``auto`` picks :func:`shipped_checkpoint`. A relative path that does not exist relative to
+    the working directory is looked up in the package's shared files (``checkpoints/...``).
+    """
+    checkpoint = settings.checkpoint
+    if checkpoint == AUTO_CHECKPOINT:
+        checkpoint = shipped_checkpoint()
+    if checkpoint:
         from npiseg_ros.core.checkpoint import load_model
 
-        path = Path(settings.checkpoint).expanduser()
+        path = Path(checkpoint).expanduser()
+        if not path.is_absolute() and not path.is_file():
+            path = share_path(checkpoint)
         if not path.is_file():
             raise CheckpointError(f"checkpoint {path} does not exist; set the 'checkpoint' "
                                   "parameter to a .safetensors file")
