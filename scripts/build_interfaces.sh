@@ -56,6 +56,12 @@ if [ "${#BAKED[@]}" -gt 0 ]; then
 fi
 
 # --- 3. generate, build and install the interfaces ----------------------------------------------
+SITE_REL="$("$PY" -c 'import sys; print(f"lib/python{sys.version_info[0]}.{sys.version_info[1]}/site-packages")')"
+# Older versions of this script wrote a stub __init__.py; remove it (never pip's real one).
+STUB="$VENV/$SITE_REL/npiseg_ros/__init__.py"
+if [ -f "$STUB" ] && grep -q "generated ROS 2 interfaces; the code package merges" "$STUB"; then
+  rm -f "$STUB"
+fi
 SOURCES_HASH="$(cd "$REPO" && cat CMakeLists.txt package.xml msg/*.msg srv/*.srv \
   | cat - <("$PY" -c 'import sys; print(sys.version)') <(echo "$VENV") | sha256sum | cut -d' ' -f1)"
 STAMP="$VENV/share/npiseg_ros/.interfaces-built-from"
@@ -91,19 +97,14 @@ cmake --build "$BUILD/cmake" -j "$(nproc)" > "$BUILD/build.log" 2>&1 \
   || { tail -40 "$BUILD/build.log" >&2; exit 1; }
 cmake --install "$BUILD/cmake" > "$BUILD/install.log" 2>&1 || { tail -40 "$BUILD/install.log" >&2; exit 1; }
 
-# Copy the staged install into the venv. Two exceptions keep `pip install .` working on top:
-# - the egg-info ament writes for "npiseg_ros" would make pip see a second, uninstallable
-#   distribution of the same name, so it is not copied;
-# - the generated package __init__.py is empty; it is written only when no npiseg_ros package is
-#   installed yet, and then as a path-extending one so an installed package can merge with it.
-SITE_REL="$("$PY" -c 'import sys; print(f"lib/python{sys.version_info[0]}.{sys.version_info[1]}/site-packages")')"
+# Copy the staged install into the venv, leaving out two things so that the code package (from
+# `pip install .`, `pip install -e .`, or a checkout on sys.path) stays the one that is imported:
+# - the egg-info ament writes for "npiseg_ros": pip would see a second distribution of that name;
+# - the generated, empty npiseg_ros/__init__.py: site-packages precedes a checkout or an editable
+#   path on sys.path, so it would shadow the real package. Without it, site-packages/npiseg_ros
+#   is a plain directory that the real package adds to its __path__ (pkgutil.extend_path), or
+#   that `pip install .` completes with its own __init__.py.
 rm -rf "$STAGE/$SITE_REL"/npiseg_ros-*.egg-info
-if [ ! -f "$VENV/$SITE_REL/npiseg_ros/__init__.py" ]; then
-  mkdir -p "$VENV/$SITE_REL/npiseg_ros"
-  printf '%s\n' '"""npiseg_ros generated ROS 2 interfaces; the code package merges in via extend_path."""' \
-    'import pkgutil' '' '__path__ = pkgutil.extend_path(__path__, __name__)' \
-    > "$VENV/$SITE_REL/npiseg_ros/__init__.py"
-fi
 rm -f "$STAGE/$SITE_REL/npiseg_ros/__init__.py"
 cp -a "$STAGE/." "$VENV/"
 
