@@ -15,9 +15,10 @@ TORCH_SPEC="${NPISEG_TORCH_SPEC:-torch==2.13.0}"
 
 log() { echo "[setup] $*"; }
 
-if [ ! -x "$PY" ]; then
+if ! "$PY" -m pip --version >/dev/null 2>&1; then
+  # Missing, or left half-made by an interrupted run: (re)create it.
   log "creating virtual environment $VENV"
-  python3 -m venv "$VENV"
+  python3 -m venv --clear "$VENV"
   "$PY" -m pip install --quiet --disable-pip-version-check --upgrade pip
 fi
 if ! "$PY" -c 'import torch' >/dev/null 2>&1; then
