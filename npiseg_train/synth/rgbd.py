@@ -124,40 +124,28 @@ def generate_indoor_scene(seed: int, name: str | None = None, room_type: str | N
     size = room.size
 
     viewpoints = num_viewpoints or int(rng.integers(2, 5))
-    sensors = _scan_sensors(rng, size, room.primitives[shell_count:], viewpoints, 400_000)
-    light = rng.normal(0, 0.4, 3) + np.array([0.0, 0.0, 1.0])
-    light /= np.linalg.norm(light)
-    chunks_xyz, chunks_rgb, chunks_label = [], [], []
-    instance = np.array([p.instance for p in room.primitives], dtype=np.int64)
+    sensors = _scan_sensors(rng, size, room.primitives[shell_count:], viewpoints, 320_000)
     # Fusing many frames averages depth noise down; raw single frames keep all of it.
     noise_scale = rng.uniform(0.3, 1.0)
-    for sensor, visible in sensors:
+    chunks: list[tuple[np.ndarray, ...]] = []
+    for index, (sensor, visible) in enumerate(sensors):
         hits = cast_grid(sensor.position, sensor.directions_cm, room.primitives, sensor.window,
                          rng, max_depth)
         keep = np.isfinite(hits.depth) & _edge_mask(rng, hits.depth) & visible
         keep &= rng.random(keep.shape) >= rng.uniform(0.0, 0.03)
         rows, cols = np.nonzero(keep)
         depth = hits.depth[rows, cols]
-        owner = hits.primitive[rows, cols]
         # Depth noise grows with the distance along the optical axis (pinhole frames) or
         # along the ray (panoramas, whose 'axis' turns with the ray).
         axial = sensor.local_directions[rows, cols, 2] if isinstance(sensor, PinholeCamera) \
             else np.ones(len(rows))
-        z = depth * axial
-        sigma = (0.0012 + 0.0019 * (z - 0.4) ** 2) * noise_scale
-        exact = sensor.position + sensor.directions[rows, cols] * depth[:, None]
-        normals = hit_normals(room.primitives, owner, exact)
+        sigma = (0.0012 + 0.0019 * (depth * axial - 0.4) ** 2) * noise_scale
         noisy = depth + rng.normal(0.0, 1.0, depth.shape) * sigma / axial
-        points = sensor.position + sensor.directions[rows, cols] * noisy[:, None]
-        rgb = _shade(rng, room.primitives, owner, exact, normals, light)
-        rgb = rgb * rng.uniform(0.85, 1.15) * rng.uniform(0.95, 1.05, 3)
-        rgb += rng.normal(0.0, rng.uniform(0.01, 0.035), rgb.shape)
-        chunks_xyz.append(points)
-        chunks_rgb.append(np.clip(rgb, 0.0, 1.0))
-        chunks_label.append(instance[owner])
-    xyz = np.concatenate(chunks_xyz)
-    rgb = np.concatenate(chunks_rgb)
-    labels = np.concatenate(chunks_label)
+        directions = sensor.directions[rows, cols]
+        chunks.append((sensor.position + directions * noisy[:, None],
+                       sensor.position + directions * depth[:, None],
+                       hits.primitive[rows, cols], np.full(len(rows), index)))
+    xyz, exact, owner, source = (np.concatenate(c) for c in zip(*chunks))
     if rng.random() < 0.85:
         # Fused reconstructions (TSDF meshes) have near-uniform density; raw fused frames
         # keep the sensor's density falloff. Training sees both.
@@ -167,10 +155,22 @@ def generate_indoor_scene(seed: int, name: str | None = None, room_type: str | N
             + cells[:, 2]
         _, first = np.unique(keys, return_index=True)
         first.sort()
-        xyz, rgb, labels = xyz[first], rgb[first], labels[first]
+        xyz, exact, owner, source = xyz[first], exact[first], owner[first], source[first]
     if len(xyz) > max_points:
         pick = np.sort(rng.choice(len(xyz), max_points, replace=False))
-        xyz, rgb, labels = xyz[pick], rgb[pick], labels[pick]
+        xyz, exact, owner, source = xyz[pick], exact[pick], owner[pick], source[pick]
+    # Colour only the points that survive: shading, then each frame's exposure and white
+    # balance, then sensor noise.
+    light = rng.normal(0, 0.4, 3) + np.array([0.0, 0.0, 1.0])
+    light /= np.linalg.norm(light)
+    normals = hit_normals(room.primitives, owner, exact)
+    rgb = _shade(rng, room.primitives, owner, exact, normals, light)
+    exposure = rng.uniform(0.85, 1.15, (len(sensors), 1)) \
+        * rng.uniform(0.95, 1.05, (len(sensors), 3))
+    rgb = rgb * exposure[source] + rng.normal(0.0, rng.uniform(0.01, 0.035), rgb.shape)
+    rgb = np.clip(rgb, 0.0, 1.0)
+    instance = np.array([p.instance for p in room.primitives], dtype=np.int64)
+    labels = instance[owner]
     labels, names = compact_labels(labels, room.table.class_names)
     return SynthScene(
         name=name or f"indoor_{seed:06d}", kind="indoor", xyz=xyz.astype(np.float32),
