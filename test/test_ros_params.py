@@ -65,3 +65,55 @@ def test_launch_file_uses_installed_executable_and_config():
     for name in ("segment.yaml", "fastdds_shm.xml", "npiseg.rviz"):
         assert f'"{name}"' in launch and (ROOT / "config" / name).is_file()
     assert "install(DIRECTORY launch config" in cmake
+
+
+def _load_launch_with_stand_ins(monkeypatch):
+    """Execute launch/segment.launch.py against minimal stand-ins of launch / launch_ros (they
+    have no PyPI wheels): records what it builds, so the argument handling can be checked."""
+    import sys
+    import types
+
+    class Recorded:
+        def __init__(self, *args, **kwargs):
+            self.args, self.kwargs = args, kwargs
+
+    class LaunchConfiguration(Recorded):
+        def perform(self, context):
+            return context[self.args[0]]
+
+    modules = {
+        "ament_index_python": types.ModuleType("ament_index_python"),
+        "ament_index_python.packages": types.SimpleNamespace(
+            get_package_share_directory=lambda name: f"/share/{name}"),
+        "launch": types.SimpleNamespace(LaunchDescription=Recorded),
+        "launch.actions": types.SimpleNamespace(
+            DeclareLaunchArgument=Recorded, OpaqueFunction=Recorded,
+            SetEnvironmentVariable=Recorded),
+        "launch.conditions": types.SimpleNamespace(IfCondition=Recorded),
+        "launch.substitutions": types.SimpleNamespace(LaunchConfiguration=LaunchConfiguration),
+        "launch_ros": types.ModuleType("launch_ros"),
+        "launch_ros.actions": types.SimpleNamespace(Node=Recorded),
+    }
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    namespace = {}
+    exec(compile((ROOT / "launch" / "segment.launch.py").read_text(), "launch", "exec"),
+         namespace)
+    return namespace["generate_launch_description"]()
+
+
+def test_launch_overrides_only_the_given_arguments(monkeypatch):
+    description = _load_launch_with_stand_ins(monkeypatch)
+    actions = description.args[0]
+    arguments = {a.args[0]: a.kwargs["default_value"] for a in actions
+                 if "default_value" in a.kwargs}
+    assert arguments["params_file"] == "/share/npiseg_ros/config/segment.yaml"
+    assert arguments["fastdds_profile"] == "/share/npiseg_ros/config/fastdds_shm.xml"
+    opaque = next(a for a in actions if "function" in a.kwargs)
+    context = {"params_file": "p.yaml", "checkpoint": "", "cloud_topic": ""}
+    node = opaque.kwargs["function"](context)[0]
+    assert node.kwargs["parameters"] == ["p.yaml"]
+    assert node.kwargs["executable"] == "segment_node" and node.kwargs["name"] == "npiseg"
+    context.update(checkpoint="m.safetensors")
+    node = opaque.kwargs["function"](context)[0]
+    assert node.kwargs["parameters"] == ["p.yaml", {"checkpoint": "m.safetensors"}]
