@@ -159,8 +159,8 @@ def _side(layout: _Layout, rng: np.random.Generator, geometry: dict, side: int) 
                 layout.add(parts, name, x, lane_y, yaw, half)
             x += half[0] + (rng.uniform(0.5, 2.0) if rng.random() < 0.7 else rng.uniform(8, 30))
     # Roadside trees and poles on the sidewalk.
-    if has_walk and rng.random() < 0.7:
-        for x in np.arange(-EXTENT, EXTENT, rng.uniform(6.0, 15.0)) + rng.uniform(0, 5):
+    if has_walk and rng.random() < 0.75:
+        for x in np.arange(-EXTENT, EXTENT, rng.uniform(5.0, 13.0)) + rng.uniform(0, 5):
             parts, crown = street.tree(rng)
             layout.add(parts, "tree", x, edge + side * min(0.8, walk / 2), 0.0,
                        np.array([0.4, 0.4]), z=ground_z)
@@ -208,12 +208,12 @@ def _beyond(layout: _Layout, rng: np.random.Generator, line: float, side: int,
                 layout.add(street.fence(rng, length), "fence", x + length / 2,
                            line + side * (setback + 0.05), np.pi / 2, check=False)
             bands.append((setback + 0.7, setback + 25.0))
-        if bands and rng.random() < 0.4:
+        if bands and rng.random() < 0.55:
             near = bands[0][0]
             layout.add(street.bush(rng, length=rng.uniform(4.0, min(length, 25.0))),
                        "vegetation", x + length / 2, line + side * (near + 0.5),
                        rng.normal(0, 0.03), check=False)
-        density = 0.8 if kind == "green" else 0.3  # plants per metre of street
+        density = 1.0 if kind == "green" else 0.4  # plants per metre of street
         for _ in range(int(rng.poisson(density * length))):
             low, high = bands[int(rng.integers(len(bands)))]
             if high <= low:

@@ -54,8 +54,19 @@ def save_preview(scene: SynthScene, path: str | Path, max_points: int = 60000,
             ax.set_xlim(-span, span)
             ax.set_ylim(-span, span)
     _oblique(axes[2], xyz, by_instance, "oblique view, instances", scene.kind)
-    if reference is None:
-        _oblique(axes[3], xyz, appearance, f"oblique view, {title}", scene.kind)
+    if reference is None and scene.kind == "lidar":
+        # Range image: one row per beam, as the sensor itself sees the scan.
+        r = np.linalg.norm(xyz, axis=1)
+        elevation = np.degrees(np.arcsin(xyz[:, 2] / np.maximum(r, 1e-6)))
+        azimuth = np.degrees(np.arctan2(xyz[:, 1], xyz[:, 0]))
+        axes[3].scatter(azimuth, elevation, c=np.log(r), s=0.5, linewidths=0, cmap="turbo")
+        axes[3].set_title("range image (azimuth vs elevation, colour = log range)")
+        axes[3].set_xlabel("azimuth (deg)")
+        axes[3].set_ylabel("elevation (deg)")
+    elif reference is None:
+        axes[3].imshow(camera_view(scene))
+        axes[3].set_title("RGB splatted into a camera at the first scan position")
+        axes[3].set_axis_off()
     else:
         ref = reference[rng.permutation(len(reference))[:max_points]]
         axes[3].scatter(ref[:, 0], ref[:, 1], c=ref[:, 2], s=0.3, linewidths=0, cmap="viridis",
@@ -91,3 +102,35 @@ def _oblique(ax, xyz: np.ndarray, colors: np.ndarray, title: str, kind: str) -> 
     ax.scatter((p @ right)[order], (p @ up)[order], c=colors[order], s=0.6, linewidths=0)
     ax.set_title(title)
     ax.set_aspect("equal")
+
+
+def camera_view(scene: SynthScene, width: int = 640, height: int = 480,
+                fov_x_deg: float = 75.0) -> np.ndarray:
+    """(height, width, 3) float image of the scene's colours seen from its first sensor
+    origin towards the centre of its bounds (nearest point wins each 2×2 splat; white = no
+    point). Shows what a person holding the camera would see, holes and all."""
+    origin = scene.sensor_origins[0].astype(np.float64)
+    target = scene.bounds.mean(axis=0).astype(np.float64)
+    target[2] = min(target[2], origin[2]) - 0.5
+    forward = (target - origin) / np.linalg.norm(target - origin)
+    right = np.cross(forward, [0.0, 0.0, 1.0])
+    right /= np.linalg.norm(right)
+    down = np.cross(forward, right)
+    local = (scene.xyz - origin) @ np.stack([right, down, forward], axis=1)
+    ahead = local[:, 2] > 0.1
+    local = local[ahead]
+    colors = scene.colors[ahead] if scene.colors is not None else \
+        np.repeat(np.clip(scene.intensity[ahead, None] / 0.6, 0, 1), 3, axis=1)
+    focal = width / 2 / np.tan(np.radians(fov_x_deg) / 2)
+    u = (local[:, 0] / local[:, 2] * focal + width / 2).astype(np.int64)
+    v = (local[:, 1] / local[:, 2] * focal + height / 2).astype(np.int64)
+    image = np.ones((height, width, 3))
+    depth = np.full((height, width), np.inf)
+    order = np.argsort(-local[:, 2])  # far first, so near points overwrite them
+    for du in (0, 1):
+        for dv in (0, 1):
+            uu, vv = u[order] + du, v[order] + dv
+            inside = (uu >= 0) & (uu < width) & (vv >= 0) & (vv < height)
+            image[vv[inside], uu[inside]] = colors[order][inside]
+            depth[vv[inside], uu[inside]] = local[order, 2][inside]
+    return image
