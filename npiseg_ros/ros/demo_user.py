@@ -108,7 +108,10 @@ def render(path: Path, xyz: np.ndarray, labels: np.ndarray, uncertainty: np.ndar
     figure, axes = plt.subplots(1, 3, figsize=(18, 6), dpi=100)
     for axis, ids, name in ((axes[0], truth_ids[ground_truth], "ground truth targets"),
                             (axes[1], np.where(labels < 0, 0, labels), "node labels")):
-        axis.scatter(x, y, c=conversions.label_colors(ids[inside]) / 255.0, s=0.6, linewidths=0)
+        shown_ids = ids[inside]
+        colours = conversions.label_colors(shown_ids) / 255.0
+        for points, size in ((shown_ids == 0, 0.5), (shown_ids > 0, 4.0)):  # objects on top
+            axis.scatter(x[points], y[points], c=colours[points], s=size, linewidths=0)
         axis.set_title(f"{name} (grey = background)")
     shown = axes[2].scatter(x, y, c=uncertainty[inside], s=0.6, linewidths=0, cmap="inferno")
     figure.colorbar(shown, ax=axes[2], shrink=0.8, label="uncertainty")
