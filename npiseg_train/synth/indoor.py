@@ -10,7 +10,8 @@ import numpy as np
 
 from npiseg_train.synth import fixtures as fx
 from npiseg_train.synth import furniture as fu
-from npiseg_train.synth.scene import BOX, InstanceTable, Part, Primitive, place_parts
+from npiseg_train.synth.scene import (BOX, InstanceTable, Part, Primitive, jitter_color,
+                                      place_parts)
 
 WALL_YAWS = (np.pi, -np.pi / 2, 0.0, np.pi / 2)
 """Yaw that puts an item's back (+y local) against wall k: y=0, x=W, y=D, x=0."""
@@ -154,6 +155,20 @@ def _shell(room: _Room, with_ceiling: bool) -> None:
             room.primitives += place_parts(item.parts, instance, np.array([x, y, 0.0]),
                                            WALL_YAWS[wall])
             room.footprints.append(_wall_band(room, wall, along, half_w, out))
+
+
+def corner_block(room: _Room) -> None:
+    """Fill one corner with a solid block (a stairwell, shaft or the neighbour's room) so the
+    floor plan becomes L-shaped; its two inner faces are one new wall instance."""
+    rng = room.rng
+    width, depth, height = room.size
+    bx, by = rng.uniform(0.8, 0.4 * width), rng.uniform(0.8, 0.4 * depth)
+    x0 = 0.0 if rng.random() < 0.5 else width - bx
+    y0 = 0.0 if rng.random() < 0.5 else depth - by
+    color = jitter_color(rng, room.primitives[1].color, 0.02)  # painted like the walls
+    part = Part(BOX, (x0 + bx / 2, y0 + by / 2, height / 2), (bx / 2, by / 2, height / 2), color)
+    room.primitives += place_parts([part], room.table.new("wall"), np.zeros(3), 0.0)
+    room.footprints.append(np.array([x0, x0 + bx, y0, y0 + by]))
 
 
 def _wall_items(room: _Room) -> None:

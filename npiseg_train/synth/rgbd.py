@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from npiseg_train.synth.indoor import _Room, _shell, _wall_items
+from npiseg_train.synth.indoor import _Room, _shell, _wall_items, corner_block
 from npiseg_train.synth.rooms import ROOM_TYPES, ROOM_WEIGHTS, furnish, room_size
 from npiseg_train.synth.scene import Primitive, SynthScene, compact_labels, rotation_zyx
 from npiseg_train.synth.sensors import PinholeCamera, SpinningLidar
@@ -97,6 +97,8 @@ def furnished_room(rng: np.random.Generator, room_type: str | None = None) -> tu
     room = _Room(rng, *room_size(rng, kind))
     _shell(room, with_ceiling=rng.random() < 0.6)
     shell_count = len(room.primitives)
+    if kind != "bathroom" and rng.random() < 0.2:
+        corner_block(room)
     _wall_items(room)
     furnish(room, kind)
     return room, shell_count
