@@ -138,3 +138,16 @@ def test_spconv_backend_matches_torch() -> None:
         expected = reference(features, coords)
         out = accelerated(features, coords)
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_autocast_forward_and_backward_run() -> None:
+    # Mixed precision (as used on CUDA): the custom backward must cope with reduced-dtype grads.
+    features, coords = scene(10, count=1500)
+    torch.manual_seed(0)
+    model = build_backbone("tiny", 3, 8).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(features, coords)
+    out.float().square().mean().backward()
+    assert model.stem.weight.grad is not None
+    assert model.stem.weight.grad.dtype == torch.float32
+    assert torch.isfinite(model.stem.weight.grad).all()

@@ -53,12 +53,17 @@ class _SubmanifoldConvFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
-        features, weight = ctx.saved_tensors
+        saved_features, saved_weight = ctx.saved_tensors
         kernel_map: KernelMap = ctx.kernel_map
         grad_out = grad_out.contiguous()
+        # Under autocast the forward GEMMs ran in grad_out's (reduced) dtype; do the same here and
+        # hand back gradients in the dtypes of the inputs.
+        features = saved_features.to(grad_out.dtype)
+        weight = saved_weight.to(grad_out.dtype)
         grad_features = grad_weight = None
         if ctx.needs_input_grad[0]:
             grad_features = _accumulate(grad_out, weight, kernel_map, transpose=True)
+            grad_features = grad_features.to(saved_features.dtype)
         if ctx.needs_input_grad[1]:
             grad_weight = torch.zeros_like(weight)
             if kernel_map.center is not None:
@@ -70,6 +75,7 @@ class _SubmanifoldConvFunction(torch.autograd.Function):
                     grad_out.index_select(0, out_idx),
                     out=grad_weight[slot],
                 )
+            grad_weight = grad_weight.to(saved_weight.dtype)
         return grad_features, grad_weight, None
 
 
