@@ -209,3 +209,16 @@ def test_room_types_get_their_furniture(room_type, expected):
 def test_invalid_room_type_is_rejected():
     with pytest.raises(ValueError):
         generate_indoor_scene(0, room_type="garage")
+
+
+def test_other_lidar_models_follow_their_beams():
+    from npiseg_train.synth.sensors import LIDAR_MODELS
+
+    model = LIDAR_MODELS["vlp16"]
+    scene = generate_lidar_scene(2, **model)
+    xyz = scene.xyz.astype(np.float64)
+    elevation = np.degrees(np.arctan2(xyz[:, 2], np.hypot(xyz[:, 0], xyz[:, 1])))
+    beams = np.asarray(model["elevations_deg"])
+    gap = np.abs(elevation[:, None] - beams[None, :]).min(axis=1)
+    assert np.mean(gap < 0.02) > 0.9
+    assert 15_000 < scene.num_points < 16 * model["azimuth_steps"]

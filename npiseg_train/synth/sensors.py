@@ -15,6 +15,24 @@ HDL64_ELEVATIONS_DEG: np.ndarray = np.concatenate([
 ])
 """(64,) beam elevation angles of an HDL-64E-like sensor, degrees, highest first."""
 
+LIDAR_MODELS: dict[str, dict] = {
+    "hdl64": {"elevations_deg": HDL64_ELEVATIONS_DEG, "azimuth_steps": 2083,
+              "max_range": 80.0, "sensor_height": 1.73},
+    # 32 beams from +15° to −25°, packed around the horizon (VLP-32C-like).
+    "vlp32": {"elevations_deg": np.concatenate([np.linspace(15.0, 2.0, 6),
+                                                np.linspace(1.33, -4.0, 18),
+                                                np.linspace(-5.33, -25.0, 8)]),
+              "azimuth_steps": 1800, "max_range": 100.0, "sensor_height": 1.9},
+    # 16 beams, ±15° in 2° steps (VLP-16-like).
+    "vlp16": {"elevations_deg": np.linspace(15.0, -15.0, 16), "azimuth_steps": 1800,
+              "max_range": 100.0, "sensor_height": 1.8},
+    # 128 beams uniform over ±22.5° (OS1-128-like).
+    "os128": {"elevations_deg": np.linspace(22.5, -22.5, 128), "azimuth_steps": 1024,
+              "max_range": 100.0, "sensor_height": 1.8},
+}
+"""Beam layouts of common spinning LiDARs (keyword arguments of ``generate_lidar_scene``);
+training on several makes a model less tied to one sensor's ring spacing."""
+
 
 def _corners(low: np.ndarray, high: np.ndarray) -> np.ndarray:
     """(8, 3) corners of the box [low, high]."""
