@@ -81,7 +81,14 @@ def _shade(rng: np.random.Generator, primitives: list[Primitive], owner: np.ndar
         seams = (np.abs(((points[floor, :2] / period) % 1.0) - 0.5) > 0.47).any(axis=1)
         base[floor] *= np.where(seams, 0.8, 1.0)[:, None]
     diffuse = np.clip(np.einsum("ij,j->i", normals, light), 0.0, 1.0)
-    return base * (0.6 + 0.5 * diffuse)[:, None]
+    # Lamps and windows light a room unevenly: a smooth brightness field over space.
+    wave = np.zeros(len(points))
+    for _ in range(3):
+        direction = rng.normal(0.0, 1.0, 3)
+        direction *= 2 * np.pi / rng.uniform(1.5, 5.0) / np.linalg.norm(direction)
+        wave += np.sin(points @ direction + rng.uniform(0, 2 * np.pi))
+    field = 1.0 + rng.uniform(0.03, 0.1) * wave
+    return base * ((0.6 + 0.5 * diffuse) * field)[:, None]
 
 
 def furnished_room(rng: np.random.Generator, room_type: str | None = None) -> tuple[_Room, int]:
@@ -129,12 +136,14 @@ def generate_indoor_scene(seed: int, name: str | None = None, room_type: str | N
     sensors = _scan_sensors(rng, size, room.primitives[shell_count:], viewpoints, 320_000)
     # Fusing many frames averages depth noise down; raw single frames keep all of it.
     noise_scale = rng.uniform(0.3, 1.0)
+    # Index -1 (no hit) reads the appended 0; glass and mirrors lose most returns.
+    dropout = np.array([p.dropout for p in room.primitives] + [0.0])
     chunks: list[tuple[np.ndarray, ...]] = []
     for index, (sensor, visible) in enumerate(sensors):
         hits = cast_grid(sensor.position, sensor.directions_cm, room.primitives, sensor.window,
                          rng, max_depth)
         keep = np.isfinite(hits.depth) & _edge_mask(rng, hits.depth) & visible
-        keep &= rng.random(keep.shape) >= rng.uniform(0.0, 0.03)
+        keep &= rng.random(keep.shape) >= rng.uniform(0.0, 0.03) + dropout[hits.primitive]
         rows, cols = np.nonzero(keep)
         depth = hits.depth[rows, cols]
         # Depth noise grows with the distance along the optical axis (pinhole frames) or

@@ -137,7 +137,8 @@ def _bathroom(room: _Room) -> None:
         mx, my = room.wall_point(wall, along, 0.0)
         mirror = fu.Item([Part(BOX, (0, -0.01, 1.5), (rng.uniform(0.25, 0.5), 0.01,
                                                          rng.uniform(0.3, 0.45)),
-                               jitter_color(rng, (0.55, 0.6, 0.65), 0.05))], (0.5, 0.01))
+                               jitter_color(rng, (0.55, 0.6, 0.65), 0.05),
+                               dropout=rng.uniform(0.3, 0.8))], (0.5, 0.01))
         room.place(mirror, "mirror", mx, my, yaw, check=False)
     if rng.random() < 0.5:
         room.against_wall(fu.cabinet(rng, small=True), "cabinet")
