@@ -293,6 +293,7 @@ def generate_lidar_scene(seed: int, name: str | None = None,
     labels, reflect, normals = _surface_attributes(layout, owner, points)
     # Range noise along the beam and bumpy, uneven terrain.
     noisy = depth + rng.normal(0.0, rng.uniform(0.01, 0.03), depth.shape)
+    noisy = _mixed_pixels(rng, hits.depth, rows, cols, noisy)
     points = position + directions * noisy[:, None]
     on_terrain = (owner < 0) & np.isin(labels, _ids(layout, "terrain"))
     points[on_terrain, 2] += _terrain_height(rng, points[on_terrain])
@@ -324,6 +325,32 @@ def generate_lidar_scene(seed: int, name: str | None = None,
         class_names=names, sensor_origins=np.zeros((1, 3), dtype=np.float32),
         bounds=np.array([[-max_range, -max_range, -sensor_height - 1.0],
                          [max_range, max_range, 30.0]], dtype=np.float32))
+
+
+def _mixed_pixels(rng: np.random.Generator, grid_depth: np.ndarray, rows: np.ndarray,
+                  cols: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    """Mixed pixels: a beam that straddles an object edge returns a range between the near
+    and the far surface, leaving stray points around silhouettes (real scans show them).
+
+    Args:
+        grid_depth: (B, A) first-hit distance per beam and azimuth step (inf = none).
+        rows, cols: (M,) grid cell of each return.
+        depth: (M,) noisy ranges of the returns, metres.
+
+    Returns:
+        (M,) ranges with a fraction of edge returns moved between the two surfaces.
+    """
+    neighbour = grid_depth[rows, (cols + 1) % grid_depth.shape[1]]
+    previous = grid_depth[rows, cols - 1]
+    other = np.where(np.abs(neighbour - depth) > np.abs(previous - depth), neighbour, previous)
+    edge = np.isfinite(other) & (np.abs(other - depth) > 0.5) & (rng.random(depth.shape) < 0.25)
+    gap = other[edge] - depth[edge]
+    # Move at most half-way (and at most 0.5 m) so every point stays nearer to the surface
+    # whose label it carries: short tails, coherent labels.
+    shift = rng.uniform(0.05, 1.0, gap.shape) * np.minimum(np.abs(gap) / 2, 0.5)
+    moved = depth.copy()
+    moved[edge] = depth[edge] + np.sign(gap) * shift
+    return moved
 
 
 def _ego_vehicle() -> list[Part]:
