@@ -172,7 +172,8 @@ def corner_block(room: _Room) -> None:
 
 
 def _wall_items(room: _Room) -> None:
-    """Door, windows (with radiators below), pictures and a whiteboard on the walls."""
+    """Door, windows (with radiators and curtains), pictures, whiteboard, wall-mounted TV
+    and shelves on the walls."""
     rng = room.rng
     height = room.size[2]
     specs = [("door", rng.uniform(0.4, 0.5), 0.0, rng.uniform(1.95, 2.1), 0.03,
@@ -185,13 +186,22 @@ def _wall_items(room: _Room) -> None:
                       rng.uniform(0.2, 0.7), 0.02, fu.FABRIC + fu.WOOD))
     if rng.random() < 0.3:
         specs.append(("whiteboard", rng.uniform(0.6, 1.2), 0.9, 1.1, 0.02, fu.WHITE))
+    if rng.random() < 0.2:
+        specs.append(("tv", rng.uniform(0.45, 0.8), rng.uniform(1.0, 1.3), rng.uniform(0.5, 0.9),
+                      0.05, [(0.05, 0.05, 0.06), (0.12, 0.12, 0.13)]))
+    for _ in range(int(rng.random() < 0.35) * int(rng.integers(1, 3))):
+        specs.append(("shelf", rng.uniform(0.3, 0.7), rng.uniform(1.1, 1.8), 0.025,
+                      rng.uniform(0.18, 0.28), fu.WOOD + fu.WHITE))
     for name, half_w, bottom, tall, thick, palette in specs:
         tall = min(tall, height - bottom - 0.1)
         # Glass gives depth sensors few valid pixels: most window returns are lost.
         pane = Part(BOX, (0, -thick / 2, bottom + tall / 2), (half_w, thick / 2, tall / 2),
                     fu.pick(rng, palette),
                     dropout=rng.uniform(0.3, 0.9) if name == "window" else 0.0)
-        item = fu.Item([pane], (half_w, thick / 2))
+        # Wall shelves carry clutter like any other top.
+        tops = [fu.Top(0, -thick / 2, bottom + tall, half_w - 0.03, thick / 2 - 0.02)] \
+            if name == "shelf" else []
+        item = fu.Item([pane], (half_w, thick / 2), tops)
         for _ in range(10):
             wall = int(rng.integers(4))
             length = room.wall_length(wall)

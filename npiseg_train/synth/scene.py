@@ -14,7 +14,7 @@ INDOOR_CLASSES: tuple[str, ...] = (
     "cabinet", "bed", "pillow", "chair", "sofa", "table", "desk", "bookshelf", "lamp",
     "monitor", "keyboard", "box", "trash_can", "plant", "cup", "bottle", "book", "bag", "rug",
     "counter", "sink", "refrigerator", "microwave", "toilet", "bathtub", "mirror", "tv",
-    "curtain",
+    "curtain", "shelf",
 )
 """Semantic classes an indoor room can contain (names follow ScanNet where one exists)."""
 
