@@ -30,7 +30,8 @@ class Segmenter(Protocol):
     """What the loop needs from a segmenter. ``predict`` returns an object with ``labels``
     ((N,) int, 0 = background, k = object k) and ``uncertainty`` ((N,) float, higher = less
     certain) and optionally ``suggested_click`` ((x, y, z) metres or None) and ``confidence``
-    ((N,) float in [0, 1], probability of the predicted label) -- e.g. ``core.types.Prediction``."""
+    ((N,) float in [0, 1], probability of the predicted label), e.g.
+    ``core.types.Prediction``."""
 
     def set_cloud(self, xyz: np.ndarray, colors: np.ndarray | None = None,
                   intensity: np.ndarray | None = None) -> Any: ...

@@ -22,7 +22,7 @@ _FORMATS = {"ascii": None, "binary_little_endian": "<", "binary_big_endian": ">"
 
 
 def _parse_header(data: bytes, path: Path) -> tuple[str, list[tuple[str, int, list]], int]:
-    """Returns (format, elements [(name, count, [(prop, dtype or None for lists)])], body offset)."""
+    """(format, elements [(name, count, [(prop, dtype or None for lists)])], body offset)."""
     end = data.find(b"end_header")
     if not data.startswith(b"ply") or end < 0:
         raise DatasetFormatError(f"{path}: not a PLY file (no 'ply' magic or no 'end_header')")

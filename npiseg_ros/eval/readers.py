@@ -170,7 +170,8 @@ def read_single_object_list(root: str | os.PathLike) -> tuple[list[tuple[str, in
     try:
         rows = np.load(path, allow_pickle=False)
     except ValueError as error:
-        raise DatasetFormatError(f"{path}: must be a plain (M, 2) string array ({error})") from None
+        raise DatasetFormatError(
+            f"{path}: must be a plain (M, 2) string array ({error})") from None
     if rows.ndim != 2 or rows.shape[1] != 2:
         raise DatasetFormatError(f"{path}: expected shape (M, 2) (scene, object id), got "
                                  f"{rows.shape}")
