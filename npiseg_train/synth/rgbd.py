@@ -113,7 +113,7 @@ def furnished_room(rng: np.random.Generator, room_type: str | None = None) -> tu
 
 def generate_indoor_scene(seed: int, name: str | None = None, room_type: str | None = None,
                           num_viewpoints: int | None = None, max_points: int = 200_000,
-                          max_depth: float = 5.0) -> SynthScene:
+                          min_points: int = 50_000, max_depth: float = 5.0) -> SynthScene:
     """Generate one furnished room scanned by RGB-D frames from 2-4 viewpoints.
 
     Args:
@@ -123,6 +123,8 @@ def generate_indoor_scene(seed: int, name: str | None = None, room_type: str | N
         num_viewpoints: scan positions (default: 2-4, drawn); each takes 2-3 pinhole
             frames or one partial panorama.
         max_points: the fused cloud is randomly thinned to at most this many points.
+        min_points: voxel thinning stops short of leaving fewer points than this (when the
+            raw scan has that many).
         max_depth: depth beyond which a camera returns nothing, metres.
 
     Returns:
@@ -159,13 +161,13 @@ def generate_indoor_scene(seed: int, name: str | None = None, room_type: str | N
     xyz, exact, owner, source = (np.concatenate(c) for c in zip(*chunks))
     if rng.random() < 0.85:
         # Fused reconstructions (TSDF meshes) have near-uniform density; raw fused frames
-        # keep the sensor's density falloff. Training sees both.
-        cells = np.floor(xyz / rng.uniform(0.012, 0.03)).astype(np.int64)
-        cells -= cells.min(axis=0)
-        keys = (cells[:, 0] * (cells[:, 1].max() + 1) + cells[:, 1]) * (cells[:, 2].max() + 1) \
-            + cells[:, 2]
-        _, first = np.unique(keys, return_index=True)
-        first.sort()
+        # keep the sensor's density falloff. Training sees both. Small rooms get a finer
+        # grid so no scan ends up with fewer than ~min_points points.
+        cell = rng.uniform(0.012, 0.03)
+        first = _first_per_voxel(xyz, cell)
+        while len(first) < min_points and cell > 0.006:
+            cell *= 0.7
+            first = _first_per_voxel(xyz, cell)
         xyz, exact, owner, source = xyz[first], exact[first], owner[first], source[first]
     if len(xyz) > max_points:
         pick = np.sort(rng.choice(len(xyz), max_points, replace=False))
@@ -228,6 +230,16 @@ def _scan_sensors(rng: np.random.Generator, size: np.ndarray, primitives: list[P
         visible[:, :sweep] = True
         out.append((pano, visible))
     return out
+
+
+def _first_per_voxel(xyz: np.ndarray, cell: float) -> np.ndarray:
+    """Sorted (V,) indices of the first point in each occupied ``cell``-metre voxel."""
+    cells = np.floor(xyz / cell).astype(np.int64)
+    cells -= cells.min(axis=0)
+    keys = (cells[:, 0] * (cells[:, 1].max() + 1) + cells[:, 1]) * (cells[:, 2].max() + 1) \
+        + cells[:, 2]
+    _, first = np.unique(keys, return_index=True)
+    return np.sort(first)
 
 
 def _edge_mask(rng: np.random.Generator, depth: np.ndarray) -> np.ndarray:
