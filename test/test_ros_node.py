@@ -40,8 +40,8 @@ def node(tmp_path_factory):
         try:
             client.wait_for_node(timeout_s=120)
             xyz, intensity, picks = street_scene()
-            client.publish_cloud(cloud_msg(xyz, intensity))
-            client.wait_for_state(lambda s: s.num_points == xyz.shape[0], 120, "the cloud")
+            client.publish_cloud_until(cloud_msg(xyz, intensity),
+                                       lambda s: s.num_points == xyz.shape[0])
             yield process, client, xyz, picks
         finally:
             client.close()

@@ -36,8 +36,8 @@ def test_sigkill_after_clicks_then_restart_recovers_the_annotation(tmp_path):
             client.click((0.0, 0.0, 0.0), object_id=1, frame_id=FRAME)
             assert "no cloud yet" in client.wait_for_error(0)
 
-            client.publish_cloud(cloud_msg(xyz, intensity))
-            client.wait_for_state(lambda s: s.num_points == xyz.shape[0], 120, "the cloud")
+            client.publish_cloud_until(cloud_msg(xyz, intensity),
+                                       lambda s: s.num_points == xyz.shape[0])
             client.click(tuple(xyz[picks["a"]]), object_id=1, frame_id=FRAME)
             client.wait_for_state(lambda s: s.num_clicks == 1, what="first click")
             # Two clicks in a row: the node may decode them together; the resume must replay

@@ -88,6 +88,9 @@ class SegmentationClient:
                         timeout_s, "the node's subscriptions")
         for name, client in self.services.items():
             self.spin_until(client.service_is_ready, timeout_s, f"service {name}")
+        # Receiving the node's (latched) state means the discovery data went both ways, so the
+        # node's readers have matched our writers too: the first message sent is not lost.
+        self.spin_until(lambda: "state" in self.latest, timeout_s, "the node's first state")
 
     def wait_for_state(self, predicate: Callable[[SegmentationState], bool],
                        timeout_s: float = 60.0, what: str = "state") -> SegmentationState:
