@@ -1,0 +1,206 @@
+"""Typed training configuration: frozen dataclasses read from a YAML file.
+
+The YAML has one mapping per section (``model``, ``data``, ``clicks``, ``optim``, ``run``);
+unknown keys are errors so a typo never silently falls back to a default. Only the CLI reads
+YAML; the library takes ``TrainConfig`` objects.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from npiseg_ros.core.build import preset_config
+from npiseg_ros.core.config import ModelConfig
+from npiseg_ros.core.errors import ConfigError
+
+DATA_SOURCES = ("synth", "benchmark")
+SCENE_KINDS = ("lidar", "indoor")
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    """Which model to train: a named preset (``core.build``) plus field overrides."""
+
+    preset: str = "small"
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+    def model_config(self) -> ModelConfig:
+        return preset_config(self.preset, **dict(self.overrides))
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """Where training scenes come from and how each is cut down and augmented.
+
+    Attributes:
+        source: ``synth`` (generate scenes on the fly, never repeating) or ``benchmark``
+            (read the benchmark-format folders in ``roots``).
+        kinds: scene kinds to generate (``synth``), drawn in turn per batch slot.
+        roots: benchmark folders (``benchmark`` source).
+        seed: seed of the training-scene stream (validation uses ``val_seed``).
+        max_voxels: voxel cap per training scene; larger scenes are cropped to the nearest
+            voxels (horizontal distance) around a random anchor object.
+        min_object_voxels: objects with fewer voxels in the crop are never targets.
+        flip: random x / y mirror; rotate_z: random rotation about z (full circle);
+        scale: (low, high) uniform scale factor; jitter_m: Gaussian jitter std, metres;
+        dropout: (low, high) fraction of points randomly removed before voxelisation;
+        color_jitter: std of per-scene brightness / per-point colour noise (rgb models).
+        drop_colors: probability of removing a coloured scene's colours (the session then
+            feeds zeros, as for LiDAR), so colourless indoor scans work too.
+        val_roots: benchmark folders used for periodic validation.
+        val_samples: validation samples per folder (first N of ``val_list.json``).
+    """
+
+    source: str = "synth"
+    kinds: tuple[str, ...] = ("lidar",)
+    roots: tuple[str, ...] = ()
+    seed: int = 0
+    max_voxels: int = 25000
+    min_object_voxels: int = 20
+    flip: bool = True
+    rotate_z: bool = True
+    scale: tuple[float, float] = (0.9, 1.1)
+    jitter_m: float = 0.005
+    dropout: tuple[float, float] = (0.0, 0.2)
+    color_jitter: float = 0.05
+    drop_colors: float = 0.0
+    val_roots: tuple[str, ...] = ()
+    val_samples: int = 8
+
+    def __post_init__(self) -> None:
+        if self.source not in DATA_SOURCES:
+            raise ConfigError(f"data.source must be one of {DATA_SOURCES}, got {self.source!r}")
+        unknown = [k for k in self.kinds if k not in SCENE_KINDS]
+        if unknown or not self.kinds:
+            raise ConfigError(f"data.kinds must be a non-empty subset of {SCENE_KINDS}")
+        if self.source == "benchmark" and not self.roots:
+            raise ConfigError("data.source 'benchmark' needs data.roots")
+        if self.max_voxels < 100:
+            raise ConfigError(f"data.max_voxels must be >= 100, got {self.max_voxels}")
+
+
+@dataclass(frozen=True)
+class ClickSection:
+    """RITM-style click sampling (paper D.2).
+
+    Attributes:
+        max_objects: targets per sample drawn uniformly from 1..max_objects.
+        max_positive: random positive clicks per object, 1..max_positive (first one deepest).
+        max_negative: random background clicks, 1..max_negative.
+        max_corrective_rounds: simulated corrective clicks without gradient, 0..N rounds.
+        num_samples: Monte-Carlo latent samples in the forward with gradient.
+    """
+
+    max_objects: int = 10
+    max_positive: int = 3
+    max_negative: int = 5
+    max_corrective_rounds: int = 5
+    num_samples: int = 2
+
+
+@dataclass(frozen=True)
+class OptimSection:
+    """AdamW with gradient clipping, one step-wise LR drop and the KL-weight ramp.
+
+    Attributes:
+        lr_drop_fraction: at this fraction of ``run.max_steps`` the LR is multiplied by
+            ``lr_drop_factor`` (paper: x0.1 after 500 of 600 epochs).
+        kl_start, kl_end: lambda_kl ramps linearly between them over ``run.max_steps``.
+    """
+
+    lr: float = 5e-4
+    weight_decay: float = 1e-4
+    grad_clip: float = 0.1
+    lr_drop_fraction: float = 0.85
+    lr_drop_factor: float = 0.1
+    kl_start: float = 0.0005
+    kl_end: float = 0.005
+
+
+@dataclass(frozen=True)
+class RunSection:
+    """Length, batch, logging and checkpoint cadence of a run.
+
+    Attributes:
+        batch_size: scenes per optimiser step per process.
+        checkpoint_every / val_every / log_every: in optimiser steps (0 = never).
+        val_max_clicks: click budget per object of the periodic validation.
+        threads: torch intra-op threads per process (0 = leave torch's default).
+        sparse_backend: ``auto`` (spconv when installed, else torch), ``torch`` or ``spconv``;
+            checkpoints do not depend on it.
+        device: ``auto``, ``cpu`` or ``cuda``.
+    """
+
+    max_steps: int = 1000
+    batch_size: int = 2
+    seed: int = 0
+    out: str = "runs/train"
+    checkpoint_every: int = 100
+    val_every: int = 200
+    log_every: int = 1
+    val_max_clicks: int = 10
+    threads: int = 2
+    sparse_backend: str = "auto"
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    clicks: ClickSection = field(default_factory=ClickSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    run: RunSection = field(default_factory=RunSection)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values["model"]["overrides"] = dict(self.model.overrides)
+        return values
+
+    def replace_run(self, **changes: Any) -> "TrainConfig":
+        """A copy with fields of the ``run`` section changed (CLI overrides)."""
+        return dataclasses.replace(self, run=dataclasses.replace(self.run, **changes))
+
+
+_SECTIONS = {"model": ModelSection, "data": DataSection, "clicks": ClickSection,
+             "optim": OptimSection, "run": RunSection}
+
+
+def _section(kind: type, values: Mapping[str, Any], name: str) -> Any:
+    known = {f.name: f for f in dataclasses.fields(kind)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown keys {unknown} in section {name!r}; valid: {sorted(known)}")
+    converted = {}
+    for key, value in values.items():
+        # YAML gives lists; the frozen dataclasses keep tuples so configs stay hashable.
+        converted[key] = tuple(value) if isinstance(value, list) else value
+    return kind(**converted)
+
+
+def config_from_dict(values: Mapping[str, Any]) -> TrainConfig:
+    """Build a ``TrainConfig`` from nested mappings, rejecting unknown sections and keys."""
+    unknown = sorted(set(values) - set(_SECTIONS))
+    if unknown:
+        raise ConfigError(f"unknown config sections {unknown}; valid: {sorted(_SECTIONS)}")
+    sections = {name: _section(kind, values.get(name) or {}, name)
+                for name, kind in _SECTIONS.items()}
+    config = TrainConfig(**sections)
+    config.model.model_config()  # fail early on a bad preset or override
+    return config
+
+
+def load_config(path: str | os.PathLike) -> TrainConfig:
+    """Read a YAML training config (see ``config/train_*.yaml``)."""
+    import yaml
+
+    try:
+        values = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"cannot read training config {path}: {error}") from error
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: a training config must be a mapping of sections")
+    return config_from_dict(values)

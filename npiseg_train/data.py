@@ -1,0 +1,304 @@
+"""Training scenes: a deterministic stream of augmented, voxelised, size-capped scenes.
+
+Scenes come from the synthetic generator (on the fly: every training step sees new scenes) or
+from benchmark-format folders read with ``npiseg_ros.eval`` readers. Each scene is augmented
+point-wise (tiny ``(dict, rng) -> dict`` callables), voxelised at the model's voxel size and
+cropped to at most ``max_voxels`` voxels around a random anchor object.
+
+Determinism: the scene and every random choice of (step, rank, slot) derive from
+``numpy.random.SeedSequence([seed, step, rank, slot])``, so a resumed run sees exactly the
+scenes the uninterrupted run would have seen, without storing any data-loader state.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from npiseg_ros.core.voxelize import voxelize
+from npiseg_ros.eval.cloud import LabelledCloud
+from npiseg_train.config import DataSection
+
+Points = dict[str, np.ndarray | None]
+"""Point-level scene: ``xyz`` (N, 3) float32 m, ``colors`` (N, 3) [0, 1] or None,
+``intensity`` (N,) or None, ``labels`` (N,) int64 instance ids (0 = unlabelled)."""
+
+Augmentation = Callable[[Points, np.random.Generator], Points]
+
+GENERATOR_RETRIES = 5
+"""Consecutive scene indices tried when the generator raises on one (never fail a long run
+on one bad seed; the failure is reported once as a warning)."""
+
+
+@dataclass(frozen=True)
+class TrainScene:
+    """One voxelised training scene.
+
+    Attributes:
+        features: (V, C) float32 model input per voxel (as ``SegmentationSession`` builds it).
+        coords: (V, 3) int64 voxel grid coordinates.
+        xyz: (V, 3) float32 position of each voxel's representative point, metres.
+        labels: (V,) int64 instance id per voxel (0 = unlabelled).
+        name: source scene name (for logs).
+    """
+
+    features: np.ndarray
+    coords: np.ndarray
+    xyz: np.ndarray
+    labels: np.ndarray
+    name: str
+
+    @property
+    def num_voxels(self) -> int:
+        return int(self.coords.shape[0])
+
+
+# ----------------------------------------------------------------------------- augmentations
+
+
+def random_flip(points: Points, rng: np.random.Generator) -> Points:
+    """Mirror x and / or y with probability 1/2 each."""
+    signs = np.where(rng.random(2) < 0.5, -1.0, 1.0)
+    xyz = points["xyz"].copy()
+    xyz[:, :2] *= signs.astype(np.float32)
+    return {**points, "xyz": xyz}
+
+
+def random_rotate_z(points: Points, rng: np.random.Generator) -> Points:
+    """Rotate about the vertical axis by a uniform angle (scenes have no canonical heading)."""
+    angle = rng.uniform(0.0, 2.0 * np.pi)
+    c, s = np.cos(angle), np.sin(angle)
+    rotation = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], np.float32)
+    return {**points, "xyz": points["xyz"] @ rotation.T}
+
+
+def random_scale(low: float, high: float) -> Augmentation:
+    """Uniform isotropic scale in [low, high] (object sizes vary between datasets)."""
+    def apply(points: Points, rng: np.random.Generator) -> Points:
+        return {**points, "xyz": points["xyz"] * np.float32(rng.uniform(low, high))}
+    return apply
+
+
+def jitter(std_m: float) -> Augmentation:
+    """Gaussian noise of ``std_m`` metres on every coordinate (sensor noise)."""
+    def apply(points: Points, rng: np.random.Generator) -> Points:
+        noise = rng.normal(0.0, std_m, points["xyz"].shape).astype(np.float32)
+        return {**points, "xyz": points["xyz"] + noise}
+    return apply
+
+
+def point_dropout(low: float, high: float) -> Augmentation:
+    """Remove a uniform fraction in [low, high] of the points (sparser real scans)."""
+    def apply(points: Points, rng: np.random.Generator) -> Points:
+        keep = rng.random(points["xyz"].shape[0]) >= rng.uniform(low, high)
+        return {k: (v[keep] if v is not None else None) for k, v in points.items()}
+    return apply
+
+
+def color_jitter(std: float) -> Augmentation:
+    """Per-scene brightness / contrast change plus per-point noise (camera differences)."""
+    def apply(points: Points, rng: np.random.Generator) -> Points:
+        if points["colors"] is None:
+            return points
+        gain = rng.normal(1.0, 2 * std)
+        offset = rng.normal(0.0, std, 3)
+        colors = points["colors"] * gain + offset + rng.normal(0.0, std / 2,
+                                                               points["colors"].shape)
+        return {**points, "colors": np.clip(colors, 0.0, 1.0).astype(np.float32)}
+    return apply
+
+
+def drop_colors(probability: float) -> Augmentation:
+    """Remove the colours with ``probability`` (the model then sees zeros, as for LiDAR)."""
+    def apply(points: Points, rng: np.random.Generator) -> Points:
+        if points["colors"] is None or rng.random() >= probability:
+            return points
+        return {**points, "colors": None}
+    return apply
+
+
+def compose(augmentations: list[Augmentation]) -> Augmentation:
+    def apply(points: Points, rng: np.random.Generator) -> Points:
+        for augmentation in augmentations:
+            points = augmentation(points, rng)
+        return points
+    return apply
+
+
+def build_augmentation(config: DataSection) -> Augmentation:
+    """The augmentation chain a data config asks for (order: drop, geometry, noise, colour)."""
+    chain: list[Augmentation] = []
+    if config.dropout[1] > 0:
+        chain.append(point_dropout(*config.dropout))
+    if config.flip:
+        chain.append(random_flip)
+    if config.rotate_z:
+        chain.append(random_rotate_z)
+    if config.scale[0] != 1.0 or config.scale[1] != 1.0:
+        chain.append(random_scale(*config.scale))
+    if config.jitter_m > 0:
+        chain.append(jitter(config.jitter_m))
+    if config.color_jitter > 0:
+        chain.append(color_jitter(config.color_jitter))
+    if config.drop_colors > 0:
+        chain.append(drop_colors(config.drop_colors))
+    return compose(chain)
+
+
+# ------------------------------------------------------------------------- features and crop
+
+
+def input_features(points: Points, input_mode: str) -> np.ndarray:
+    """(N, C) float32 model input, exactly as ``SegmentationSession`` builds it at run time."""
+    num = points["xyz"].shape[0]
+    if input_mode == "rgb":
+        colors = points["colors"]
+        return (np.zeros((num, 3), np.float32) if colors is None
+                else np.asarray(colors, np.float32))
+    if input_mode == "intensity":
+        intensity = points["intensity"]
+        return (np.zeros((num, 1), np.float32) if intensity is None
+                else np.asarray(intensity, np.float32).reshape(-1, 1))
+    return np.ones((num, 1), np.float32)
+
+
+def voxelize_and_crop(points: Points, *, voxel_size: float, input_mode: str, max_voxels: int,
+                      min_object_voxels: int, rng: np.random.Generator,
+                      name: str = "") -> TrainScene:
+    """Voxelise (first point of each voxel represents it) and keep at most ``max_voxels``.
+
+    Larger scenes keep the voxels horizontally nearest to the centroid of a random object
+    with >= ``min_object_voxels`` voxels: a vertical-cylinder crop like the evaluation's
+    SemanticKITTI crops, sized by count so every step costs about the same.
+    """
+    xyz = np.asarray(points["xyz"], np.float32)
+    voxels = voxelize(xyz, voxel_size)
+    rep = voxels.representative
+    voxel_xyz = xyz[rep]
+    labels = np.asarray(points["labels"], np.int64)[rep]
+    keep = np.arange(rep.size)
+    if rep.size > max_voxels:
+        ids, counts = np.unique(labels[labels > 0], return_counts=True)
+        candidates = ids[counts >= min_object_voxels]
+        if candidates.size:
+            anchor = voxel_xyz[labels == rng.choice(candidates), :2].mean(axis=0)
+        else:
+            anchor = voxel_xyz[rng.integers(rep.size), :2]
+        distance = np.linalg.norm(voxel_xyz[:, :2] - anchor, axis=1)
+        keep = np.sort(np.argpartition(distance, max_voxels - 1)[:max_voxels])
+    features = input_features(points, input_mode)[rep[keep]]
+    return TrainScene(features=np.ascontiguousarray(features, np.float32),
+                      coords=voxels.coords[keep], xyz=voxel_xyz[keep], labels=labels[keep],
+                      name=name)
+
+
+# --------------------------------------------------------------------------------- sources
+
+
+def synth_points(kind: str, seed: int, index: int) -> tuple[Points, str]:
+    """Scene ``index`` of the synthetic stream ``(kind, seed)``; skips indices the generator
+    fails on (up to ``GENERATOR_RETRIES``)."""
+    from npiseg_train.synth.cli import make_scene
+
+    error: Exception | None = None
+    for attempt in range(GENERATOR_RETRIES):
+        try:
+            scene = make_scene(kind, seed, index + attempt * 1_000_003)
+        except Exception as caught:  # noqa: BLE001 - a generator bug must not stop a run
+            error = caught
+            continue
+        if error is not None:
+            warnings.warn(f"synth {kind} scene {index} failed ({error!r}); used a retry")
+        return ({"xyz": scene.xyz.astype(np.float32), "colors": scene.colors,
+                 "intensity": scene.intensity, "labels": scene.labels.astype(np.int64)},
+                scene.name)
+    raise RuntimeError(f"synthetic {kind} generator failed {GENERATOR_RETRIES} times "
+                       f"from index {index}: {error!r}")
+
+
+def cloud_points(cloud: LabelledCloud) -> Points:
+    return {"xyz": cloud.xyz.astype(np.float32), "colors": cloud.colors,
+            "intensity": cloud.intensity, "labels": cloud.labels.astype(np.int64)}
+
+
+def benchmark_scene_names(root: str | Path) -> list[str]:
+    """Scene names of a benchmark folder (``scans/*.ply``), sorted."""
+    names = sorted(p.stem for p in (Path(root) / "scans").glob("*.ply"))
+    if not names:
+        raise FileNotFoundError(f"{root}/scans has no .ply scenes")
+    return names
+
+
+class SceneStream:
+    """Deterministic training scenes for (step, rank, slot).
+
+    Args:
+        config: the data section.
+        voxel_size: the model's voxel edge, metres.
+        input_mode: the model's input mode (``rgb``, ``intensity``, ``none``).
+    """
+
+    def __init__(self, config: DataSection, *, voxel_size: float, input_mode: str) -> None:
+        self.config = config
+        self.voxel_size = voxel_size
+        self.input_mode = input_mode
+        self.augment = build_augmentation(config)
+        self._scenes: list[tuple[str, str]] = []
+        if config.source == "benchmark":
+            self._scenes = [(root, name) for root in config.roots
+                            for name in benchmark_scene_names(root)]
+
+    def rng(self, step: int, rank: int, slot: int) -> np.random.Generator:
+        return np.random.default_rng(np.random.SeedSequence([self.config.seed, step, rank, slot]))
+
+    def scene(self, step: int, rank: int, slot: int, world_size: int = 1,
+              batch_size: int = 1) -> tuple[TrainScene, np.random.Generator]:
+        """The scene of one batch slot and the generator the caller continues with (clicks)."""
+        rng = self.rng(step, rank, slot)
+        # Unique index per (step, rank, slot): the on-the-fly stream never repeats a scene.
+        index = (step * world_size + rank) * batch_size + slot
+        if self.config.source == "synth":
+            kind = self.config.kinds[index % len(self.config.kinds)]
+            points, name = synth_points(kind, self.config.seed, index)
+        else:
+            from npiseg_ros.eval.readers import read_benchmark_scene
+
+            root, name = self._scenes[int(rng.integers(len(self._scenes)))]
+            points = cloud_points(read_benchmark_scene(root, name))
+        points = self.augment(points, rng)
+        scene = voxelize_and_crop(points, voxel_size=self.voxel_size,
+                                  input_mode=self.input_mode,
+                                  max_voxels=self.config.max_voxels,
+                                  min_object_voxels=self.config.min_object_voxels, rng=rng,
+                                  name=name)
+        return scene, rng
+
+
+def write_validation_set(kind: str, num: int, seed: int, out: str | Path,
+                         samples_per_scene: int = 2) -> Path:
+    """Held-out synthetic scenes in the benchmark format (skips generator failures).
+
+    Uses a ``seed`` different from training so no validation scene is ever trained on.
+    Returns the path of ``val_list.json``.
+    """
+    from npiseg_ros.eval.writers import write_benchmark_scene, write_val_list
+    from npiseg_train.synth.cli import make_scene, scene_samples, scene_seed, to_labelled_cloud
+
+    entries: list[tuple[str, list[int]]] = []
+    index = written = 0
+    while written < num and index < 4 * num:
+        try:
+            scene = make_scene(kind, seed, index)
+        except Exception as error:  # noqa: BLE001 - report and skip a bad generator seed
+            warnings.warn(f"validation {kind} scene {index} failed: {error!r}")
+            index += 1
+            continue
+        write_benchmark_scene(out, scene.name, to_labelled_cloud(scene))
+        for ids in scene_samples(scene, samples_per_scene, scene_seed(seed, index) + 1):
+            entries.append((scene.name, ids))
+        written += 1
+        index += 1
+    return write_val_list(out, entries)

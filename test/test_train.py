@@ -1,0 +1,154 @@
+"""Training package: one step learns, the KL weight ramps, resume is exact, click sampling."""
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from npiseg_ros.eval.cloud import LabelledCloud
+from npiseg_ros.eval.simulator import next_click
+from npiseg_ros.eval.writers import write_benchmark_scene
+from npiseg_train.clicks import choose_targets, largest_error_click, random_clicks
+from npiseg_train.config import config_from_dict, load_config
+from npiseg_train.data import build_augmentation, voxelize_and_crop
+from npiseg_train.losses import KLRamp
+from npiseg_train.trainer import Trainer
+from scenes import floor_with_boxes
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_box_scenes(root: Path, count: int = 3) -> Path:
+    """A tiny benchmark folder: floors with coloured boxes (labels shifted so the floor is
+    an object too, as in the synthetic scenes)."""
+    for seed in range(count):
+        xyz, rgb, labels = floor_with_boxes(seed=seed, num_boxes=3, spacing=0.05, extent=2.5)
+        write_benchmark_scene(root, f"boxes_{seed}",
+                              LabelledCloud(xyz=xyz, labels=labels + 1, colors=rgb))
+    return root
+
+
+def tiny_config(data_root: Path, out: Path, **run: object):
+    values = {
+        "model": {"preset": "tiny", "overrides": {"input_mode": "rgb"}},
+        "data": {"source": "benchmark", "roots": [str(data_root)], "max_voxels": 1500,
+                 "min_object_voxels": 5},
+        "clicks": {"max_objects": 3, "max_corrective_rounds": 2, "num_samples": 2},
+        "optim": {"lr": 1e-3},
+        "run": {"max_steps": 4, "batch_size": 2, "out": str(out), "checkpoint_every": 0,
+                "val_every": 0, "threads": 1, "sparse_backend": "torch", "device": "cpu",
+                **run},
+    }
+    return config_from_dict(values)
+
+
+@pytest.fixture(scope="module")
+def box_root(tmp_path_factory) -> Path:
+    return write_box_scenes(tmp_path_factory.mktemp("boxes"))
+
+
+def test_one_step_changes_weights_and_logs_finite_losses(box_root, tmp_path):
+    trainer = Trainer(tiny_config(box_root, tmp_path), tmp_path, show_progress=False)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    row = trainer.train_step()
+    assert trainer.step == 1
+    for key in ("loss", "seg", "kl_scene", "kl_objects", "grad_norm"):
+        assert math.isfinite(row[key]), key
+    assert row["kl_scene"] + row["kl_objects"] > 0.0
+    assert row["kl_weight"] == pytest.approx(0.0005)
+    changed = [n for n, p in trainer.model.named_parameters()
+               if not torch.equal(p.detach(), before[n])]
+    for part in ("backbone", "decoder", "scene_latent", "object_latent", "modulator"):
+        assert any(n.startswith(part) for n in changed), f"no {part} parameter changed"
+
+
+def test_kl_weight_follows_the_ramp_and_logs_are_written(box_root, tmp_path):
+    config = tiny_config(box_root, tmp_path, max_steps=3, checkpoint_every=3)
+    trainer = Trainer(config, tmp_path, show_progress=False)
+    rows = trainer.train()
+    ramp = KLRamp(config.optim.kl_start, config.optim.kl_end, config.run.max_steps)
+    assert [r["kl_weight"] for r in rows] == pytest.approx([ramp(s) for s in range(3)])
+    assert rows[0]["kl_weight"] < rows[1]["kl_weight"] < rows[2]["kl_weight"]
+    logged = trainer.train_log.rows()
+    assert [int(r["step"]) for r in logged] == [1, 2, 3]
+    assert (tmp_path / "curves.png").stat().st_size > 0
+    assert (tmp_path / "checkpoint" / "state.pt").is_file()
+    from npiseg_ros.core.checkpoint import load_model
+
+    model = load_model(tmp_path / "model.safetensors")
+    assert model.config == trainer.model.config
+
+
+def test_resume_reproduces_the_uninterrupted_run(box_root, tmp_path):
+    config = tiny_config(box_root, tmp_path / "a", max_steps=4, checkpoint_every=2)
+    uninterrupted = Trainer(config, tmp_path / "a", show_progress=False)
+    uninterrupted.train(max_steps=2)
+    shutil.copytree(tmp_path / "a" / "checkpoint", tmp_path / "at_step_2")
+    expected = uninterrupted.train(max_steps=4)
+
+    torch.manual_seed(123)  # a different global state: resume must restore it
+    np.random.seed(5)
+    resumed = Trainer(config.replace_run(out=str(tmp_path / "b")), tmp_path / "b",
+                      show_progress=False)
+    resumed.resume(tmp_path / "at_step_2")
+    assert resumed.step == 2
+    again = resumed.train(max_steps=4)
+    assert [r["loss"] for r in again] == [r["loss"] for r in expected]
+    for (name, a), b in zip(uninterrupted.model.state_dict().items(),
+                            resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_fast_corrective_click_equals_the_evaluation_simulator():
+    rng = np.random.default_rng(0)
+    for trial in range(120):
+        n = int(rng.integers(5, 200))
+        # integer grids make distance ties common: the tie rules must match too
+        xyz = (rng.integers(0, 5, (n, 3)).astype(float) if trial % 2 else rng.random((n, 3)))
+        gt = rng.integers(0, 4, n)
+        prediction = gt.copy()
+        flip = rng.random(n) < rng.random()
+        prediction[flip] = rng.integers(0, 5, int(flip.sum()))
+        expected, actual = next_click(xyz, gt, prediction), largest_error_click(xyz, gt,
+                                                                                 prediction)
+        assert (expected is None) == (actual is None)
+        if expected is not None:
+            assert (actual.point_index, actual.label, actual.predicted_label) == (
+                expected.point_index, expected.label, expected.predicted_label)
+
+
+def test_click_sampling_covers_every_target_and_respects_ranges():
+    xyz, rgb, labels = floor_with_boxes(seed=1, num_boxes=3, spacing=0.05)
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        targets = choose_targets(labels + 1, xyz, rng, max_objects=3, min_voxels=5)
+        assert targets is not None and 1 <= targets.max() <= 3
+        voxels, click_labels = random_clicks(xyz, targets, rng, max_positive=3, max_negative=5)
+        assert np.array_equal(targets[voxels], click_labels)
+        for label in range(1, targets.max() + 1):
+            assert 1 <= np.sum(click_labels == label) <= 3
+        assert np.sum(click_labels == 0) <= 5
+
+
+def test_augmentation_and_crop_keep_labels_aligned_and_cap_voxels():
+    xyz, rgb, labels = floor_with_boxes(seed=2, spacing=0.02)
+    config = config_from_dict({"data": {"dropout": [0.1, 0.2], "drop_colors": 0.0}}).data
+    points = build_augmentation(config)({"xyz": xyz, "colors": rgb, "intensity": None,
+                                         "labels": labels}, np.random.default_rng(0))
+    assert len(points["xyz"]) == len(points["labels"]) == len(points["colors"]) < len(xyz)
+    scene = voxelize_and_crop(points, voxel_size=0.05, input_mode="rgb", max_voxels=800,
+                              min_object_voxels=5, rng=np.random.default_rng(0))
+    assert scene.num_voxels == 800
+    assert scene.features.shape == (800, 3) and scene.labels.shape == (800,)
+    assert len(np.unique(scene.coords, axis=0)) == 800
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "config").glob("train_*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_training_configs_load(path):
+    config = load_config(path)
+    assert config.run.max_steps > 0
