@@ -222,3 +222,32 @@ def test_other_lidar_models_follow_their_beams():
     gap = np.abs(elevation[:, None] - beams[None, :]).min(axis=1)
     assert np.mean(gap < 0.02) > 0.9
     assert 15_000 < scene.num_points < 16 * model["azimuth_steps"]
+
+
+def test_nearby_samples_are_compact_and_distinct(lidar_scenes):
+    from npiseg_train.synth.cli import scene_samples
+
+    scene = lidar_scenes[0]
+    samples = scene_samples(scene, 4, seed=0)
+    assert len(samples) == 4
+    assert len({len(s) for s in samples}) == 4  # the val-list format needs distinct sizes
+    ids, counts = np.unique(scene.labels, return_counts=True)
+    centroids = {int(i): scene.xyz[scene.labels == i].mean(axis=0)
+                 for i in ids[counts >= 50]}
+    all_spread = np.median([np.linalg.norm(c) for c in centroids.values()])
+    for sample in samples:
+        assert 1 <= len(sample) <= 10 and len(set(sample)) == len(sample)
+        assert set(sample) <= set(centroids)  # tiny objects are never chosen
+        if len(sample) > 1:
+            points = np.stack([centroids[i] for i in sample])
+            spread = np.linalg.norm(points - points.mean(axis=0), axis=1).mean()
+            assert spread < all_spread  # nearer together than a random pick would be
+
+
+def test_mixed_lidar_models_cycle_through_layouts():
+    from npiseg_train.synth.cli import make_scene
+
+    sizes = {make_scene("lidar", 1, i, "mixed").num_points // 10_000 for i in range(4)}
+    assert len(sizes) >= 2  # different beam layouts give different point counts
+    with pytest.raises(ValueError):
+        make_scene("lidar", 1, 0, "hdl65")
