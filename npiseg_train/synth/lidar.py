@@ -99,11 +99,13 @@ def _road(layout: _Layout, rng: np.random.Generator) -> dict:
                                                marking_refl, True))
     layout.regions.append(GroundRegion(-EXTENT, EXTENT, -right, width - right, road, road_refl))
     if rng.random() < 0.35:
-        center = rng.choice([-1, 1]) * rng.uniform(8.0, 40.0)
         half = rng.uniform(3.0, 7.0)
+        center = rng.choice([-1, 1]) * rng.uniform(half + 4.0, 40.0)  # clear of the ego car
         geometry["crossing"] = (center - half, center + half)
         layout.regions.append(GroundRegion(center - half, center + half, -EXTENT, EXTENT, road,
                                            road_refl))
+        # Keep parked cars, roadside trees, poles and people off the crossing road.
+        layout.footprints.append(np.array([center - half, center + half, -EXTENT, EXTENT]))
     for side in (-1, 1):
         if rng.random() < 0.35:
             strip = rng.uniform(2.0, 2.6)
@@ -177,23 +179,29 @@ def _side(layout: _Layout, rng: np.random.Generator, geometry: dict, side: int) 
         parts, name = street.street_furniture(rng)
         layout.add(parts, name, x, edge + side * (walk - 0.5), side * np.pi / 2,
                    np.array([0.9, 0.4]), z=ground_z)
-    _beyond(layout, rng, edge + side * walk, side, ground_z)
+    _beyond(layout, rng, edge + side * walk, side, geometry["crossing"])
 
 
 def _beyond(layout: _Layout, rng: np.random.Generator, line: float, side: int,
-            ground_z: float) -> None:
-    """Segments behind the sidewalk: building rows, fenced yards or open vegetation."""
+            crossing: tuple[float, float] | None) -> None:
+    """Segments behind the sidewalk: building rows, fenced yards or open vegetation (none
+    of them across the crossing road)."""
     x = -EXTENT
     while x < EXTENT:
         length = rng.uniform(12.0, 45.0)
+        if crossing is not None and x < crossing[1] + 1.0 and x + length > crossing[0] - 1.0:
+            if crossing[0] - 1.0 - x < 4.0:
+                x = crossing[1] + 1.0
+                continue
+            length = crossing[0] - 1.0 - x
         kind = rng.choice(["buildings", "fence", "green"], p=[0.55, 0.2, 0.25])
         setback = rng.uniform(0.0, 1.0) if rng.random() < 0.5 else rng.uniform(1.0, 8.0)
         # Depth bands (distance behind the sidewalk line) where vegetation may grow.
         bands = [(0.6, setback - 0.6)] if setback > 1.8 else []
         if kind == "buildings":
             bx, deepest = x, 0.0
-            while bx < x + length:
-                frontage = rng.uniform(6.0, 28.0)
+            while x + length - bx >= 4.0:
+                frontage = min(rng.uniform(6.0, 28.0), x + length - bx)
                 depth = rng.uniform(7.0, 15.0)
                 parts, _ = street.building(rng, frontage, depth)
                 # Local +x (the building's depth) points away from the road.
@@ -243,8 +251,10 @@ def _traffic(layout: _Layout, rng: np.random.Generator, geometry: dict) -> None:
         a, b = geometry["crossing"]
         for _ in range(int(rng.integers(0, 5))):
             parts, half, name = _vehicle(rng)
+            # Unchecked: the crossing is itself a reserved footprint.
             layout.add(parts, name, rng.uniform(a + half[1] + 0.3, b - half[1] - 0.3),
-                       rng.uniform(-50, 50), np.pi / 2 + rng.choice([0, np.pi]), half)
+                       rng.uniform(-50, 50), np.pi / 2 + rng.choice([0, np.pi]), half,
+                       check=False)
 
 
 def generate_lidar_scene(seed: int, name: str | None = None,
