@@ -204,15 +204,20 @@ def test_bad_clouds_are_reported_and_the_node_keeps_running(node, case, reason):
     assert client.call("new_object").success
 
 
-def test_big_endian_cloud_is_decoded_like_little_endian(node):
+def test_organised_big_endian_rgb_cloud_in_follow_mode(node):
+    """An organised (2 rows), big-endian cloud with a padded point and packed rgb: decoded like
+    the little-endian one, and ~/segmented keeps its rows and point order."""
     process, client, xyz, picks = node
     _, intensity, _ = street_scene()
     moved = xyz + np.float32(0.5)  # different points, so the node really switches clouds
-    fields = [PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1)
-              for i, n in enumerate(("x", "y", "z", "intensity"))]
-    data = b"".join(struct.pack(">4f", *p, i) for p, i in zip(moved.tolist(), intensity.tolist()))
-    msg = PointCloud2(header=Header(frame_id=FRAME), height=1, width=xyz.shape[0], fields=fields,
-                      is_bigendian=True, point_step=16, row_step=16 * xyz.shape[0], data=data)
+    names = ("x", "y", "z", "intensity", "rgb")
+    fields = [PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32 if n != "rgb"
+                         else PointField.UINT32, count=1) for i, n in enumerate(names)]
+    data = b"".join(struct.pack(">4fI4x", *p, i, 0x00FF8000)
+                    for p, i in zip(moved.tolist(), intensity.tolist()))
+    width = xyz.shape[0] // 2
+    msg = PointCloud2(header=Header(frame_id=FRAME), height=2, width=width, fields=fields,
+                      is_bigendian=True, point_step=24, row_step=24 * width, data=data)
     assert client.set_parameter("cloud_policy", "follow").successful
     try:
         client.publish_cloud(msg)
@@ -221,10 +226,13 @@ def test_big_endian_cloud_is_decoded_like_little_endian(node):
         assert state.num_points == xyz.shape[0] and state.num_dropped == 10
         client.click(tuple(moved[picks["a"]]), object_id=5, frame_id=FRAME)
         wait_label(client, picks["a"], 5)
+        segmented = client.latest["segmented"]
+        assert (segmented.height, segmented.width) == (2, width)
+        np.testing.assert_array_equal(conversions.cloud_to_arrays(segmented).xyz, moved)
     finally:  # back to the module's cloud for the other tests
         client.call("reset")
-        client.publish_cloud(cloud_msg(xyz, intensity))
-        client.wait_for_state(lambda s: s.cloud_fingerprint == cloud_fingerprint(xyz))
+        client.publish_cloud_until(cloud_msg(xyz, intensity),
+                                   lambda s: s.cloud_fingerprint == cloud_fingerprint(xyz))
         client.set_parameter("cloud_policy", "latch")
     assert alive(process)
 
