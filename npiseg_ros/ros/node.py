@@ -102,6 +102,7 @@ class SegmentationNode(Node):
         self.worker.submit_click(ClickRequest(
             object_id=self.settings.active_object, frame_id=msg.header.frame_id,
             position=(msg.point.x, msg.point.y, msg.point.z), source="/clicked_point", raw=msg))
+        self._publish_state()  # shows the queued click (pending_clicks) during a long decode
 
     def _on_click(self, msg: Click) -> None:
         object_id = 0 if msg.background else int(msg.object_id)
@@ -116,6 +117,7 @@ class SegmentationNode(Node):
             position=(msg.point.x, msg.point.y, msg.point.z),
             point_index=None if msg.point_index < 0 else int(msg.point_index),
             source="~/click", raw=stamped))
+        self._publish_state()
 
     def _transform(self, request: ClickRequest, cloud_frame: str) -> tuple[float, float, float]:
         if request.raw is None:
