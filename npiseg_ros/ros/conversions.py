@@ -169,7 +169,9 @@ def _colors(msg: PointCloud2, fields: dict[str, PointField],
         rgb = np.stack([_first(points[name]) for name in ("r", "g", "b")], axis=1)
         if np.issubdtype(rgb.dtype, np.integer):
             return rgb.astype(np.float32) / 255.0
-        return np.clip(rgb.astype(np.float32), 0.0, 1.0)
+        # Float channels in [0, 1]; a missing colour (NaN) becomes black rather than
+        # rejecting the whole cloud.
+        return np.clip(np.nan_to_num(rgb.astype(np.float32)), 0.0, 1.0)
     return None
 
 
