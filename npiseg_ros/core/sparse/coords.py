@@ -100,13 +100,13 @@ class KernelMap:
     """Index pairs of a submanifold convolution on one coordinate set.
 
     ``pairs[j] = (slot, out_idx, in_idx)``: output row ``out_idx[t]`` receives
-    ``features[in_idx[t]] @ weight[slot]``. The centre slot (identity) is not listed; it is
-    ``center`` (``None`` for kernels without one). Empty offsets are omitted. Within one offset
-    every output index occurs at most once.
+    ``features[in_idx[t]] @ weight[slot]``. The centre slot (identity, ``center``) is not
+    listed. Empty offsets are omitted. Every slot occurs at most once, and within one slot every
+    output index occurs at most once.
     """
 
     kernel_size: int
-    center: int | None
+    center: int
     pairs: tuple[tuple[int, Tensor, Tensor], ...]
 
 
