@@ -12,11 +12,10 @@ from __future__ import annotations
 import numpy as np
 
 from npiseg_train.synth import street
-from npiseg_train.synth.scene import (BOX, Part, SynthScene, compact_labels, place_parts,
-                                      rotation_zyx)
+from npiseg_train.synth.scene import BOX, Part, SynthScene, compact_labels, rotation_zyx
 from npiseg_train.synth.sensors import HDL64_ELEVATIONS_DEG, SpinningLidar
 from npiseg_train.synth.shapes import cast_grid, hit_normals
-from npiseg_train.synth.street_layout import StreetLayout, build_street
+from npiseg_train.synth.street_layout import Grade, StreetLayout, build_street
 
 def generate_lidar_scene(seed: int, name: str | None = None,
                          elevations_deg: np.ndarray = HDL64_ELEVATIONS_DEG,
@@ -39,16 +38,16 @@ def generate_lidar_scene(seed: int, name: str | None = None,
     layout = build_street(rng)
 
     heading = rng.normal(0, 0.04) + (np.pi if rng.random() < 0.5 else 0.0)
-    # Road slope and body roll relative to the sensor, as a small tilt of the sensor.
-    tilt = rotation_zyx(heading, rng.normal(0, 0.02), rng.normal(0, 0.015))
-    # Road camber and slope put the road under the sensor a little lower than nominal.
+    # The car stands on the grade; suspension and load add a little pitch and roll.
+    tilt = layout.grade.tilt(0.0) @ rotation_zyx(heading, rng.normal(0, 0.015),
+                                                 rng.normal(0, 0.015))
+    # Road camber puts the road under the sensor a little lower than nominal.
     position = np.array([0.0, 0.0, sensor_height + rng.uniform(-0.02, 0.2)])
     # The carrying vehicle hides the steepest beams to the front and back; its hits are
     # dropped (instance 0), as a real driver filters them.
-    layout.primitives += place_parts(_ego_vehicle(), 0, np.zeros(3), heading)
+    layout.put(_ego_vehicle(), 0, 0.0, 0.0, heading)
     sensor = SpinningLidar(position, tilt, elevations_deg, azimuth_steps, 0.02, rng)
-    down = sensor.directions[..., 2]
-    ground = np.where(down < -1e-6, position[2] / np.maximum(-down, 1e-6), np.inf)
+    ground = _ground_depth(layout.grade, position, sensor.directions, max_range)
     hits = cast_grid(position, sensor.directions_cm, layout.primitives, sensor.window, rng,
                      max_range, depth=ground)
     rows, cols = np.nonzero(np.isfinite(hits.depth))
@@ -92,6 +91,38 @@ def generate_lidar_scene(seed: int, name: str | None = None,
         class_names=names, sensor_origins=np.zeros((1, 3), dtype=np.float32),
         bounds=np.array([[-max_range, -max_range, -sensor_height - 1.0],
                          [max_range, max_range, 30.0]], dtype=np.float32))
+
+
+def _ground_depth(grade: Grade, origin: np.ndarray, directions: np.ndarray,
+                  max_range: float) -> np.ndarray:
+    """(B, A) distance along each ray to the graded ground z = g(x) (inf = no hit in range).
+
+    Flat ground is a plane hit. Otherwise each ray is sampled at log-spaced distances, the
+    first sample below the ground brackets the hit, then bisection and a secant step refine
+    it to millimetres.
+    """
+    dx, dz = directions[..., 0], directions[..., 2]
+    if grade.flat:
+        return np.where(dz < -1e-6, origin[2] / np.maximum(-dz, 1e-6), np.inf)
+    samples = np.geomspace(0.3, max_range, 16)  # the grade is smooth: coarse brackets do
+
+    def above(t: np.ndarray) -> np.ndarray:  # height of the ray point over the ground
+        return origin[2] + t * dz[..., None] - grade.height(origin[0] + t * dx[..., None])
+
+    below = above(samples) <= 0.0
+    hit = below.any(axis=-1)
+    first = below.argmax(axis=-1)
+    low = np.where(first > 0, samples[np.maximum(first - 1, 0)], 0.0)[..., None]
+    high = samples[first][..., None]
+    for _ in range(6):
+        middle = (low + high) / 2
+        under = above(middle) <= 0.0
+        high = np.where(under, middle, high)
+        low = np.where(under, low, middle)
+    # The bracket is now < 1 % of the range: one secant step lands within millimetres.
+    f_low, f_high = above(low), above(high)
+    t = low - f_low * (high - low) / np.minimum(f_high - f_low, -1e-9)
+    return np.where(hit, np.clip(t, low, high)[..., 0], np.inf)
 
 
 def _mixed_pixels(rng: np.random.Generator, grid_depth: np.ndarray, rows: np.ndarray,
@@ -146,6 +177,10 @@ def _surface_attributes(layout: StreetLayout, owner: np.ndarray,
     reflect[solid] = refl[owner[solid]] * by_instance[labels[solid]]
     normals[solid] = hit_normals(layout.primitives, owner[solid], points[solid])
     ground = np.flatnonzero(~solid)
+    if not layout.grade.flat:
+        rise = layout.grade.gradient(points[ground, 0])
+        normals[ground] = np.stack([-rise, np.zeros_like(rise), np.ones_like(rise)], axis=1)
+        normals[ground] /= np.linalg.norm(normals[ground], axis=1, keepdims=True)
     x, y = points[ground, 0], points[ground, 1]
     unset = np.ones(len(ground), dtype=bool)
     unlit = np.ones(len(ground), dtype=bool)

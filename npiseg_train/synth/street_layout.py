@@ -34,11 +34,47 @@ class GroundRegion:
     marking: bool = False
 
 
+@dataclass
+class Grade:
+    """Road profile z = g(x) = slope·x + amplitude·(sin(2πx/wavelength + phase) − sin(phase)),
+    metres; g(0) = 0 under the sensor."""
+
+    slope: float = 0.0
+    amplitude: float = 0.0
+    wavelength: float = 200.0
+    phase: float = 0.0
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator) -> Grade:
+        """Flat (40 %) or a gentle slope with a long crest/sag (60 %)."""
+        if rng.random() < 0.4:
+            return cls()
+        return cls(float(np.clip(rng.normal(0.0, 0.03), -0.08, 0.08)), rng.uniform(0.0, 0.8),
+                   rng.uniform(120.0, 300.0), rng.uniform(0.0, 2 * np.pi))
+
+    @property
+    def flat(self) -> bool:
+        return self.slope == 0.0 and self.amplitude == 0.0
+
+    def height(self, x: np.ndarray | float) -> np.ndarray:
+        k = 2 * np.pi / self.wavelength
+        return self.slope * x + self.amplitude * (np.sin(k * x + self.phase) - np.sin(self.phase))
+
+    def gradient(self, x: np.ndarray | float) -> np.ndarray:
+        k = 2 * np.pi / self.wavelength
+        return self.slope + self.amplitude * k * np.cos(k * x + self.phase)
+
+    def tilt(self, x: float) -> np.ndarray:
+        """(3, 3) rotation that lays a level object onto the road surface at ``x``."""
+        return rotation_zyx(pitch=-float(np.arctan(self.gradient(x))))
+
+
 class StreetLayout:
     """Collects primitives, ground regions and occupied footprints while a scene is built."""
 
     def __init__(self, rng: np.random.Generator) -> None:
         self.rng = rng
+        self.grade = Grade.draw(rng)
         self.table = InstanceTable()
         self.primitives: list[Primitive] = []
         self.regions: list[GroundRegion] = []
@@ -52,9 +88,24 @@ class StreetLayout:
                 return False
         return True
 
+    def put(self, parts: list[Part], instance: int, x: float, y: float, yaw: float,
+            z: float = 0.0, upright: bool = False) -> None:
+        """Place parts at (x, y) on the graded ground (+ ``z``); unless ``upright`` they tilt
+        with the road (vehicles, slabs, fences), else they stand plumb (buildings, trees)."""
+        origin = np.array([x, y, z + float(self.grade.height(x))])
+        placed = place_parts(parts, instance, origin, yaw)
+        if not upright and not self.grade.flat:
+            tilt = self.grade.tilt(x)
+            for primitive in placed:
+                primitive.center = origin + tilt @ (primitive.center - origin)
+                primitive.rotation = tilt @ primitive.rotation
+        self.primitives += placed
+
     def add(self, parts: list[Part], class_name: str, x: float, y: float, yaw: float,
-            half: np.ndarray | None = None, z: float = 0.0, check: bool = True) -> bool:
-        """Place an object; with ``half`` (footprint half size) refuse overlapping spots."""
+            half: np.ndarray | None = None, z: float = 0.0, check: bool = True,
+            upright: bool = False) -> bool:
+        """Place a new instance; with ``half`` (footprint half size) refuse overlapping
+        spots."""
         if half is not None:
             c, s = abs(np.cos(yaw)), abs(np.sin(yaw))
             hx, hy = c * half[0] + s * half[1], s * half[0] + c * half[1]
@@ -62,8 +113,7 @@ class StreetLayout:
             if check and not self.free(box):
                 return False
             self.footprints.append(box)
-        instance = self.table.new(class_name)
-        self.primitives += place_parts(parts, instance, np.array([x, y, z]), yaw)
+        self.put(parts, self.table.new(class_name), x, y, yaw, z, upright)
         return True
 
 
@@ -134,10 +184,13 @@ def _side(layout: StreetLayout, rng: np.random.Generator, geometry: dict, side: 
     if has_walk:
         walk_id, walk_refl = layout.table.new("sidewalk"), rng.uniform(0.27, 0.45)
         for x0, x1 in spans:
-            part = Part(BOX, ((x0 + x1) / 2, edge + side * walk / 2, curb / 2 - 0.05),
-                        ((x1 - x0) / 2, walk / 2, curb / 2 + 0.05), street.GREY,
-                        reflectivity=walk_refl)
-            layout.primitives += place_parts([part], walk_id, np.zeros(3), 0.0)
+            # Short slabs, each laid on the grade, so a long sidewalk follows crests and sags.
+            cuts = np.linspace(x0, x1, max(2, int((x1 - x0) / 12.0) + 1))
+            for a, b in zip(cuts[:-1], cuts[1:]):
+                part = Part(BOX, (0.0, 0.0, curb / 2 - 0.1), ((b - a) / 2 + 0.02, walk / 2,
+                                                               curb / 2 + 0.1),
+                            street.GREY, reflectivity=walk_refl)
+                layout.put([part], walk_id, (a + b) / 2, edge + side * walk / 2, 0.0)
     terrain = layout.table.new("terrain")
     layout.regions.append(GroundRegion(-EXTENT, EXTENT, *sorted((edge, side * EXTENT)), terrain,
                                        rng.uniform(0.3, 0.5)))
@@ -162,16 +215,16 @@ def _side(layout: StreetLayout, rng: np.random.Generator, geometry: dict, side: 
         for x in np.arange(-EXTENT, EXTENT, rng.uniform(5.0, 13.0)) + rng.uniform(0, 5):
             parts, crown = street.tree(rng)
             layout.add(parts, "tree", x, edge + side * min(0.8, walk / 2), 0.0,
-                       np.array([0.4, 0.4]), z=ground_z)
+                       np.array([0.4, 0.4]), z=ground_z, upright=True)
     for x in rng.uniform(-EXTENT, EXTENT, int(rng.integers(2, 11))):
         parts, name = street.pole(rng)
         layout.add(parts, name, x, edge + side * rng.uniform(0.3, max(walk, 0.6)),
                    rng.uniform(0, 2 * np.pi) if name == "pole" else side * np.pi / 2,
-                   np.array([0.2, 0.2]), z=ground_z)
+                   np.array([0.2, 0.2]), z=ground_z, upright=True)
     for x in rng.uniform(-40, 40, int(rng.integers(0, 5))) if has_walk else []:
         layout.add(street.pedestrian(rng), "pedestrian", x,
                    walk_mid + rng.uniform(-walk / 3, walk / 3), rng.uniform(0, 2 * np.pi),
-                   np.array([0.3, 0.3]), z=ground_z)
+                   np.array([0.3, 0.3]), z=ground_z, upright=True)
     for x in rng.uniform(-40, 40, int(rng.integers(0, 3))) if has_walk else []:
         parts, name = street.street_furniture(rng)
         layout.add(parts, name, x, edge + side * (walk - 0.5), side * np.pi / 2,
@@ -203,7 +256,11 @@ def _beyond(layout: StreetLayout, rng: np.random.Generator, line: float, side: i
                 parts, _ = street.building(rng, frontage, depth)
                 # Local +x (the building's depth) points away from the road.
                 yaw = side * np.pi / 2 + rng.normal(0, 0.03)
-                layout.add(parts, "building", bx + frontage / 2, line + side * setback, yaw)
+                # Plumb walls on a graded street: sink the block so its uphill end does
+                # not float.
+                sink = abs(float(layout.grade.gradient(bx + frontage / 2))) * frontage / 2
+                layout.add(parts, "building", bx + frontage / 2, line + side * setback, yaw,
+                           z=-sink - 0.05, upright=True)
                 bx += frontage + (rng.uniform(0.0, 6.0) if rng.random() < 0.6 else 0.0)
                 deepest = max(deepest, depth)
             length = bx - x
@@ -226,9 +283,10 @@ def _beyond(layout: StreetLayout, rng: np.random.Generator, line: float, side: i
             px, depth_y = rng.uniform(x, x + length), line + side * rng.uniform(low, high)
             if rng.random() < 0.55:
                 parts, _ = street.tree(rng)
-                layout.add(parts, "tree", px, depth_y, 0.0, check=False)
+                layout.add(parts, "tree", px, depth_y, 0.0, check=False, upright=True)
             else:
-                layout.add(street.bush(rng), "vegetation", px, depth_y, 0.0, check=False)
+                layout.add(street.bush(rng), "vegetation", px, depth_y, 0.0, check=False,
+                           upright=True)
         x += length + rng.uniform(0.0, 4.0)
 
 
