@@ -251,3 +251,19 @@ def test_mixed_lidar_models_cycle_through_layouts():
     assert len(sizes) >= 2  # different beam layouts give different point counts
     with pytest.raises(ValueError):
         make_scene("lidar", 1, 0, "hdl65")
+
+
+def test_graded_ground_hits_lie_on_the_road_profile():
+    from npiseg_train.synth.lidar import _ground_depth
+    from npiseg_train.synth.street_layout import Grade
+
+    grade = Grade(slope=0.05, amplitude=0.6, wavelength=150.0, phase=1.0)
+    sensor = SpinningLidar(np.array([0.0, 0.0, 1.8]), grade.tilt(0.0), HDL64_ELEVATIONS_DEG, 360)
+    depth = _ground_depth(grade, sensor.position, sensor.directions, 80.0)
+    hit = np.isfinite(depth)
+    points = sensor.position + sensor.directions[hit] * depth[hit][:, None]
+    assert hit.sum() > 0.7 * hit.size
+    np.testing.assert_allclose(points[:, 2], grade.height(points[:, 0]), atol=1e-3)
+    # Nothing is missed: every downward ray that ends below the ground within range hits.
+    end = sensor.position + sensor.directions * 80.0
+    assert np.all(hit[end[..., 2] < grade.height(end[..., 0]) - 1e-6])
