@@ -267,3 +267,13 @@ def test_graded_ground_hits_lie_on_the_road_profile():
     # Nothing is missed: every downward ray that ends below the ground within range hits.
     end = sensor.position + sensor.directions * 80.0
     assert np.all(hit[end[..., 2] < grade.height(end[..., 0]) - 1e-6])
+
+
+def test_batched_lidar_windows_match_per_box_windows():
+    from npiseg_train.synth.shapes import primitive_bounds
+
+    prims = _random_primitives(np.random.default_rng(5), 60, 30.0)
+    sensor = SpinningLidar(np.array([0.2, 0.1, 1.7]), rotation_zyx(2.0, 0.03, 0.01),
+                           HDL64_ELEVATIONS_DEG, 500)
+    batched = sensor.windows(*primitive_bounds(prims))
+    assert batched == [sensor.window(*p.aabb()) for p in prims]

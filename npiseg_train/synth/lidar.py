@@ -14,7 +14,7 @@ import numpy as np
 from npiseg_train.synth import street
 from npiseg_train.synth.scene import BOX, Part, SynthScene, compact_labels, rotation_zyx
 from npiseg_train.synth.sensors import HDL64_ELEVATIONS_DEG, SpinningLidar
-from npiseg_train.synth.shapes import cast_grid, hit_normals
+from npiseg_train.synth.shapes import cast_grid, hit_normals, primitive_bounds
 from npiseg_train.synth.street_layout import Grade, StreetLayout, build_street
 
 def generate_lidar_scene(seed: int, name: str | None = None,
@@ -49,7 +49,8 @@ def generate_lidar_scene(seed: int, name: str | None = None,
     sensor = SpinningLidar(position, tilt, elevations_deg, azimuth_steps, 0.02, rng)
     ground = _ground_depth(layout.grade, position, sensor.directions, max_range)
     hits = cast_grid(position, sensor.directions_cm, layout.primitives, sensor.window, rng,
-                     max_range, depth=ground)
+                     max_range, depth=ground,
+                     windows=sensor.windows(*primitive_bounds(layout.primitives)))
     rows, cols = np.nonzero(np.isfinite(hits.depth))
     depth = hits.depth[rows, cols]
     directions = sensor.directions[rows, cols]

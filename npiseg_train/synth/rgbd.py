@@ -13,7 +13,7 @@ from npiseg_train.synth.indoor import _Room, _shell, _wall_items, corner_block
 from npiseg_train.synth.rooms import ROOM_TYPES, ROOM_WEIGHTS, furnish, room_size
 from npiseg_train.synth.scene import Primitive, SynthScene, compact_labels, rotation_zyx
 from npiseg_train.synth.sensors import PinholeCamera, SpinningLidar
-from npiseg_train.synth.shapes import cast_grid, hit_normals
+from npiseg_train.synth.shapes import cast_grid, hit_normals, primitive_bounds
 
 
 def _inside_any(point: np.ndarray, primitives: list[Primitive], margin: float) -> bool:
@@ -140,10 +140,12 @@ def generate_indoor_scene(seed: int, name: str | None = None, room_type: str | N
     noise_scale = rng.uniform(0.3, 1.0)
     # Index -1 (no hit) reads the appended 0; glass and mirrors lose most returns.
     dropout = np.array([p.dropout for p in room.primitives] + [0.0])
+    bounds = primitive_bounds(room.primitives)
     chunks: list[tuple[np.ndarray, ...]] = []
     for index, (sensor, visible) in enumerate(sensors):
+        batch = sensor.windows(*bounds) if isinstance(sensor, SpinningLidar) else None
         hits = cast_grid(sensor.position, sensor.directions_cm, room.primitives, sensor.window,
-                         rng, max_depth)
+                         rng, max_depth, windows=batch)
         keep = np.isfinite(hits.depth) & _edge_mask(rng, hits.depth) & visible
         keep &= rng.random(keep.shape) >= rng.uniform(0.0, 0.03) + dropout[hits.primitive]
         rows, cols = np.nonzero(keep)

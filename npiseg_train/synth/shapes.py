@@ -134,7 +134,8 @@ class RayHits:
 
 def cast_grid(origin: np.ndarray, directions: np.ndarray, primitives: list[Primitive],
               window: WindowFn, rng: np.random.Generator, max_range: float,
-              depth: np.ndarray | None = None) -> RayHits:
+              depth: np.ndarray | None = None,
+              windows: list[list[tuple[int, int, int, int]]] | None = None) -> RayHits:
     """First hits of a grid of rays from one origin against all primitives (z-buffer).
 
     Args:
@@ -145,6 +146,8 @@ def cast_grid(origin: np.ndarray, directions: np.ndarray, primitives: list[Primi
         rng: draws foliage penetration depths and pass-through decisions.
         max_range: hits beyond this distance are ignored, metres.
         depth: optional (H, W) initial depth buffer (e.g. the ground plane); copied.
+        windows: optional precomputed windows, one list per primitive (then ``window`` is
+            not called).
 
     Returns:
         ``RayHits``; ``primitive`` is -1 wherever the initial buffer (or nothing) won.
@@ -154,8 +157,8 @@ def cast_grid(origin: np.ndarray, directions: np.ndarray, primitives: list[Primi
     buffer[buffer > max_range] = np.inf
     owner = np.full((height, width), -1, dtype=np.int32)
     for index, primitive in enumerate(primitives):
-        low, high = primitive.aabb()
-        for row0, row1, col0, col1 in window(low, high):
+        reach = windows[index] if windows is not None else window(*primitive.aabb())
+        for row0, row1, col0, col1 in reach:
             rays = directions[:, row0:row1, col0:col1].reshape(3, -1)
             if rays.shape[1] == 0:
                 continue
@@ -179,6 +182,14 @@ def cast_grid(origin: np.ndarray, directions: np.ndarray, primitives: list[Primi
     buffer[buffer > max_range] = np.inf
     owner[~np.isfinite(buffer)] = -1
     return RayHits(depth=buffer, primitive=owner)
+
+
+def primitive_bounds(primitives: list[Primitive]) -> tuple[np.ndarray, np.ndarray]:
+    """(P, 3) lows and (P, 3) highs of the primitives' world AABBs."""
+    centers = np.array([p.center for p in primitives])
+    extents = np.einsum("pij,pj->pi", np.abs(np.array([p.rotation for p in primitives])),
+                        np.array([p.half_size for p in primitives]))
+    return centers - extents, centers + extents
 
 
 def hit_normals(primitives: list[Primitive], owner: np.ndarray,
