@@ -74,7 +74,9 @@ def get_backend(name: str) -> SparseBackend:
                 "backend 'spconv' needs the optional package spconv (pip install spconv, or "
                 f"spconv-cu12x for CUDA); available here: {list(available_backends())}"
             )
-        from .spconv_backend import SPCONV_BACKEND  # imported lazily: optional dependency
-
+        try:  # imported lazily: optional dependency, and a broken install must not break "torch"
+            from .spconv_backend import SPCONV_BACKEND
+        except (ImportError, OSError, RuntimeError) as error:
+            raise ConfigError(f"backend 'spconv' is installed but fails to import: {error}") from error
         return SPCONV_BACKEND
     raise ConfigError(f"unknown sparse backend {name!r}; valid: {list(BACKEND_NAMES)}")
