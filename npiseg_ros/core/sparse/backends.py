@@ -77,6 +77,7 @@ def get_backend(name: str) -> SparseBackend:
         try:  # imported lazily: optional dependency, and a broken install must not break "torch"
             from .spconv_backend import SPCONV_BACKEND
         except (ImportError, OSError, RuntimeError) as error:
-            raise ConfigError(f"backend 'spconv' is installed but fails to import: {error}") from error
+            message = f"backend 'spconv' is installed but fails to import: {error}"
+            raise ConfigError(message) from error
         return SPCONV_BACKEND
     raise ConfigError(f"unknown sparse backend {name!r}; valid: {list(BACKEND_NAMES)}")
