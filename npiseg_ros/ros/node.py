@@ -62,7 +62,7 @@ class SegmentationNode(Node):
             session, publish=self._publish, report_error=self._report_error,
             transform=self._transform, cloud_policy=self.settings.cloud_policy,
             autosave_directory=self.settings.autosave_directory, resume=self.settings.resume,
-            on_resume=self._on_resume)
+            on_resume=self._on_resume, log_info=self.get_logger().info)
 
         group = ReentrantCallbackGroup()
         # Latched outputs: a viewer or test that subscribes late still gets the current result.
@@ -170,7 +170,6 @@ class SegmentationNode(Node):
     def _on_resume(self, record) -> None:
         if record.active_object > 0:
             self.set_parameters([Parameter("active_object", value=record.active_object)])
-        self.get_logger().info(f"resumed {len(record.clicks)} clicks from the autosave")
 
     # ------------------------------------------------------------------ outputs
     def _report_error(self, reason: str) -> None:
@@ -182,6 +181,8 @@ class SegmentationNode(Node):
 
     def _publish(self, snapshot: Snapshot) -> None:
         """Worker callback after every batch: segmented + uncertainty clouds, markers, state."""
+        if not self.context.ok():  # Ctrl-C: the context is gone, nothing can be published
+            return
         cloud, prediction = snapshot.cloud, snapshot.prediction
         header = Header(frame_id=cloud.frame_id, stamp=cloud.stamp)
         self._segmented_pub.publish(conversions.segmented_cloud(
@@ -197,6 +198,8 @@ class SegmentationNode(Node):
         self._publish_state()
 
     def _publish_state(self) -> None:
+        if not self.context.ok():
+            return
         with self._state_lock:
             state = build_state(self._snapshot, self.settings.active_object, self._error,
                                 self.get_clock().now().to_msg(), self.worker.pending_clicks)

@@ -75,18 +75,21 @@ class AnnotationWorker:
             ``ClickRejectedError`` when it cannot.
         settings: initial ``cloud_policy``, ``autosave_directory``, ``resume``.
         on_resume: called with the restored ``AnnotationRecord`` after a resume.
+        log_info: where informational messages go (the node passes its ROS logger).
     """
 
     def __init__(self, session, publish: Callable[[Snapshot], None],
                  report_error: Callable[[str], None],
                  transform: Callable[[ClickRequest, str], tuple[float, float, float]],
                  cloud_policy: str = "latch", autosave_directory: str = "", resume: bool = True,
-                 on_resume: Callable[[AnnotationRecord], None] | None = None) -> None:
+                 on_resume: Callable[[AnnotationRecord], None] | None = None,
+                 log_info: Callable[[str], None] = log.info) -> None:
         self._session = session
         self._publish = publish
         self._report_error = report_error
         self._transform = transform
         self._on_resume = on_resume
+        self._log_info = log_info
         self._options = {"cloud_policy": cloud_policy, "autosave_directory": autosave_directory,
                          "resume": resume}
         self._wake = threading.Condition()
@@ -170,7 +173,10 @@ class AnnotationWorker:
                 self._process(cloud, events)
             except Exception as error:  # keep the node alive whatever happens in one batch
                 log.exception("unexpected error in the segmentation worker")
-                self._report_error(f"internal error: {error!r}")
+                try:
+                    self._report_error(f"internal error: {error!r}")
+                except Exception:  # reporting itself failed (e.g. the node is shutting down)
+                    pass
             finally:
                 for event in events:
                     if isinstance(event, _Command):
@@ -212,8 +218,8 @@ class AnnotationWorker:
         self._cloud, self._fingerprint, self._summary = cloud, fingerprint, summary
         self._prediction = None
         if summary.num_dropped:
-            log.info("dropped %d of %d points with non-finite coordinates",
-                     summary.num_dropped, summary.num_points)
+            self._log_info(f"dropped {summary.num_dropped} of {summary.num_points} points "
+                           "with non-finite coordinates")
         for click in carried:  # follow policy: the same positions on the new cloud
             self._apply_click(ClickRequest(object_id=click.object_id, position=click.position,
                                            source="re-applied click"))
@@ -238,7 +244,7 @@ class AnnotationWorker:
                                            point_index=click.point_index, source="resumed click"))
             if number in boundaries[:-1] and len(self._clicks) == number:
                 self._predict()  # same decode sequence as before the crash: same labels
-        log.info("resumed %d clicks from the autosave of this cloud", len(self._clicks))
+        self._log_info(f"resumed {len(self._clicks)} clicks from the autosave of this cloud")
         if self._on_resume is not None:
             self._on_resume(record)
 
