@@ -2,9 +2,9 @@
 
 Alignment convention checked here: a sparse site ``c`` (spatial, finest units) of a stride-``s``
 level sits at dense index ``(c - origin) / s`` with ``origin`` the per-axis minimum rounded down
-to a multiple of ``2s``. With that origin, dense ``conv3d(kernel_size=2, stride=2)`` output ``i`` is the
-sparse parent ``origin + 2s·i`` and ``conv_transpose3d(kernel_size=2, stride=2)`` writes child
-``2i + d`` from input ``i`` — exactly the sparse parent/child relation
+to a multiple of ``2s``. With that origin, dense ``conv3d(kernel_size=2, stride=2)`` output ``i``
+is the sparse parent ``origin + 2s·i`` and ``conv_transpose3d(kernel_size=2, stride=2)`` writes
+child ``2i + d`` from input ``i`` — exactly the sparse parent/child relation
 ``parent = floor(c / 2s)·2s``.
 """
 from __future__ import annotations
