@@ -1,7 +1,7 @@
 """Indoor rooms for the RGB-D generator (``rgbd.py`` scans them, ``rooms.py`` furnishes them).
 
 A rectangular room: floor, four walls (sometimes with pilasters), optional ceiling, doors,
-windows with curtains and radiators, pictures. ``_Room`` places items against walls or in
+windows with curtains and radiators, pictures. ``Room`` places items against walls or in
 the middle without overlaps (touching allowed), and on the tops of other items.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ WALL_YAWS = (np.pi, -np.pi / 2, 0.0, np.pi / 2)
 """Yaw that puts an item's back (+y local) against wall k: y=0, x=W, y=D, x=0."""
 
 
-class _Room:
+class Room:
     """A room being furnished: primitives, footprints (x0, x1, y0, y1) and free tops."""
 
     def __init__(self, rng: np.random.Generator, width: float, depth: float,
@@ -124,7 +124,7 @@ class _Room:
                        check=False)
 
 
-def _shell(room: _Room, with_ceiling: bool) -> None:
+def build_shell(room: Room, with_ceiling: bool) -> None:
     """Floor, four walls, optional ceiling: boxes just outside the room's interior."""
     rng = room.rng
     width, depth, height = room.size
@@ -157,7 +157,7 @@ def _shell(room: _Room, with_ceiling: bool) -> None:
             room.footprints.append(_wall_band(room, wall, along, half_w, out))
 
 
-def corner_block(room: _Room) -> None:
+def corner_block(room: Room) -> None:
     """Fill one corner with a solid block (a stairwell, shaft or the neighbour's room) so the
     floor plan becomes L-shaped; its two inner faces are one new wall instance."""
     rng = room.rng
@@ -171,7 +171,7 @@ def corner_block(room: _Room) -> None:
     room.footprints.append(np.array([x0, x0 + bx, y0, y0 + by]))
 
 
-def _wall_items(room: _Room) -> None:
+def add_wall_items(room: Room) -> None:
     """Door, windows (with radiators and curtains), pictures, whiteboard, wall-mounted TV
     and shelves on the walls."""
     rng = room.rng
@@ -228,7 +228,7 @@ def _wall_items(room: _Room) -> None:
                 break
 
 
-def _wall_band(room: _Room, wall: int, along: float, half_w: float,
+def _wall_band(room: Room, wall: int, along: float, half_w: float,
                depth: float = 0.6) -> np.ndarray:
     """Footprint ``depth`` metres deep along a wall (kept clear in front of doors and low
     windows, or taken by a pilaster)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from npiseg_train.synth.indoor import _Room, _shell, _wall_items, corner_block
+from npiseg_train.synth.indoor import Room, add_wall_items, build_shell, corner_block
 from npiseg_train.synth.rooms import ROOM_TYPES, ROOM_WEIGHTS, furnish, room_size
 from npiseg_train.synth.scene import Primitive, SynthScene, compact_labels, rotation_zyx
 from npiseg_train.synth.sensors import PinholeCamera, SpinningLidar
@@ -91,7 +91,7 @@ def _shade(rng: np.random.Generator, primitives: list[Primitive], owner: np.ndar
     return base * ((0.6 + 0.5 * diffuse) * field)[:, None]
 
 
-def furnished_room(rng: np.random.Generator, room_type: str | None = None) -> tuple[_Room, int]:
+def furnished_room(rng: np.random.Generator, room_type: str | None = None) -> tuple[Room, int]:
     """Build a furnished room (no scanning).
 
     Returns:
@@ -101,12 +101,12 @@ def furnished_room(rng: np.random.Generator, room_type: str | None = None) -> tu
     kind = room_type or str(rng.choice(ROOM_TYPES, p=ROOM_WEIGHTS))
     if kind not in ROOM_TYPES:
         raise ValueError(f"room_type must be one of {ROOM_TYPES}, got {kind!r}")
-    room = _Room(rng, *room_size(rng, kind))
-    _shell(room, with_ceiling=rng.random() < 0.6)
+    room = Room(rng, *room_size(rng, kind))
+    build_shell(room, with_ceiling=rng.random() < 0.6)
     shell_count = len(room.primitives)
     if kind != "bathroom" and rng.random() < 0.2:
         corner_block(room)
-    _wall_items(room)
+    add_wall_items(room)
     furnish(room, kind)
     return room, shell_count
 

@@ -7,11 +7,11 @@ import numpy as np
 
 from npiseg_train.synth import fixtures as fx
 from npiseg_train.synth import furniture as fu
-from npiseg_train.synth.indoor import WALL_YAWS, _Room
+from npiseg_train.synth.indoor import WALL_YAWS, Room
 from npiseg_train.synth.scene import BOX, Part, jitter_color
 
 
-def _pillows(room: _Room, x: float, y: float, yaw: float, item: fu.Item) -> None:
+def _pillows(room: Room, x: float, y: float, yaw: float, item: fu.Item) -> None:
     """One or two pillows on the bed's head end (their own instances)."""
     top = item.tops[0]
     count = int(room.rng.integers(1, 3))
@@ -25,7 +25,7 @@ def _pillows(room: _Room, x: float, y: float, yaw: float, item: fu.Item) -> None
                    z=top.z, check=False)
 
 
-def _table_with_chairs(room: _Room, big: bool) -> None:
+def _table_with_chairs(room: Room, big: bool) -> None:
     """A table in the middle with chairs tucked in along its sides, facing it."""
     placed = None
     for attempt in range(3):  # a big table may not fit: fall back to smaller ones
@@ -52,15 +52,19 @@ def _table_with_chairs(room: _Room, big: bool) -> None:
             room.place(chair, "chair", cx, cy, chair_yaw, ignore=index)
 
 
-def _desk_set(room: _Room) -> None:
-    """Desk against a wall with a chair, monitor(s), keyboard and maybe a lamp."""
+def _desk_set(room: Room) -> None:
+    """Desk against a wall with a chair in front, one or two monitors and a keyboard."""
     desk = fu.table(room.rng, desk=True)
     placed = room.against_wall(desk, "desk")
     if placed is None:
         return
     index, x, y, yaw = placed
     c, s = np.cos(yaw), np.sin(yaw)
-    local = lambda u, v: (x + c * u - s * v, y + s * u + c * v)  # noqa: E731
+
+    def local(u: float, v: float) -> tuple[float, float]:
+        """Room (x, y) of the point (u, v) in the desk's frame."""
+        return x + c * u - s * v, y + s * u + c * v
+
     top_z = desk.tops[0].z
     for k in range(int(room.rng.integers(1, 3))):
         u = (k - 0.5) * 0.5 if k else room.rng.uniform(-0.2, 0.2)
@@ -87,7 +91,7 @@ def room_size(rng: np.random.Generator, kind: str) -> np.ndarray:
     return np.array([rng.uniform(3.0, 8.0), rng.uniform(3.0, 7.0), rng.uniform(2.4, 3.0)])
 
 
-def _kitchen(room: _Room) -> None:
+def _kitchen(room: Room) -> None:
     """Counter run with sink and wall cabinets, fridge beside it, maybe a dining table."""
     rng = room.rng
     placed = None
@@ -121,7 +125,7 @@ def _kitchen(room: _Room) -> None:
         _table_with_chairs(room, big=False)
 
 
-def _bathroom(room: _Room) -> None:
+def _bathroom(room: Room) -> None:
     """Toilet, wash basin with a mirror above it, maybe a bathtub in a corner."""
     rng = room.rng
     if rng.random() < 0.6:
@@ -144,7 +148,7 @@ def _bathroom(room: _Room) -> None:
         room.against_wall(fu.cabinet(rng, small=True), "cabinet")
 
 
-def furnish(room: _Room, kind: str) -> None:
+def furnish(room: Room, kind: str) -> None:
     """Fill ``room`` with the furniture mix of a room type, then clutter."""
     rng = room.rng
     area = room.size[0] * room.size[1]
