@@ -174,13 +174,15 @@ def generate_indoor_scene(seed: int, name: str | None = None, room_type: str | N
     if len(xyz) > max_points:
         pick = np.sort(rng.choice(len(xyz), max_points, replace=False))
         xyz, exact, owner, source = xyz[pick], exact[pick], owner[pick], source[pick]
-    # Colour only the points that survive: shading, then each frame's exposure and white
-    # balance, then sensor noise.
+    # Colour only the points that survive: shading, lighting, exposure, then sensor noise.
     light = rng.normal(0, 0.4, 3) + np.array([0.0, 0.0, 1.0])
     light /= np.linalg.norm(light)
     normals = hit_normals(room.primitives, owner, exact)
     rgb = _shade(rng, room.primitives, owner, exact, normals, light)
-    exposure = rng.uniform(0.85, 1.15, (len(sensors), 1)) \
+    # Warm or cool light for the whole room, then each frame's exposure and white balance.
+    warmth = rng.uniform(-0.08, 0.08)
+    tint = np.array([1.0 + warmth, 1.0, 1.0 - warmth])
+    exposure = tint * rng.uniform(0.85, 1.15, (len(sensors), 1)) \
         * rng.uniform(0.95, 1.05, (len(sensors), 3))
     rgb = rgb * exposure[source] + rng.normal(0.0, rng.uniform(0.01, 0.035), rgb.shape)
     rgb = np.clip(rgb, 0.0, 1.0)
