@@ -278,3 +278,15 @@ def test_spconv_backend_submanifold_matches_dense(kernel_size: int) -> None:
         expected = torch.autograd.grad((reference * upstream).sum(), [features, weight])
         for got, want in zip(grads, expected):
             torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_chunked_neighbour_queries_give_the_same_kernel_map(monkeypatch) -> None:
+    import npiseg_ros.core.sparse.coords as coords_module
+
+    coords = random_coords(seed=11, extent=9)
+    reference = CoordinateLevel(coords).kernel_map(5)
+    monkeypatch.setattr(coords_module, "_QUERY_CHUNK", 3 * len(coords))  # 3 offsets per chunk
+    chunked = CoordinateLevel(coords).kernel_map(5)
+    assert [slot for slot, _, _ in chunked.pairs] == [slot for slot, _, _ in reference.pairs]
+    for (_, out_a, in_a), (_, out_b, in_b) in zip(reference.pairs, chunked.pairs):
+        assert torch.equal(out_a, out_b) and torch.equal(in_a, in_b)

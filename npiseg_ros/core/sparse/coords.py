@@ -39,6 +39,8 @@ DENSE_GRID_MAX_CELLS = 2**25
 _MIN_PAD = 2
 # Keys must stay well inside int64 even after adding a kernel offset.
 _MAX_KEY = 2**62
+# Largest (offset × row) block of one vectorised neighbour query (≈ 300 MB of temporaries).
+_QUERY_CHUNK = 2**24
 
 LookupMode = Literal["auto", "grid", "sorted"]
 
@@ -153,19 +155,29 @@ class _Lookup:
         """Key difference of a spatial offset given in cells of this level."""
         return offset[0] * self.radix[1] + offset[1] * self.radix[2] + offset[2]
 
-    def query(self, delta: int) -> tuple[Tensor, Tensor]:
-        """Rows ``a`` whose neighbour ``key[a] + delta`` exists, and that neighbour's row ``b``."""
-        query = self.keys + delta
+    def query(self, deltas: Tensor) -> tuple[Tensor, Tensor, list[int]]:
+        """Neighbours at several key offsets at once (one vectorised lookup, one host sync).
+
+        Args:
+            deltas: ``(H,)`` int64 key differences.
+
+        Returns:
+            ``(rows, neighbours, counts)``: rows ``a`` and their neighbour rows ``b`` with
+            ``key[b] = key[a] + deltas[h]``, grouped by ``h`` (``counts[h]`` pairs each) and
+            sorted by ``a`` within a group.
+        """
+        query = self.keys.unsqueeze(0) + deltas.unsqueeze(1)  # (H, N)
         if self.mode == "grid":
-            found = self.grid[query].long()
+            found = self.grid[query]
             valid = found >= 0
         else:
-            position = torch.searchsorted(self.sorted_keys, query)
+            position = torch.searchsorted(self.sorted_keys, query.reshape(-1)).view(query.shape)
             position.clamp_(max=self.sorted_keys.numel() - 1)
             valid = self.sorted_keys[position] == query
             found = self.order[position]
-        rows = torch.nonzero(valid).squeeze(1)
-        return rows, found[rows]
+        group, rows = torch.nonzero(valid, as_tuple=True)
+        counts = valid.sum(dim=1).tolist()
+        return rows, found[group, rows].long(), counts
 
 
 class CoordinateLevel:
@@ -219,13 +231,23 @@ class CoordinateLevel:
         pairs: list[tuple[int, Tensor, Tensor]] = []
         # Offsets are symmetric around the centre slot: slot center+j is -(slot center-j).
         # If b = a + o then a = b - o, so the mirrored offset's pairs are the swapped list.
-        for slot in range(center + 1, len(offsets)):
-            rows, neighbours = lookup.query(lookup.delta(tuple(offsets[slot])))
-            if rows.numel() == 0:
-                continue
-            mirror = 2 * center - slot
-            pairs.append((slot, rows, neighbours))
-            pairs.append((mirror, neighbours, rows))
+        # Offsets are looked up in chunks of ≤ _QUERY_CHUNK (offset, row) cells: few launches and
+        # host syncs on CUDA, bounded temporary memory for very large scenes.
+        half = list(range(center + 1, len(offsets)))
+        step = max(1, _QUERY_CHUNK // max(len(self), 1))
+        for start in range(0, len(half), step):
+            slots = half[start : start + step]
+            deltas = torch.tensor(
+                [lookup.delta(tuple(offsets[slot])) for slot in slots], device=self.device
+            )
+            rows, neighbours, counts = lookup.query(deltas)
+            for slot, slot_rows, slot_neighbours in zip(
+                slots, rows.split(counts), neighbours.split(counts)
+            ):
+                if slot_rows.numel() == 0:
+                    continue
+                pairs.append((slot, slot_rows, slot_neighbours))
+                pairs.append((2 * center - slot, slot_neighbours, slot_rows))
         return KernelMap(kernel_size, center, tuple(pairs))
 
     def downsample(self) -> tuple[CoordinateLevel, Tensor, Tensor, Tensor]:
