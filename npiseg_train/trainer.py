@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,8 +130,8 @@ class Trainer:
         optim = config.optim
         self.optimiser = torch.optim.AdamW(self.model.parameters(), lr=optim.lr,
                                            weight_decay=optim.weight_decay)
-        drop = max(1, int(round(optim.lr_drop_fraction * config.run.max_steps)))
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimiser, [drop],
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimiser,
+                                                              [self._drop_step()],
                                                               gamma=optim.lr_drop_factor)
         self.kl_ramp = KLRamp(optim.kl_start, optim.kl_end, config.run.max_steps)
         model_config = self.model.config
@@ -140,6 +141,11 @@ class Trainer:
         self.train_log = ScalarLog(self.out / "train.csv", TRAIN_FIELDS)
         self.val_log = ScalarLog(self.out / "val.csv", VAL_FIELDS)
         self._val_samples: dict[str, list] | None = None
+
+    def _drop_step(self) -> int:
+        """The step at which the learning rate drops (``optim.lr_drop_fraction``)."""
+        fraction = self.config.optim.lr_drop_fraction
+        return max(1, int(round(fraction * self.config.run.max_steps)))
 
     # ------------------------------------------------------------------ state
     def save(self) -> Path:
@@ -162,6 +168,9 @@ class Trainer:
             directory = directory / "checkpoint"
         state = load_training_state(directory, self.model, self.optimiser, self.scheduler)
         self.step = int(state["step"])
+        # The schedule follows this config's max_steps (identical when it is unchanged), so a
+        # run can be extended by resuming with a larger run.max_steps.
+        self.scheduler.milestones = Counter([self._drop_step()])
         if self.context.is_main:
             self.train_log.truncate_after(self.step)
             self.val_log.truncate_after(self.step)
