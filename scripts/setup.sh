@@ -26,6 +26,9 @@ if ! "$PY" -c 'import torch' >/dev/null 2>&1; then
   "$PY" -m pip install --quiet --disable-pip-version-check "$TORCH_SPEC"
 fi
 log "installing npiseg_ros and its dependencies"
-"$PY" -m pip install --quiet --disable-pip-version-check -e "$REPO[test]"
+# compat editable mode: a plain path entry, so `npiseg_ros/__init__.py` (which merges in the
+# generated npiseg_ros.msg/srv modules) runs from any working directory.
+"$PY" -m pip install --quiet --disable-pip-version-check -e "$REPO[test]" \
+  --config-settings editable_mode=compat
 bash "$REPO/scripts/build_interfaces.sh" "$VENV"
 log "done: $VENV"

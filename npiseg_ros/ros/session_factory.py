@@ -1,7 +1,6 @@
 """Build the core ``SegmentationSession`` the node wraps, from the node's settings."""
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -57,9 +56,9 @@ def build_session(settings: NodeSettings) -> tuple[SegmentationSession, str]:
     if settings.voxel_size > 0 and settings.voxel_size != model.config.voxel_size:
         log.warning("voxel_size %.3f m overrides the model's %.3f m; it was trained at the latter",
                     settings.voxel_size, model.config.voxel_size)
-        model.config = dataclasses.replace(model.config, voxel_size=settings.voxel_size)
     session = SegmentationSession(
         model, device=settings.device, num_samples=settings.num_samples,
         scene_weight=settings.scene_weight, max_click_distance=settings.max_click_distance,
-        seed=settings.seed, max_points=settings.max_points)
+        seed=settings.seed, max_points=settings.max_points,
+        voxel_size=settings.voxel_size if settings.voxel_size > 0 else None)
     return session, f"{description} on {session.device}"
