@@ -70,7 +70,7 @@ def generate_lidar_scene(seed: int, name: str | None = None,
     # median return beyond 50 m is close to 0), so use a soft step in range.
     falloff = 1.0 / (1.0 + (noisy / rng.uniform(30.0, 40.0)) ** 4)
     # Sensors differ in their intensity calibration: a per-scan gain.
-    gain = rng.uniform(0.95, 1.35)
+    gain = rng.uniform(1.0, 1.4)
     intensity = gain * reflect * (0.75 + 0.25 * cos_incidence) * falloff
     intensity *= rng.normal(1.0, 0.12, intensity.shape)
     intensity = np.clip(intensity + rng.normal(0, 0.015, intensity.shape), 0.0, 1.0)
@@ -174,7 +174,9 @@ def _surface_attributes(layout: StreetLayout, owner: np.ndarray,
     refl = np.array([p.reflectivity for p in layout.primitives])
     labels[solid] = instance[owner[solid]]
     # Same material, different object: paint, dirt and wear change remission.
-    by_instance = layout.rng.uniform(0.7, 1.3, len(layout.table.class_names) + 1)
+    count = len(layout.table.class_names) + 1
+    by_instance = np.where(layout.rng.random(count) < 0.2, layout.rng.uniform(0.2, 0.6, count),
+                           layout.rng.uniform(0.75, 1.25, count))  # some are dark (black paint)
     reflect[solid] = refl[owner[solid]] * by_instance[labels[solid]]
     normals[solid] = hit_normals(layout.primitives, owner[solid], points[solid])
     ground = np.flatnonzero(~solid)

@@ -192,7 +192,7 @@ def tree(rng: np.random.Generator) -> tuple[list[Part], float]:
 
 def bush(rng: np.random.Generator, length: float | None = None) -> list[Part]:
     """A bush (ellipsoid) or, when ``length`` is given, a clipped hedge (box) that long."""
-    leaves = rng.uniform(0.25, 0.5)
+    leaves = rng.uniform(0.2, 0.42)
     if length is not None:
         height, depth = rng.uniform(0.6, 2.2), rng.uniform(0.5, 1.4)
         return [Part(BOX, (0, 0, height / 2), (length / 2, depth / 2, height / 2), GREY, None,
