@@ -151,3 +151,18 @@ def test_autocast_forward_and_backward_run() -> None:
     assert model.stem.weight.grad is not None
     assert model.stem.weight.grad.dtype == torch.float32
     assert torch.isfinite(model.stem.weight.grad).all()
+
+
+def test_huge_bounding_box_uses_sorted_keys_and_matches_grid_path() -> None:
+    # A far-away second cluster in the same batch makes the box > 2^25 cells at every level, so
+    # the sorted-key lookup runs; the near cluster's features must equal the grid-path result.
+    features, coords = scene(11, count=1500)
+    far_features, far_coords = scene(12, count=500)
+    far_coords[:, 1:] += torch.tensor([2**20, -(2**20), 2**14])  # multiples of 16: same grids
+    model = net()
+    with torch.no_grad():
+        alone = model(features.double(), coords)
+        together = model(
+            torch.cat([features, far_features]).double(), torch.cat([coords, far_coords])
+        )
+    torch.testing.assert_close(together[: len(coords)], alone, rtol=1e-10, atol=1e-10)
