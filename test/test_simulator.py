@@ -174,3 +174,20 @@ def test_uncertainty_user_clicks_suggestion_with_gt_label_and_falls_back_to_orac
     # point 0 belongs to original object 3 = target 2 of the sample (targets (8, 3))
     assert result.clicks[2]["point_index"] == 0 and result.clicks[2]["object_id"] == 2
     assert set(sources[3:]) == {"oracle"} and result.fallback_clicks == len(sources) - 3
+
+
+def test_grid_coordinates_give_the_clicks_of_the_quantised_cloud():
+    rng = np.random.default_rng(4)
+    xyz = rng.random((400, 3)) * 2.0
+    gt = (xyz[:, 0] > 1.0).astype(int) + (xyz[:, 1] > 1.4).astype(int)
+    sample = Sample(name="g", scene="g", cloud=LabelledCloud(xyz=xyz, labels=gt),
+                    object_ids=(1, 2))
+    result = run_interactive(RecordingSegmenter(), sample, max_clicks_per_object=2,
+                             voxel_size=0.2, click_coordinates="grid")
+    representative, _ = voxel_grid(sample.cloud.xyz, 0.2)
+    grid = np.floor(sample.cloud.xyz[representative].astype(np.float64) / 0.2)
+    expected = initial_clicks(grid, sample.target_labels()[representative])
+    assert [c["point_index"] for c in result.clicks[:2]] == \
+        [int(representative[c.point_index]) for c in expected]
+    with pytest.raises(DatasetFormatError, match="click_coordinates"):
+        run_interactive(RecordingSegmenter(), sample, click_coordinates="feet")

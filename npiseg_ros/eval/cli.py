@@ -55,12 +55,14 @@ def run_evaluation(*, data: str, data_format: str, mode: str, out: str,
                    max_clicks: int = 20, seed: int = 0, plots: str | None = None,
                    limit: int | None = None, device: str = "cpu", num_samples: int = 10,
                    mc_dropout: int = 0, uncertainty_user: bool = False,
-                   click_level: str = "voxel", show_progress: bool = True) -> dict[str, Any]:
+                   click_level: str = "voxel", click_coordinates: str = "grid",
+                   show_progress: bool = True) -> dict[str, Any]:
     """Evaluate, write the JSON report (and PNGs), print the table; returns the report dict."""
     config = dict(data=str(data), format=data_format, mode=mode, checkpoint=checkpoint,
                   baseline=baseline, max_clicks_per_object=max_clicks, seed=seed, limit=limit,
                   device=device, num_samples=num_samples, mc_dropout=mc_dropout,
-                  uncertainty_user=uncertainty_user, click_level=click_level)
+                  uncertainty_user=uncertainty_user, click_level=click_level,
+                  click_coordinates=click_coordinates)
     segmenter, voxel_size = build_segmenter(checkpoint=checkpoint, baseline=baseline,
                                             device=device, seed=seed, num_samples=num_samples,
                                             mc_dropout=mc_dropout)
@@ -75,7 +77,8 @@ def run_evaluation(*, data: str, data_format: str, mode: str, out: str,
     try:
         report = evaluate(segmenter, samples, mode=mode, max_clicks_per_object=max_clicks,
                           uncertainty_user=uncertainty_user, click_level=click_level,
-                          voxel_size=voxel_size, keep_predictions=3 if plots else 0,
+                          voxel_size=voxel_size, click_coordinates=click_coordinates,
+                          keep_predictions=3 if plots else 0,
                           progress=None if bar is None else bar.update)
     finally:
         if bar is not None:
@@ -133,6 +136,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--click-level", default="voxel", choices=["voxel", "point"],
                         help="simulate clicks on voxel representatives (research code) or "
                              "all points")
+    parser.add_argument("--click-coordinates", default="grid", choices=["grid", "metres"],
+                        help="voxel-level distances on the integer grid (research code) or in "
+                             "metres")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
@@ -145,7 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   max_clicks=args.max_clicks, seed=args.seed, plots=args.plots,
                   limit=args.limit, device=args.device, num_samples=args.num_samples,
                   mc_dropout=args.mc_dropout, uncertainty_user=args.uncertainty_user,
-                  click_level=args.click_level, show_progress=not args.no_progress)
+                  click_level=args.click_level, click_coordinates=args.click_coordinates,
+                  show_progress=not args.no_progress)
     try:
         run_evaluation(**kwargs)
     except (NPISegError, ValueError, OSError) as error:

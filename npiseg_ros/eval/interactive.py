@@ -19,11 +19,12 @@ from npiseg_ros.eval.simulator import SimulatedClick, initial_clicks, next_click
 from npiseg_ros.eval.uncertainty import error_auroc, expected_calibration_error
 
 __all__ = ["Segmenter", "InteractiveResult", "run_interactive", "voxel_grid",
-           "voxel_representatives", "MODES", "USERS", "CLICK_LEVELS"]
+           "voxel_representatives", "MODES", "USERS", "CLICK_LEVELS", "CLICK_COORDINATES"]
 
 MODES = ("multi", "single")
 USERS = ("oracle", "uncertainty")
 CLICK_LEVELS = ("voxel", "point")
+CLICK_COORDINATES = ("grid", "metres")
 
 
 class Segmenter(Protocol):
@@ -117,8 +118,9 @@ def _prediction_arrays(prediction: Any, num_points: int) -> tuple[np.ndarray, np
 
 def run_interactive(segmenter: Segmenter, sample: Sample, *, max_clicks_per_object: int = 20,
                     mode: str = "multi", user: str = "oracle", click_level: str = "voxel",
-                    voxel_size: float = 0.05, reuse_cloud: bool = False,
-                    keep_prediction: bool = False) -> InteractiveResult:
+                    voxel_size: float = 0.05, click_coordinates: str = "grid",
+                    reuse_cloud: bool = False, keep_prediction: bool = False
+                    ) -> InteractiveResult:
     """Run the click protocol on one sample.
 
     Round 0 clicks every target object once (deepest point; the prediction is all background),
@@ -137,13 +139,18 @@ def run_interactive(segmenter: Segmenter, sample: Sample, *, max_clicks_per_obje
         click_level: ``"voxel"``: the simulator sees one representative point per voxel of
             ``voxel_size`` (as the research code); ``"point"``: all points.
         voxel_size: metres, for ``click_level="voxel"``.
+        click_coordinates: with voxels, measure the simulator's distances on the integer voxel
+            grid (``"grid"``, the research code's discrete coordinates) or on the
+            representatives' coordinates in metres (``"metres"``); points always use metres.
         reuse_cloud: call ``segmenter.reset()`` instead of ``set_cloud`` (same scene as before).
         keep_prediction: keep the last labels / uncertainty in the result (for plots).
     """
-    if mode not in MODES or user not in USERS or click_level not in CLICK_LEVELS:
+    if (mode not in MODES or user not in USERS or click_level not in CLICK_LEVELS
+            or click_coordinates not in CLICK_COORDINATES):
         raise DatasetFormatError(
-            f"mode/user/click_level must be in {MODES}/{USERS}/{CLICK_LEVELS}, got "
-            f"{mode!r}/{user!r}/{click_level!r}")
+            f"mode/user/click_level/click_coordinates must be in {MODES}/{USERS}/"
+            f"{CLICK_LEVELS}/{CLICK_COORDINATES}, got {mode!r}/{user!r}/{click_level!r}/"
+            f"{click_coordinates!r}")
     num_objects = len(sample.object_ids)
     if num_objects < 1 or (mode == "single" and num_objects != 1):
         raise DatasetFormatError(
@@ -156,6 +163,8 @@ def run_interactive(segmenter: Segmenter, sample: Sample, *, max_clicks_per_obje
     sim_index = (voxel_representatives(cloud.xyz, voxel_size) if click_level == "voxel"
                  else np.arange(cloud.num_points))
     sim_xyz, sim_gt = cloud.xyz[sim_index], gt[sim_index]
+    if click_level == "voxel" and click_coordinates == "grid":
+        sim_xyz = np.floor(sim_xyz.astype(np.float64) / voxel_size)
     if len(np.unique(sim_gt[sim_gt > 0])) != num_objects:
         raise DatasetFormatError(f"sample {sample.name!r}: a target object has no points")
 
