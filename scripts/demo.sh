@@ -7,5 +7,5 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$REPO/scripts/setup.sh"
 cd "$REPO"
-export MPLBACKEND=Agg
+export MPLBACKEND=Agg OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 exec "${VENV:-$REPO/.venv}/bin/python" -m npiseg_ros.ros.demo "$@"
