@@ -71,6 +71,8 @@ def test_prediction_shapes_and_clicked_points_keep_their_label(model, scene):
         assert prediction.labels[click.point_index] == click.object_id
     assert sum(s.num_points for s in prediction.object_stats.values()) == len(xyz)
     assert prediction.suggested_click is not None
+    assert prediction.confidence.shape == (len(xyz),)
+    assert ((prediction.confidence > 0) & (prediction.confidence <= 1)).all()
     distances = np.linalg.norm(xyz - np.array(prediction.suggested_click), axis=1)
     assert distances.min() == 0.0  # the suggestion lies on the cloud
 

@@ -265,17 +265,18 @@ class SegmentationSession:
             return self._history[-1].prediction
         start = time.perf_counter()
         num_voxels = cloud.voxels.num_voxels
+        voxel_confidence = None
         if not self._clicks:
             voxel_labels = np.zeros(num_voxels, np.int64)
             voxel_uncertainty = np.zeros(num_voxels, np.float32)
         else:
-            voxel_labels, voxel_uncertainty = self._decode(cloud)
+            voxel_labels, voxel_uncertainty, voxel_confidence = self._decode(cloud)
         prediction = self._full_resolution(cloud, voxel_labels, voxel_uncertainty,
-                                           (time.perf_counter() - start) * 1e3)
+                                           voxel_confidence, (time.perf_counter() - start) * 1e3)
         self._history.append(_Step(len(self._clicks), voxel_labels, prediction))
         return prediction
 
-    def _decode(self, cloud: _Cloud) -> tuple[np.ndarray, np.ndarray]:
+    def _decode(self, cloud: _Cloud) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         object_ids = np.array(self.object_ids, dtype=np.int64)
         # Contiguous labels 1..M for the model, in increasing object-id order.
         to_label = {int(o): i + 1 for i, o in enumerate(object_ids)}
@@ -298,16 +299,23 @@ class SegmentationSession:
                                        uncertainty=self.uncertainty)
             labels = output.logits.argmax(dim=1)
             labels[click_voxels] = click_labels  # clicked voxels take their click's label
+            confidence = output.probabilities.gather(1, labels.unsqueeze(1)).squeeze(1)
         label_to_id = np.concatenate([[BACKGROUND_ID], object_ids])
-        return label_to_id[labels.cpu().numpy()], output.uncertainty.float().cpu().numpy()
+        return (label_to_id[labels.cpu().numpy()], output.uncertainty.float().cpu().numpy(),
+                confidence.float().cpu().numpy())
 
     def _full_resolution(self, cloud: _Cloud, voxel_labels: np.ndarray,
-                         voxel_uncertainty: np.ndarray, decode_ms: float) -> Prediction:
+                         voxel_uncertainty: np.ndarray, voxel_confidence: np.ndarray | None,
+                         decode_ms: float) -> Prediction:
         labels = np.full(cloud.xyz.shape[0], INVALID_LABEL, np.int32)
         uncertainty = np.full(cloud.xyz.shape[0], np.nan, np.float32)
         inverse = cloud.voxels.point_to_voxel
         labels[cloud.valid_index] = voxel_labels[inverse]
         uncertainty[cloud.valid_index] = voxel_uncertainty[inverse]
+        confidence = None
+        if voxel_confidence is not None:
+            confidence = np.full(cloud.xyz.shape[0], np.nan, np.float32)
+            confidence[cloud.valid_index] = voxel_confidence[inverse]
         stats = {}
         clicks_per_object: dict[int, int] = {}
         for click in self._clicks:
@@ -326,7 +334,7 @@ class SegmentationSession:
                                             region_size=10 * cloud.voxels.voxel_size)
         return Prediction(labels=labels, uncertainty=uncertainty, object_stats=stats,
                           suggested_click=suggestion, decode_ms=decode_ms,
-                          num_clicks=len(self._clicks))
+                          num_clicks=len(self._clicks), confidence=confidence)
 
     def _require_cloud(self) -> _Cloud:
         if self._cloud is None:

@@ -76,6 +76,8 @@ class Prediction:
             or None when nothing is uncertain.
         decode_ms: wall time of the decoder for this prediction, milliseconds.
         num_clicks: clicks the prediction is based on.
+        confidence: (N,) float32 model probability of each point's predicted label (mean
+            softmax; NaN for dropped points), or None when no click has been decoded yet.
     """
 
     labels: np.ndarray
@@ -84,3 +86,4 @@ class Prediction:
     suggested_click: tuple[float, float, float] | None = None
     decode_ms: float = 0.0
     num_clicks: int = 0
+    confidence: np.ndarray | None = None

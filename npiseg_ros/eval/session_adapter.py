@@ -51,7 +51,10 @@ class SessionSegmenter:
         self._point_to_voxel: np.ndarray | None = None
         self._last_probabilities: torch.Tensor | None = None
         self._decode = session.model.decode
-        session.model.decode = self._recording_decode
+        if self.mc_dropout_samples:
+            # MC dropout replaces the model's decode; the session's own path needs no hook
+            # (its Prediction carries the confidence).
+            session.model.decode = self._recording_decode
 
     def _recording_decode(self, scene: Any, click_voxels: torch.Tensor,
                           click_labels: torch.Tensor, *args: Any, **kwargs: Any) -> DecodeOutput:
@@ -110,6 +113,8 @@ class SessionSegmenter:
         self._last_probabilities = None
         prediction = self.session.predict()
         labels = np.asarray(prediction.labels)
+        if not self.mc_dropout_samples and prediction.confidence is not None:
+            return ScoredPrediction(prediction=prediction, confidence=prediction.confidence)
         confidence = np.full(labels.shape, np.nan, np.float32)
         if self._last_probabilities is not None and self._point_to_voxel is not None:
             probabilities = self._last_probabilities.float().cpu().numpy()
