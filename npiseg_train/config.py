@@ -109,6 +109,8 @@ class OptimSection:
         lr_drop_fraction: at this fraction of ``run.max_steps`` the LR is multiplied by
             ``lr_drop_factor`` (paper: x0.1 after 500 of 600 epochs).
         kl_start, kl_end: lambda_kl ramps linearly between them over ``run.max_steps``.
+        class_balance: CE weight exponent on class frequency (0 = paper; see
+            ``losses.class_balance_weights``).
     """
 
     lr: float = 5e-4
@@ -118,6 +120,7 @@ class OptimSection:
     lr_drop_factor: float = 0.1
     kl_start: float = 0.0005
     kl_end: float = 0.005
+    class_balance: float = 0.0
 
 
 @dataclass(frozen=True)

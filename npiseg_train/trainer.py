@@ -71,7 +71,8 @@ class ScenesLoss(nn.Module):
         self.model = model
 
     def forward(self, batch: list[PreparedScene], kl_weight: float, num_samples: int,
-                generator: torch.Generator) -> tuple[Tensor, dict[str, float]]:
+                generator: torch.Generator,
+                class_balance: float = 0.0) -> tuple[Tensor, dict[str, float]]:
         device = next(self.model.parameters()).device
         features = torch.cat([torch.from_numpy(p.scene.features) for p in batch]).to(device)
         coords = torch.cat([
@@ -95,7 +96,7 @@ class ScenesLoss(nn.Module):
                                        targets=targets)
             voxel_xyz = torch.from_numpy(prepared.scene.xyz).to(device)
             weights = click_distance_weights(voxel_xyz, voxel_xyz[click_voxels])
-            terms = npiseg_loss(output, targets, weights, kl_weight)
+            terms = npiseg_loss(output, targets, weights, kl_weight, class_balance)
             total = total + terms.total / len(batch)
             for key, value in (("seg", terms.segmentation), ("kl_scene", terms.kl_scene),
                                ("kl_objects", terms.kl_objects)):
@@ -215,7 +216,7 @@ class Trainer:
         generator.manual_seed(int(seed.generate_state(1)[0]))
         kl_weight = self.kl_ramp(self.step)
         loss, logs = self.loss_module(batch, kl_weight, self.config.clicks.num_samples,
-                                      generator)
+                                      generator, self.config.optim.class_balance)
         self.optimiser.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip)

@@ -152,3 +152,15 @@ def test_augmentation_and_crop_keep_labels_aligned_and_cap_voxels():
 def test_shipped_training_configs_load(path):
     config = load_config(path)
     assert config.run.max_steps > 0
+
+
+def test_class_balance_weights_equalise_classes():
+    from npiseg_train.losses import class_balance_weights
+
+    targets = torch.tensor([0] * 90 + [1] * 9 + [2])
+    assert torch.equal(class_balance_weights(targets, 3, 0.0), torch.ones(100))
+    full = class_balance_weights(targets, 3, 1.0)
+    totals = torch.stack([full[targets == k].sum() for k in range(3)])
+    assert torch.allclose(totals, totals[0].expand(3)) and full.mean() == pytest.approx(1.0)
+    half = class_balance_weights(targets, 3, 0.5)
+    assert half[99] / half[0] == pytest.approx((90 / 1) ** 0.5)
