@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 from npiseg_ros.core.errors import NPISegError
 from npiseg_ros.eval.baselines import BASELINES, build_baseline
+from npiseg_ros.resources import shipped_checkpoint
 from npiseg_ros.eval.evaluate import evaluate, format_table, report_to_json
 from npiseg_ros.eval.interactive import Segmenter
 from npiseg_ros.eval.samples import dataset_samples
@@ -118,8 +119,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", required=True, help="dataset folder")
     parser.add_argument("--format", required=True, choices=["benchmark", "semantickitti"])
     parser.add_argument("--mode", default="multi", choices=["multi", "single"])
-    model = parser.add_mutually_exclusive_group(required=True)
-    model.add_argument("--checkpoint", help="safetensors checkpoint of an NPISeg3D model")
+    model = parser.add_mutually_exclusive_group()
+    model.add_argument("--checkpoint",
+                       help="safetensors checkpoint of an NPISeg3D model (default: the shipped "
+                            "checkpoints/*.safetensors)")
     model.add_argument("--baseline", choices=sorted(BASELINES), help="non-learned baseline")
     parser.add_argument("--max-clicks", type=int, default=20, help="clicks per object budget")
     parser.add_argument("--seed", type=int, default=0)
@@ -146,6 +149,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns the exit status (2 on bad input, with the reason)."""
     args = _parser().parse_args(argv)
+    if args.checkpoint is None and args.baseline is None:
+        args.checkpoint = shipped_checkpoint() or None
+        if args.checkpoint is None:
+            _parser().error("no shipped checkpoint found: give --checkpoint or --baseline")
     kwargs = dict(data=args.data, data_format=args.format, mode=args.mode, out=args.out,
                   checkpoint=args.checkpoint, baseline=args.baseline,
                   max_clicks=args.max_clicks, seed=args.seed, plots=args.plots,
