@@ -108,6 +108,11 @@ class SegmentationSession:
         return 0 if self._cloud is None else self._cloud.voxels.num_voxels
 
     @property
+    def point_to_voxel(self) -> np.ndarray | None:
+        """(N,) int64 voxel index of every input point (-1 for dropped points), or None."""
+        return None if self._cloud is None else self._cloud.voxel_of_point
+
+    @property
     def clicks(self) -> tuple[Click, ...]:
         return tuple(self._clicks)
 

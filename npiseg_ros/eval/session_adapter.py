@@ -25,7 +25,6 @@ import torch
 from npiseg_ros.core.model import DecodeOutput
 from npiseg_ros.core.session import SegmentationSession
 from npiseg_ros.core.types import BACKGROUND_ID, Prediction
-from npiseg_ros.core.voxelize import voxelize
 from npiseg_ros.eval.cloud import DatasetFormatError
 
 __all__ = ["SessionSegmenter", "ScoredPrediction"]
@@ -92,12 +91,7 @@ class SessionSegmenter:
     def set_cloud(self, xyz: np.ndarray, colors: np.ndarray | None = None,
                   intensity: np.ndarray | None = None) -> Any:
         summary = self.session.set_cloud(xyz, colors=colors, intensity=intensity)
-        xyz = np.asarray(xyz, dtype=np.float32)
-        valid = np.isfinite(xyz).all(axis=1)
-        point_to_voxel = np.full(len(xyz), -1, np.int64)
-        point_to_voxel[valid] = voxelize(xyz[valid],
-                                         self.session.model.config.voxel_size).point_to_voxel
-        self._point_to_voxel = point_to_voxel
+        self._point_to_voxel = self.session.point_to_voxel
         return summary
 
     def reset(self) -> None:
