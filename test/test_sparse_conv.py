@@ -69,6 +69,17 @@ def geometry(coords: torch.Tensor, stride: int) -> tuple[torch.Tensor, tuple[int
     return origin, tuple(int(v) for v in extent), int(coords[:, 0].max()) + 1
 
 
+def assert_matches_dense(out: torch.Tensor, expected: torch.Tensor, inputs: tuple,
+                         dense_inputs: tuple, generator: torch.Generator) -> None:
+    """Forward outputs and the gradients of every input pair agree to float64 precision."""
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    upstream = torch.randn(out.shape, dtype=DTYPE, generator=generator)
+    (out * upstream).sum().backward()
+    (expected * upstream).sum().backward()
+    for sparse, dense in zip(inputs, dense_inputs):
+        torch.testing.assert_close(sparse.grad, dense.grad, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("lookup", LOOKUPS)
 @pytest.mark.parametrize("kernel_size,stride", [(3, 1), (5, 1), (3, 2), (1, 1)])
 def test_submanifold_conv_matches_dense(lookup: str, kernel_size: int, stride: int) -> None:
@@ -87,13 +98,8 @@ def test_submanifold_conv_matches_dense(lookup: str, kernel_size: int, stride: i
     grid = to_dense_grid(dense_features, coords, stride, origin, shape, batches)
     dense = F.conv3d(grid, to_dense(dense_weight), padding=kernel_size // 2)
     expected = sample(dense, coords, stride, origin)
-    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
-
-    upstream = torch.randn(out.shape, dtype=DTYPE, generator=generator)
-    (out * upstream).sum().backward()
-    (expected * upstream).sum().backward()
-    torch.testing.assert_close(features.grad, dense_features.grad, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(weight.grad, dense_weight.grad, rtol=1e-12, atol=1e-12)
+    assert_matches_dense(out, expected, (features, weight), (dense_features, dense_weight),
+                         generator)
 
 
 @pytest.mark.parametrize("lookup", LOOKUPS)
@@ -172,13 +178,8 @@ def test_up_conv_matches_dense_transposed(lookup: str, stride: int) -> None:
     grid = to_dense_grid(dense_features, parent.coords, 2 * stride, origin, coarse_shape, batches)
     dense = F.conv_transpose3d(grid, to_dense(dense_weight).transpose(0, 1), stride=2)
     expected = sample(dense, coords, stride, origin)
-    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
-
-    upstream = torch.randn(out.shape, dtype=DTYPE, generator=generator)
-    (out * upstream).sum().backward()
-    (expected * upstream).sum().backward()
-    torch.testing.assert_close(features.grad, dense_features.grad, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(weight.grad, dense_weight.grad, rtol=1e-12, atol=1e-12)
+    assert_matches_dense(out, expected, (features, weight), (dense_features, dense_weight),
+                         generator)
 
 
 @pytest.mark.parametrize("lookup", LOOKUPS)
