@@ -120,18 +120,22 @@ def test_undo_new_object_reset_and_save(node, tmp_path):
     state = client.wait_for_state(lambda s: s.num_clicks == 1, what="undo")
     assert list(state.object_ids) == [1]
 
+    # Relative names are written under the node's output_directory (test_ros_write_safety.py
+    # covers the paths it refuses).
+    written = {}
     for fmt, name in (("npz", "a.npz"), ("ply", "a.ply"), ("label", "a.label"), ("", "b.npz")):
-        request = SaveAnnotation.Request(path=str(tmp_path / name), format=fmt)
+        request = SaveAnnotation.Request(path=f"saves/{name}", format=fmt)
         response = client.call("save_annotation", request)
         assert response.success, response.message
-        assert Path(response.path).is_file()
-    with np.load(tmp_path / "a.npz") as saved:
+        written[name] = Path(response.path)
+        assert written[name].is_file() and written[name].parent.name == "saves"
+    with np.load(written["a.npz"]) as saved:
         assert saved["labels"].shape == (xyz.shape[0],) and saved["labels"][picks["a"]] == 1
         assert saved["clicks"].shape == (1, 5)
-    raw = np.fromfile(tmp_path / "a.label", dtype="<u4")
+    raw = np.fromfile(written["a.label"], dtype="<u4")
     assert raw.shape == (xyz.shape[0],) and raw[picks["a"]] & 0xFFFF == 1
-    assert (tmp_path / "a.ply").read_bytes().startswith(b"ply\nformat binary_little_endian")
-    bad = client.call("save_annotation", SaveAnnotation.Request(path=str(tmp_path / "x.txt")))
+    assert written["a.ply"].read_bytes().startswith(b"ply\nformat binary_little_endian")
+    bad = client.call("save_annotation", SaveAnnotation.Request(path="x.txt"))
     assert not bad.success and "unknown annotation format" in bad.message
 
     client.call("reset")

@@ -4,6 +4,8 @@ No ROS graph: the worker takes plain callables, so these tests drive it directly
 """
 from __future__ import annotations
 
+import errno
+import os
 import threading
 from dataclasses import dataclass
 
@@ -14,6 +16,7 @@ from npiseg_ros.core.errors import ClickRejectedError, InvalidCloudError
 from npiseg_ros.core.types import Click, CloudSummary, ObjectStats, Prediction
 
 try:
+    from npiseg_ros.ros import annotation
     from npiseg_ros.ros.annotation import load_autosave
     from npiseg_ros.ros.worker import AnnotationWorker, ClickRequest
 except ImportError:  # pragma: no cover - the ros package imports message modules
@@ -93,7 +96,8 @@ class Harness:
         self.worker = AnnotationWorker(
             self.session, publish=self._publish, report_error=self.errors.append,
             transform=lambda request, frame: request.position,
-            autosave_directory=str(tmp_path / "autosave"), **options)
+            **{"autosave_directory": str(tmp_path / "autosave"),
+               "output_directory": str(tmp_path), **options})
         self.worker.start()
 
     def _publish(self, snapshot) -> None:
@@ -238,3 +242,140 @@ def test_latch_keeps_the_first_cloud_until_reset_then_takes_the_newest(harness):
     latest = h.snapshots[-1]
     assert latest.fingerprint != first and latest.clicks == ()
     assert np.array_equal(latest.cloud.xyz, cloud(offset=2.0).xyz)
+
+
+# ---------------------------------------------------------------- where the worker may write
+@pytest.mark.parametrize("bad", ["../escape.npz", "sub/../../escape.npz", "/etc/npiseg.npz",
+                                 "OUTSIDE/escape.npz", "link/escape.npz", "alias.npz"])
+def test_save_outside_the_output_directory_is_refused_and_nothing_is_written(harness, tmp_path,
+                                                                             bad):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir(), outside.mkdir()
+    (root / "link").symlink_to(outside, target_is_directory=True)   # a directory link out
+    (root / "alias.npz").symlink_to(outside / "alias.npz")          # a file link out
+    h = harness(output_directory=str(root), autosave_directory="autosave")
+    h.worker.submit_cloud(cloud())
+    h.wait_snapshots(1)
+    path, error = h.worker.call("save", path=bad.replace("OUTSIDE", str(outside)), fmt="")
+    assert path is None and error and ("outside the output directory" in error or "'..'" in error)
+    assert list(outside.iterdir()) == [] and not (tmp_path / "escape.npz").exists()
+    # The worker carries on: a name inside the directory is written there.
+    path, error = h.worker.call("save", path="sub/ok.npz", fmt="")
+    assert error is None and path == str(root.resolve() / "sub" / "ok.npz")
+
+
+def test_autosave_directory_outside_the_output_directory_is_not_written(harness, tmp_path):
+    h = harness(output_directory=str(tmp_path / "root"),
+                autosave_directory=str(tmp_path / "elsewhere"))
+    h.worker.submit_cloud(cloud())
+    snapshot = h.wait_snapshots(1)             # segmented and published all the same
+    assert snapshot.prediction is not None
+    assert any("outside the output directory" in e for e in h.errors)
+    assert not (tmp_path / "elsewhere").exists()
+    h.worker.configure(autosave_directory="inside")   # relative: under the output directory
+    h.worker.submit_click(ClickRequest(object_id=1, point_index=2))
+    h.wait_snapshots(2)
+    h.flush()
+    assert load_autosave(tmp_path / "root" / "inside", snapshot.fingerprint) is not None
+
+
+# ---------------------------------------------------------------- crash safety of the autosave
+def test_unwritable_autosave_directory_is_reported_at_start_and_the_state_is_kept(harness,
+                                                                                 tmp_path):
+    (tmp_path / "blocker").write_text("a file where the directory should be")
+    h = harness(autosave_directory=str(tmp_path / "blocker"))
+    h.worker.submit_cloud(cloud())
+    h.worker.submit_click(ClickRequest(object_id=1, point_index=3))
+    snapshot = h.wait_snapshots(1)
+    assert "autosave directory not usable" in h.errors[0]
+    assert any(e.startswith("autosave failed") for e in h.errors[1:])
+    assert [c.point_index for c in snapshot.clicks] == [3]   # the annotation goes on in memory
+    assert snapshot.prediction.labels[3] == 1
+
+
+@pytest.mark.parametrize("failure,where", [(errno.ENOSPC, "write"), (errno.ENOSPC, "fsync"),
+                                           (errno.EROFS, "fsync"), (errno.EACCES, "write")])
+def test_failed_autosave_write_keeps_the_last_good_file(harness, tmp_path, monkeypatch, failure,
+                                                        where):
+    h = harness()
+    h.worker.submit_cloud(cloud())
+    h.worker.submit_click(ClickRequest(object_id=1, point_index=4))
+    fingerprint = h.wait_snapshots(1).fingerprint
+    h.flush()
+    assert len(load_autosave(tmp_path / "autosave", fingerprint).clicks) == 1
+
+    def failing_fsync(fd):   # the disk fills up (or turns read-only) during the next write
+        raise OSError(failure, os.strerror(failure))
+
+    def failing_savez(file, **arrays):   # half the bytes reach the file, then the disk is full
+        file.write(b"\0" * 4096)
+        raise OSError(failure, os.strerror(failure))
+    with monkeypatch.context() as patch:
+        if where == "fsync":
+            patch.setattr(annotation.os, "fsync", failing_fsync)
+        else:
+            patch.setattr(annotation.np, "savez", failing_savez)
+        h.worker.submit_click(ClickRequest(object_id=2, point_index=6))
+        snapshot = h.wait_snapshots(2)
+        h.flush()
+    assert any(os.strerror(failure) in e for e in h.errors)
+    assert len(snapshot.clicks) == 2 and snapshot.prediction.labels[6] == 2   # state kept
+    kept = load_autosave(tmp_path / "autosave", fingerprint)                  # last good file
+    assert [c.point_index for c in kept.clicks] == [4]
+    assert not list((tmp_path / "autosave").glob(".*.tmp"))                   # no litter
+    # Once the disk has room again, the next click is saved as usual.
+    h.worker.submit_click(ClickRequest(object_id=2, point_index=7))
+    h.wait_snapshots(3)
+    h.flush()
+    assert len(load_autosave(tmp_path / "autosave", fingerprint).clicks) == 3
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "other_version"])
+def test_corrupt_autosave_at_start_falls_back_to_the_previous_generation(harness, tmp_path,
+                                                                         damage):
+    h = harness()
+    h.worker.submit_cloud(cloud())
+    h.worker.submit_click(ClickRequest(object_id=1, point_index=4))
+    fingerprint = h.wait_snapshots(1).fingerprint
+    h.flush()
+    h.worker.submit_click(ClickRequest(object_id=2, point_index=8))
+    h.wait_snapshots(2)
+    h.flush()
+    h.worker.stop()
+    newest = annotation.autosave_path(tmp_path / "autosave", fingerprint)
+    data = newest.read_bytes()
+    if damage == "truncated":
+        newest.write_bytes(data[: len(data) // 2])
+    elif damage == "garbage":
+        newest.write_bytes(bytes(range(256)) * 10)
+    elif damage == "empty":
+        newest.write_bytes(b"")
+    else:
+        record = annotation.load_autosave(tmp_path / "autosave", fingerprint)
+        with np.load(newest) as arrays:
+            values = dict(arrays)
+        values["version"] = np.array(99)
+        with open(newest, "wb") as file:
+            np.savez(file, **values)
+        assert record is not None
+
+    again = harness()
+    again.worker.submit_cloud(cloud())
+    snapshot = again.wait_snapshots(1)
+    # The damaged newest file is kept aside and the generation before it is resumed.
+    assert [c.point_index for c in snapshot.clicks] == [4]
+    assert any("cannot read autosave" in e for e in again.errors)
+    assert newest.with_name(newest.name + ".corrupt").is_file()
+
+
+def test_corrupt_autosave_without_a_previous_generation_starts_empty(harness, tmp_path):
+    h = harness()
+    fingerprint = annotation.cloud_fingerprint(cloud().xyz)
+    newest = annotation.autosave_path(tmp_path / "autosave", fingerprint)
+    newest.parent.mkdir()
+    newest.write_bytes(b"PK\x03\x04 not really a zip")
+    h.worker.submit_cloud(cloud())
+    snapshot = h.wait_snapshots(1)
+    assert snapshot.clicks == () and any("cannot read autosave" in e for e in h.errors)
+    h.worker.submit_click(ClickRequest(object_id=1, point_index=4))   # and it goes on
+    assert h.wait_snapshots(2).prediction.labels[4] == 1

@@ -3,8 +3,11 @@
 No ROS imports: the node and the tests call these with numpy arrays.
 
 - Autosave: ``<directory>/<fingerprint>.npz`` written to a temporary file in the same directory,
-  fsync'ed, then ``os.replace``d over the previous one, so a crash at any moment leaves either
-  the old or the new complete file, never a partial one.
+  fsync'ed, then ``os.replace``d over the previous one (and the directory fsync'ed), so a crash
+  at any moment leaves either the old or the new complete file, never a partial one. The
+  generation before it is kept as ``<fingerprint>.prev.npz``: :func:`recover_autosave` falls
+  back to it when the newest file is missing or unreadable (moved aside as ``*.corrupt``), so a
+  damaged file never loses more than the last decoded batch.
 - Export formats: ``ply`` (binary little-endian: x, y, z float32, label int32, uncertainty
   float32), ``label`` (SemanticKITTI: uint32 per point, object id in the lower 16 bits and in the
   upper 16 "instance" bits), ``npz`` (xyz, labels, uncertainty, clicks).
@@ -22,7 +25,8 @@ import numpy as np
 
 __all__ = [
     "ClickRecord", "AnnotationRecord", "cloud_fingerprint", "autosave_path", "write_autosave",
-    "load_autosave", "save_annotation", "FORMATS", "format_from_path",
+    "load_autosave", "recover_autosave", "check_writable", "save_annotation", "FORMATS",
+    "format_from_path",
 ]
 
 FORMATS = ("ply", "label", "npz")
@@ -82,8 +86,33 @@ def autosave_path(directory: str | os.PathLike, fingerprint: str) -> Path:
     return Path(directory).expanduser() / f"{fingerprint}.npz"
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(file)`` on a temporary file next to ``path``, then rename it over ``path``."""
+def previous_path(path: Path) -> Path:
+    """Where the generation before ``path`` is kept (``x.npz`` -> ``x.prev.npz``)."""
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (best effort: not every file system allows it)."""
+    try:
+        handle = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
+
+
+def _atomic_write(path: Path, write, keep_previous: bool = False) -> None:
+    """Call ``write(file)`` on a temporary file next to ``path``, then rename it over ``path``.
+
+    The temporary file is created with ``O_EXCL`` and fsync'ed before the rename, and the
+    directory after it, so ``path`` is always either the old or the new complete file. Any error
+    (full disk, read-only directory, ...) removes the temporary file and leaves ``path``
+    untouched. ``keep_previous`` first renames the old ``path`` to :func:`previous_path`.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -91,10 +120,27 @@ def _atomic_write(path: Path, write) -> None:
             write(tmp)
             tmp.flush()
             os.fsync(tmp.fileno())
+        if keep_previous and path.is_file() and not path.is_symlink():
+            os.replace(path, previous_path(path))
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+    _fsync_directory(path.parent)
+
+
+def check_writable(directory: str | os.PathLike) -> None:
+    """Create ``directory`` if needed and write + remove a probe file; raises OSError if not."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=".npiseg-probe.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(handle, "wb") as probe:
+            probe.write(b"npiseg")
+            probe.flush()
+            os.fsync(probe.fileno())
+    finally:
+        Path(name).unlink(missing_ok=True)
 
 
 def _clicks_array(clicks: tuple[ClickRecord, ...] | list[ClickRecord]) -> np.ndarray:
@@ -119,7 +165,7 @@ def write_autosave(directory: str | os.PathLike, record: AnnotationRecord) -> Pa
         arrays["labels"] = np.asarray(record.labels, dtype=np.int32)
     if record.uncertainty is not None:
         arrays["uncertainty"] = np.asarray(record.uncertainty, dtype=np.float32)
-    _atomic_write(path, lambda file: np.savez(file, **arrays))
+    _atomic_write(path, lambda file: np.savez(file, **arrays), keep_previous=True)
     return path
 
 
@@ -129,16 +175,22 @@ def load_autosave(directory: str | os.PathLike, fingerprint: str) -> AnnotationR
     Raises:
         ValueError: the file exists but is unreadable or from another format version.
     """
-    path = autosave_path(directory, fingerprint)
+    return _read_autosave(autosave_path(directory, fingerprint), fingerprint)
+
+
+def _read_autosave(path: Path, fingerprint: str) -> AnnotationRecord | None:
     if not path.is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as data:
             if int(data["version"]) != AUTOSAVE_VERSION or str(data["fingerprint"]) != fingerprint:
                 raise ValueError(f"{path} is from another format version or cloud")
+            rows = np.asarray(data["clicks"], dtype=np.float64)
+            if rows.ndim != 2 or rows.shape[1] != 5 or not np.isfinite(rows).all():
+                raise ValueError(f"clicks have shape {rows.shape} or non-finite values")
             clicks = tuple(
                 ClickRecord((float(x), float(y), float(z)), int(object_id), int(index))
-                for x, y, z, object_id, index in data["clicks"])
+                for x, y, z, object_id, index in rows)
             return AnnotationRecord(
                 fingerprint=fingerprint,
                 frame_id=str(data["frame_id"]),
@@ -148,8 +200,43 @@ def load_autosave(directory: str | os.PathLike, fingerprint: str) -> AnnotationR
                 uncertainty=data["uncertainty"] if "uncertainty" in data else None,
                 decoded_at=tuple(int(count) for count in data["decoded_at"]),
             )
-    except (OSError, KeyError, ValueError) as error:
-        raise ValueError(f"cannot read autosave {path}: {error}") from error
+    except Exception as error:  # zipfile.BadZipFile, EOFError, zlib.error, ...: all "unreadable"
+        raise ValueError(f"cannot read autosave {path}: {error!r}") from error
+
+
+def recover_autosave(directory: str | os.PathLike,
+                     fingerprint: str) -> tuple[AnnotationRecord | None, list[str]]:
+    """The newest readable autosave of the cloud ``fingerprint`` and what went wrong on the way.
+
+    Tries the newest file, then the generation before it (:func:`previous_path`). An unreadable
+    file (torn, truncated, garbage, another version) is renamed to ``<name>.corrupt`` so that it
+    is kept for inspection and not overwritten, and a message says so; temporary files left by a
+    writer that was killed are removed. Never raises for a bad file.
+
+    Returns:
+        (record or None, human-readable problems found).
+    """
+    path = autosave_path(directory, fingerprint)
+    problems: list[str] = []
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
+    for candidate in (path, previous_path(path)):
+        try:
+            record = _read_autosave(candidate, fingerprint)
+        except ValueError as error:
+            moved = candidate.with_name(candidate.name + ".corrupt")
+            try:
+                os.replace(candidate, moved)
+                where = f"moved to {moved}"
+            except OSError as move_error:
+                where = f"could not be moved aside: {move_error}"
+            problems.append(f"{error} ({where})")
+            continue
+        if record is not None:
+            if problems:
+                problems.append(f"resumed the previous autosave {candidate}")
+            return record, problems
+    return None, problems
 
 
 def format_from_path(path: str, fmt: str = "") -> str:

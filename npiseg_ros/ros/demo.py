@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         "/**:\n  ros__parameters:\n"
         f"    checkpoint: '{checkpoint}'\n    device: '{args.device}'\n"
         "    model_preset: small\n"
+        f"    output_directory: '{out.absolute()}'\n"
         f"    autosave_directory: '{out / 'autosave'}'\n    resume: false\n"
         "    max_click_distance: 0.5\n")
     node_args = ["--ros-args", "--params-file", str(share_path("config/segment.yaml")),

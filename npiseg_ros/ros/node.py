@@ -23,9 +23,9 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
-from npiseg_ros.core.errors import InvalidCloudError, NPISegError
+from npiseg_ros.core.errors import ConfigError, InvalidCloudError, NPISegError
 from npiseg_ros.msg import Click, SegmentationState
-from npiseg_ros.ros import conversions, params
+from npiseg_ros.ros import conversions, params, paths
 from npiseg_ros.ros.frames import ClickTransformer
 from npiseg_ros.ros.markers import build_markers
 from npiseg_ros.ros.session_factory import build_session
@@ -48,6 +48,15 @@ class SegmentationNode(Node):
             self.declare_parameter(spec.name, spec.default, params.descriptor(spec))
         self.settings = params.NodeSettings.from_values(
             {spec.name: self.get_parameter(spec.name).value for spec in params.PARAMETERS})
+        self._output_root = paths.output_root(self.settings.output_directory)
+        if self.settings.autosave_directory:  # a wrong params file: say so and stop (exit 2)
+            try:
+                paths.resolve_inside(self._output_root, self.settings.autosave_directory,
+                                     "autosave_directory")
+            except paths.PathNotAllowedError as error:
+                raise ConfigError(f"{error}; set output_directory to a directory that contains "
+                                  "it") from error
+        self.get_logger().info(f"writing only inside {self._output_root}")
         self.add_on_set_parameters_callback(self._on_set_parameters)
         session, loaded = build_session(self.settings)
         if "UNTRAINED" in loaded:
@@ -62,7 +71,8 @@ class SegmentationNode(Node):
             session, publish=self._publish, report_error=self._report_error,
             transform=self._transform, cloud_policy=self.settings.cloud_policy,
             autosave_directory=self.settings.autosave_directory, resume=self.settings.resume,
-            on_resume=self._on_resume, log_info=self.get_logger().info)
+            on_resume=self._on_resume, log_info=self.get_logger().info,
+            output_directory=self.settings.output_directory)
 
         group = ReentrantCallbackGroup()
         # Latched outputs: a viewer or test that subscribes late still gets the current result.
@@ -157,7 +167,14 @@ class SegmentationNode(Node):
     def _on_set_parameters(self, changes: list[Parameter]) -> SetParametersResult:
         reasons = [reason for change in changes
                    if (reason := params.validate(change.name, change.value)) is not None]
+        for change in changes:  # a graph client must not redirect writes out of output_directory
+            if change.name == "autosave_directory" and change.value:
+                try:
+                    paths.resolve_inside(self._output_root, change.value, "autosave_directory")
+                except paths.PathNotAllowedError as error:
+                    reasons.append(str(error))
         if reasons:
+            self.get_logger().warning(f"parameter change rejected: {'; '.join(reasons)}")
             return SetParametersResult(successful=False, reason="; ".join(reasons))
         updates = {c.name: c.value for c in changes if hasattr(self.settings, c.name)}
         self.settings = self.settings.replace(**updates)

@@ -60,8 +60,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "rejected, metres", minimum=0.001, maximum=100.0),
     ParamSpec("active_object", 1, "Object id given to /clicked_point clicks (0 = background)",
               minimum=0, maximum=MAX_OBJECT_ID),
+    ParamSpec("output_directory", "~/.ros/npiseg_ros", "The only directory the node writes "
+              "to: autosave and ~/save_annotation paths must lie inside it (relative ones are "
+              "taken under it)", read_only=True),
     ParamSpec("autosave_directory", "~/.ros/npiseg_ros", "Where the annotation is saved after "
-              "every click (empty: no autosave)"),
+              "every click, inside output_directory (relative: under it; empty: no autosave)"),
     ParamSpec("resume", True, "Resume the autosaved annotation of a cloud seen before"),
     ParamSpec("transform_timeout", 0.2, "How long to wait for a tf2 transform of a click, "
               "seconds", minimum=0.0, maximum=10.0),
@@ -129,6 +132,7 @@ class NodeSettings:
     max_points: int
     max_click_distance: float
     active_object: int
+    output_directory: str
     autosave_directory: str
     resume: bool
     transform_timeout: float

@@ -96,6 +96,7 @@ def start_test_node(directory: Path, checkpoint: Path, domain_id: int, name: str
     Extra keyword arguments become parameters (strings are quoted).
     """
     values = {"checkpoint": str(checkpoint), "device": "cpu", "num_samples": 2,
+              "output_directory": str(directory),
               "autosave_directory": str(directory / "autosave"), **parameters}
     lines = [f"    {key}: {_yaml_scalar(value)}" for key, value in values.items()]
     params = directory / f"{name}.yaml"

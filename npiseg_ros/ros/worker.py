@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from npiseg_ros.core.errors import NoCloudError, NPISegError
 from npiseg_ros.core.types import CloudSummary, Prediction
-from npiseg_ros.ros import annotation
+from npiseg_ros.ros import annotation, paths
 from npiseg_ros.ros.annotation import AnnotationRecord, ClickRecord
 
 __all__ = ["ClickRequest", "Snapshot", "AnnotationWorker"]
@@ -74,6 +74,8 @@ class AnnotationWorker:
         transform: ``transform(request, cloud_frame) -> (x, y, z)`` in the cloud frame; raises
             ``ClickRejectedError`` when it cannot.
         settings: initial ``cloud_policy``, ``autosave_directory``, ``resume``.
+        output_directory: the only directory tree written to (autosave and saves); paths from
+            requests and ``autosave_directory`` are resolved inside it (``paths``).
         on_resume: called with the restored ``AnnotationRecord`` after a resume.
         log_info: where informational messages go (the node passes its ROS logger).
     """
@@ -83,7 +85,8 @@ class AnnotationWorker:
                  transform: Callable[[ClickRequest, str], tuple[float, float, float]],
                  cloud_policy: str = "latch", autosave_directory: str = "", resume: bool = True,
                  on_resume: Callable[[AnnotationRecord], None] | None = None,
-                 log_info: Callable[[str], None] = log.info) -> None:
+                 log_info: Callable[[str], None] = log.info,
+                 output_directory: str = ".") -> None:
         self._session = session
         self._publish = publish
         self._report_error = report_error
@@ -92,6 +95,7 @@ class AnnotationWorker:
         self._log_info = log_info
         self._options = {"cloud_policy": cloud_policy, "autosave_directory": autosave_directory,
                          "resume": resume}
+        self._root = paths.output_root(output_directory)
         self._wake = threading.Condition()
         self._events: deque[ClickRequest | _Command] = deque()
         self._mailbox = None            # latest cloud not yet looked at
@@ -160,6 +164,7 @@ class AnnotationWorker:
 
     # ------------------------------------------------------------ worker thread
     def _run(self) -> None:
+        self._check_autosave_directory()
         while True:
             with self._wake:
                 self._wake.wait_for(lambda: self._stopping or self._events or
@@ -227,15 +232,35 @@ class AnnotationWorker:
             self._resume()
         return True
 
-    def _resume(self) -> None:
+    def _autosave_directory(self):
+        """The resolved autosave directory, None when autosave is off; raises
+        ``PathNotAllowedError`` when the parameter points outside the output directory."""
         directory = self._options["autosave_directory"]
         if not directory:
-            return
+            return None
+        return paths.resolve_inside(self._root, directory, "autosave_directory")
+
+    def _check_autosave_directory(self) -> None:
+        """At start: say at once when autosaves cannot be written (the node runs on)."""
         try:
-            record = annotation.load_autosave(directory, self._fingerprint)
-        except ValueError as error:
+            directory = self._autosave_directory()
+            if directory is not None:
+                annotation.check_writable(directory)
+        except (OSError, NPISegError) as error:
+            self._report_error(f"autosave directory not usable, annotations are kept in memory "
+                               f"only until it is fixed: {error}")
+
+    def _resume(self) -> None:
+        try:
+            directory = self._autosave_directory()
+        except NPISegError as error:
             self._report_error(f"autosave not resumed: {error}")
             return
+        if directory is None:
+            return
+        record, problems = annotation.recover_autosave(directory, self._fingerprint)
+        for problem in problems:
+            self._report_error(f"autosave: {problem}")
         if record is None or not record.clicks:
             return
         boundaries = [count for count in record.decoded_at if count <= len(record.clicks)]
@@ -308,10 +333,10 @@ class AnnotationWorker:
         if self._cloud is None or self._prediction is None:
             raise ValueError("nothing to save yet: no cloud has been segmented")
         if not path:
-            directory = self._options["autosave_directory"] or "."
             fmt = fmt or "npz"
-            path = f"{directory}/annotation.{fmt}"
+            path = str((self._autosave_directory() or self._root) / f"annotation.{fmt}")
         fmt = annotation.format_from_path(path, fmt)
+        path = paths.resolve_inside(self._root, path, "save_annotation path")
         written = annotation.save_annotation(
             path, fmt, self._cloud.xyz, self._prediction.labels, self._prediction.uncertainty,
             self._clicks)
@@ -326,15 +351,20 @@ class AnnotationWorker:
         if self._cloud is None:
             return
         self._predict()
-        if self._options["autosave_directory"]:
+        try:
+            directory = self._autosave_directory()
+        except NPISegError as error:
+            self._report_error(f"autosave failed: {error}")
+            directory = None
+        if directory is not None:
             try:
-                annotation.write_autosave(self._options["autosave_directory"], AnnotationRecord(
+                annotation.write_autosave(directory, AnnotationRecord(
                     fingerprint=self._fingerprint, frame_id=self._cloud.frame_id,
                     clicks=tuple(self._clicks),
                     active_object=max((c.object_id for c in self._clicks), default=0),
                     labels=self._prediction.labels, uncertainty=self._prediction.uncertainty,
                     decoded_at=tuple(self._decoded_at)))
-            except OSError as error:
+            except (OSError, ValueError) as error:  # full disk, read-only, ...: state is kept
                 self._report_error(f"autosave failed: {error}")
         self._publish(Snapshot(cloud=self._cloud, fingerprint=self._fingerprint,
                                summary=self._summary, clicks=tuple(self._clicks),
