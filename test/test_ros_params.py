@@ -31,7 +31,7 @@ def test_table_settings_and_shipped_yaml_agree():
 
 @pytest.mark.parametrize("name, value, reason", [
     ("cloud_policy", "sometimes", "one of latch, follow"),
-    ("qos_reliability", "fast", "one of reliable, best_effort"),
+    ("qos_reliability", "fast", "one of best_effort, reliable"),
     ("num_samples", 0, "in [1, 100]"),
     ("scene_weight", 1.5, "in [0.0, 1.0]"),
     ("device", "tpu", "auto, cpu, cuda or cuda:N"),
@@ -60,16 +60,28 @@ def test_launch_file_uses_installed_executable_and_config():
     launch = (ROOT / "launch" / "segment.launch.py").read_text()
     ast.parse(launch)
     cmake = (ROOT / "CMakeLists.txt").read_text()
-    assert '"segment_node:npiseg_ros.ros.node"' in cmake
     assert 'executable="segment_node"' in launch
     for name in ("segment.yaml", "fastdds_shm.xml", "npiseg.rviz"):
         assert f'"{name}"' in launch and (ROOT / "config" / name).is_file()
     assert "install(DIRECTORY launch config" in cmake
+    assert "checkpoints/*.safetensors" in cmake
+    # Installed with install(PROGRAMS) from real executable files, so that a symlink install
+    # links to an executable too (file(GENERATE) wrote mode 644 files).
+    assert "install(PROGRAMS bin/segment_node bin/segment_demo bin/segment_demo_user" in cmake
+    assert "file(GENERATE" not in cmake
+    for name, module in (("segment_node", "npiseg_ros.ros.node"),
+                         ("segment_demo", "npiseg_ros.ros.demo"),
+                         ("segment_demo_user", "npiseg_ros.ros.demo_user")):
+        script = ROOT / "bin" / name
+        assert script.stat().st_mode & 0o111 == 0o111, f"bin/{name} is not executable"
+        text = script.read_text()
+        assert text.startswith("#!/usr/bin/env python3\n") and f"from {module} import main" in text
 
 
-def _load_launch_with_stand_ins(monkeypatch):
+def _load_launch_with_stand_ins(monkeypatch, rviz_prefix: str | None = None):
     """Execute launch/segment.launch.py against minimal stand-ins of launch / launch_ros (they
-    have no PyPI wheels): records what it builds, so the argument handling can be checked."""
+    have no PyPI wheels): records what it builds, so the argument handling can be checked.
+    ``rviz_prefix``: where the ament index finds rviz2 (None: not installed)."""
     import sys
     import types
 
@@ -81,15 +93,23 @@ def _load_launch_with_stand_ins(monkeypatch):
         def perform(self, context):
             return context[self.args[0]]
 
+    class PackageNotFoundError(KeyError):
+        pass
+
+    def get_package_prefix(name):
+        if name == "rviz2" and rviz_prefix is not None:
+            return rviz_prefix
+        raise PackageNotFoundError(name)
+
     modules = {
         "ament_index_python": types.ModuleType("ament_index_python"),
         "ament_index_python.packages": types.SimpleNamespace(
-            get_package_share_directory=lambda name: f"/share/{name}"),
+            get_package_share_directory=lambda name: f"/share/{name}",
+            get_package_prefix=get_package_prefix, PackageNotFoundError=PackageNotFoundError),
         "launch": types.SimpleNamespace(LaunchDescription=Recorded),
         "launch.actions": types.SimpleNamespace(
-            DeclareLaunchArgument=Recorded, OpaqueFunction=Recorded,
-            SetEnvironmentVariable=Recorded),
-        "launch.conditions": types.SimpleNamespace(IfCondition=Recorded),
+            DeclareLaunchArgument=Recorded, OpaqueFunction=Recorded, LogInfo=Recorded,
+            SetEnvironmentVariable=Recorded, Shutdown=Recorded),
         "launch.substitutions": types.SimpleNamespace(LaunchConfiguration=LaunchConfiguration),
         "launch_ros": types.ModuleType("launch_ros"),
         "launch_ros.actions": types.SimpleNamespace(Node=Recorded),
@@ -102,6 +122,16 @@ def _load_launch_with_stand_ins(monkeypatch):
     return namespace["generate_launch_description"]()
 
 
+LAUNCH_CONTEXT = {"params_file": "p.yaml", "checkpoint": "", "cloud_topic": "",
+                  "qos_reliability": "", "device": "", "cloud_policy": "", "rviz": "false"}
+
+
+def _launch_actions(monkeypatch, rviz_prefix=None, **arguments):
+    description = _load_launch_with_stand_ins(monkeypatch, rviz_prefix)
+    opaque = next(a for a in description.args[0] if "function" in a.kwargs)
+    return opaque.kwargs["function"]({**LAUNCH_CONTEXT, **arguments})
+
+
 def test_launch_overrides_only_the_given_arguments(monkeypatch):
     description = _load_launch_with_stand_ins(monkeypatch)
     actions = description.args[0]
@@ -109,11 +139,35 @@ def test_launch_overrides_only_the_given_arguments(monkeypatch):
                  if "default_value" in a.kwargs}
     assert arguments["params_file"] == "/share/npiseg_ros/config/segment.yaml"
     assert arguments["fastdds_profile"] == "/share/npiseg_ros/config/fastdds_shm.xml"
-    opaque = next(a for a in actions if "function" in a.kwargs)
-    context = {"params_file": "p.yaml", "checkpoint": "", "cloud_topic": ""}
-    node = opaque.kwargs["function"](context)[0]
+    # The parameters users change often are launch arguments, each naming a real parameter.
+    often = ("cloud_topic", "qos_reliability", "checkpoint", "device", "cloud_policy")
+    names = {spec.name for spec in params.PARAMETERS}
+    for name in often:
+        assert arguments[name] == "" and name in names, name
+    assert arguments["rviz"] == "false"
+    node = _launch_actions(monkeypatch)[0]
     assert node.kwargs["parameters"] == ["p.yaml"]
     assert node.kwargs["executable"] == "segment_node" and node.kwargs["name"] == "npiseg"
-    context.update(checkpoint="m.safetensors")
-    node = opaque.kwargs["function"](context)[0]
-    assert node.kwargs["parameters"] == ["p.yaml", {"checkpoint": "m.safetensors"}]
+    # The launch ends with the node (an error at start, Ctrl-C): nothing is left running.
+    assert "on_exit" in node.kwargs
+    node = _launch_actions(monkeypatch, checkpoint="m.safetensors",
+                           qos_reliability="reliable", cloud_topic="/velodyne_points")[0]
+    assert node.kwargs["parameters"] == ["p.yaml", {
+        "checkpoint": "m.safetensors", "qos_reliability": "reliable",
+        "cloud_topic": "/velodyne_points"}]
+
+
+def test_launch_rviz_only_when_rviz2_is_installed(monkeypatch, tmp_path):
+    """rviz:=true without rviz2: a message and the node alone (before: a Node action for a
+    missing package, which aborted the launch and left segment_node running)."""
+    actions = _launch_actions(monkeypatch, rviz="true")
+    assert [a.kwargs.get("package") for a in actions] == ["npiseg_ros", None]
+    assert "rviz2 is not installed" in actions[1].kwargs["msg"]
+    executable = tmp_path / "lib" / "rviz2" / "rviz2"
+    executable.parent.mkdir(parents=True)
+    executable.write_text("#!/bin/sh\n")
+    executable.chmod(0o755)
+    actions = _launch_actions(monkeypatch, rviz_prefix=str(tmp_path), rviz="true")
+    assert [a.kwargs.get("package") for a in actions] == ["npiseg_ros", "rviz2"]
+    assert actions[1].kwargs["arguments"] == ["-d", "/share/npiseg_ros/config/npiseg.rviz"]
+    assert len(_launch_actions(monkeypatch, rviz_prefix=str(tmp_path))) == 1  # rviz:=false
