@@ -8,25 +8,42 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-__all__ = ["PACKAGE_ROOT", "share_path", "shipped_checkpoint"]
+__all__ = ["PACKAGE_ROOT", "share_candidates", "share_path", "shipped_checkpoint"]
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 """Directory holding the ``npiseg_ros`` package (the repository root in a source checkout)."""
 
 
-def share_path(relative: str) -> Path:
-    """A shipped data file (``config/...``, ``checkpoints/...``) wherever it was installed.
+def share_candidates(relative: str) -> list[Path]:
+    """Where a shipped data file (``config/...``, ``checkpoints/...``) may be, in lookup order.
 
-    Looks in the source checkout, then ``<prefix>/share/npiseg_ros`` (``pip install .`` data
-    files), then the ament index (colcon). Returns the source-checkout path when none exists.
+    1. the source checkout (also what a ``colcon build --symlink-install`` links to);
+    2. ``<prefix>/share/npiseg_ros`` of the prefix this module is installed in
+       (``<prefix>/lib/pythonX.Y/site-packages/npiseg_ros``: colcon, ``pip install .``);
+    3. ``sys.prefix/share/npiseg_ros`` (pip data files of the running interpreter);
+    4. the ament index (a sourced colcon workspace or ROS installation).
     """
-    candidates = [PACKAGE_ROOT / relative, Path(sys.prefix) / "share" / "npiseg_ros" / relative]
+    installed = Path(__file__).absolute().parent  # not resolved: symlink installs keep prefix
+    roots = [PACKAGE_ROOT]
+    if len(installed.parents) > 3:
+        roots.append(installed.parents[3] / "share" / "npiseg_ros")
+    roots.append(Path(sys.prefix) / "share" / "npiseg_ros")
     try:
         from ament_index_python.packages import get_package_share_directory
 
-        candidates.append(Path(get_package_share_directory("npiseg_ros")) / relative)
+        roots.append(Path(get_package_share_directory("npiseg_ros")))
     except Exception:  # not installed through colcon / no ament index: fine
         pass
+    unique = list(dict.fromkeys(root / relative for root in roots))
+    return unique
+
+
+def share_path(relative: str) -> Path:
+    """A shipped data file (``config/...``, ``checkpoints/...``) wherever it was installed.
+
+    The first existing of :func:`share_candidates`; the source-checkout path when none exists.
+    """
+    candidates = share_candidates(relative)
     return next((path for path in candidates if path.exists()), candidates[0])
 
 

@@ -7,6 +7,7 @@ validate, and queue, so the executor never waits for a decode.
 """
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 
@@ -18,6 +19,7 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
@@ -59,9 +61,9 @@ class SegmentationNode(Node):
         self.get_logger().info(f"writing only inside {self._output_root}")
         self.add_on_set_parameters_callback(self._on_set_parameters)
         session, loaded = build_session(self.settings)
-        if "UNTRAINED" in loaded:
-            self.get_logger().warning("NO CHECKPOINT: using an " + loaded + " - labels are "
-                                      "meaningless; set the 'checkpoint' parameter")
+        if "UNTRAINED" in loaded:  # only with allow_untrained: true (tests)
+            self.get_logger().warning("allow_untrained: no checkpoint found, using an "
+                                      + loaded + " - labels are meaningless")
         self.get_logger().info(f"model: {loaded}")
         self._error = ErrorInfo()
         self._snapshot: Snapshot | None = None
@@ -148,7 +150,8 @@ class SegmentationNode(Node):
         return response
 
     def _on_new_object(self, request: NewObject.Request, response: NewObject.Response):
-        object_id, error = self.worker.call("new_object")
+        # Never the active object again, even when nothing was clicked on it yet.
+        object_id, error = self.worker.call("new_object", above=self.settings.active_object)
         if error is None:
             self.set_parameters([Parameter("active_object", value=object_id)])
             response.object_id = object_id
@@ -223,26 +226,68 @@ class SegmentationNode(Node):
             self._state_pub.publish(state)
 
 
+SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point; runs until Ctrl-C / shutdown."""
-    rclpy.init(args=sys.argv if argv is None else argv)
-    node = None
+    """Console entry point; runs until SIGINT (Ctrl-C) or SIGTERM, then exits 0.
+
+    No signal can interrupt the shutdown, however many arrive (``ros2 launch`` forwards a
+    second SIGINT after the terminal's, then SIGTERM): they are blocked in this thread and in
+    every thread started from here on (rclpy's DDS threads, the executor, the worker) and taken
+    synchronously with ``sigtimedwait``; one delivered to a thread that existed before (BLAS
+    pools started at import) only runs a Python handler that records it. On the first, the
+    node stops taking input, lets the worker finish what it already received (autosave
+    written), destroys the node and returns 0. Exit code 2: the node could not start (missing
+    checkpoint, bad configuration); the reason is printed.
+    """
+    requested: list[int] = []
+    for number in SHUTDOWN_SIGNALS:
+        signal.signal(number, lambda signo, frame: requested.append(signo))
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, SHUTDOWN_SIGNALS)
     try:
-        node = SegmentationNode()
+        rclpy.init(args=sys.argv if argv is None else argv,
+                   signal_handler_options=SignalHandlerOptions.NO)
+    except Exception:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        raise
+    node = executor = None
+    try:
+        try:
+            node = SegmentationNode()
+        except NPISegError as error:  # bad checkpoint / config: say why, exit non-zero
+            print(f"npiseg node cannot start: {error}", file=sys.stderr)
+            return 2
         executor = MultiThreadedExecutor(num_threads=4)
         executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except NPISegError as error:  # bad checkpoint / config: say why, exit non-zero
-        print(f"npiseg node cannot start: {error}", file=sys.stderr)
-        return 2
+        spinner = threading.Thread(target=_spin, args=(executor,), name="npiseg-executor",
+                                   daemon=True)
+        spinner.start()
+        while not requested and spinner.is_alive():
+            # Wakes at once on a blocked signal; the timeout notices a signal taken by the
+            # Python handler and an executor that stopped.
+            received = signal.sigtimedwait(SHUTDOWN_SIGNALS, 0.5)
+            if received is not None:
+                requested.append(received.si_signo)
+        if requested:
+            node.get_logger().info(
+                f"{signal.Signals(requested[0]).name}: shutting down (the work already "
+                "received and its autosave are finished first)")
     finally:
+        if executor is not None:
+            executor.shutdown(timeout_sec=10.0)  # no more callbacks: no new input
         if node is not None:
-            node.worker.stop()
+            node.worker.stop()  # finishes what it already took, autosave included
             node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+def _spin(executor: MultiThreadedExecutor) -> None:
+    try:
+        executor.spin()
+    except ExternalShutdownException:
+        pass
 
 
 if __name__ == "__main__":

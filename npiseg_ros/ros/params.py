@@ -31,18 +31,24 @@ class ParamSpec:
 
 
 PARAMETERS: tuple[ParamSpec, ...] = (
-    ParamSpec("checkpoint", "auto", "Model checkpoint (.safetensors); auto: the one shipped "
-              "with the package; empty (or auto with none shipped): an UNTRAINED model, for "
-              "smoke tests only", read_only=True),
-    ParamSpec("model_preset", "tiny", "Preset of the untrained model used when checkpoint is "
-              "empty", read_only=True),
+    ParamSpec("checkpoint", "auto", "Model checkpoint (.safetensors): auto = the one shipped "
+              "with the package; a relative path is tried from the working directory, then "
+              "the package share folder. None found: the node stops and lists the paths "
+              "tried", read_only=True),
+    ParamSpec("allow_untrained", False, "Tests only: when no checkpoint is found, run an "
+              "UNTRAINED model_preset model (meaningless labels) instead of stopping",
+              read_only=True),
+    ParamSpec("model_preset", "tiny", "Preset of the untrained model (allow_untrained)",
+              read_only=True),
     ParamSpec("device", "auto", "Torch device: auto (CUDA when present), cpu, cuda, cuda:N",
               read_only=True),
     ParamSpec("voxel_size", 0.0, "Voxel edge, metres; 0 keeps the checkpoint's (the network "
               "was trained at it)", read_only=True, minimum=0.0, maximum=1.0),
     ParamSpec("cloud_topic", "/points", "PointCloud2 input topic", read_only=True),
-    ParamSpec("qos_reliability", "reliable", "QoS of the cloud subscription",
-              read_only=True, choices=("reliable", "best_effort")),
+    ParamSpec("qos_reliability", "best_effort", "Reliability of the cloud subscription: "
+              "best_effort receives from sensor drivers (best effort) and reliable publishers "
+              "alike; reliable receives from reliable publishers only",
+              read_only=True, choices=("best_effort", "reliable")),
     ParamSpec("qos_depth", 2, "Queue depth of the cloud subscription", read_only=True,
               minimum=1, maximum=100),
     ParamSpec("num_samples", 10, "Monte-Carlo samples of the latent variables per decode (S)",
@@ -119,6 +125,7 @@ class NodeSettings:
     """Typed snapshot of every parameter (see ``PARAMETERS`` for meanings and units)."""
 
     checkpoint: str
+    allow_untrained: bool
     model_preset: str
     device: str
     voxel_size: float

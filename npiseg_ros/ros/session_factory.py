@@ -9,34 +9,66 @@ import torch
 from npiseg_ros.core.errors import CheckpointError
 from npiseg_ros.core.session import SegmentationSession
 from npiseg_ros.ros.params import NodeSettings
-from npiseg_ros.ros.processes import share_path, shipped_checkpoint
+from npiseg_ros.resources import share_candidates, shipped_checkpoint
 
-__all__ = ["build_session", "AUTO_CHECKPOINT"]
+__all__ = ["build_session", "resolve_checkpoint", "AUTO_CHECKPOINT"]
 
 AUTO_CHECKPOINT = "auto"
-"""``checkpoint`` value meaning: the shipped checkpoint if there is one, else untrained."""
+"""``checkpoint`` value meaning: the checkpoint shipped with the package (``checkpoints/``)."""
 
 log = logging.getLogger(__name__)
 
 
-def _load_model(settings: NodeSettings):
-    """The model named by ``settings.checkpoint``, or an untrained preset when it is empty.
+def resolve_checkpoint(checkpoint: str, allow_untrained: bool = False,
+                       cwd: Path | None = None) -> Path | None:
+    """The checkpoint file the ``checkpoint`` parameter names; None = build an untrained model.
 
-    ``auto`` picks :func:`shipped_checkpoint`. A relative path that does not exist relative to
-    the working directory is looked up in the package's shared files (``checkpoints/...``).
+    - ``auto``: the shipped checkpoint (:func:`npiseg_ros.resources.shipped_checkpoint`, which
+      looks in the source checkout, the install prefix's ``share/npiseg_ros/checkpoints`` and
+      the ament index);
+    - an absolute path (``~`` expanded): that file;
+    - a relative path: ``cwd / path``, then ``<share>/path`` for every place the package's
+      shared files may be installed (``checkpoints/x.safetensors`` works from anywhere);
+    - empty: no checkpoint.
+
+    No file found (or empty) is an error listing every path tried, unless ``allow_untrained``
+    (a test switch): then None, and the caller builds an untrained model.
+
+    Raises:
+        CheckpointError: nothing found and ``allow_untrained`` is false.
     """
-    checkpoint = settings.checkpoint
+    hint = ("set the 'checkpoint' parameter to a .safetensors file (absolute, or relative to "
+            "the working directory or the package share folder); allow_untrained: true runs "
+            "an UNTRAINED model (tests only, labels are meaningless)")
     if checkpoint == AUTO_CHECKPOINT:
-        checkpoint = shipped_checkpoint()
-    if checkpoint:
+        found = shipped_checkpoint()
+        if found:
+            return Path(found)
+        tried = [str(path / "*.safetensors") for path in share_candidates("checkpoints")]
+        reason = "checkpoint 'auto': no shipped checkpoint found; looked for " + ", ".join(tried)
+    elif checkpoint:
+        path = Path(checkpoint).expanduser()
+        candidates = [path] if path.is_absolute() else (
+            [(cwd or Path.cwd()) / path] + share_candidates(str(path)))
+        found = next((candidate for candidate in candidates if candidate.is_file()), None)
+        if found is not None:
+            return found.absolute()
+        reason = (f"checkpoint {checkpoint!r} not found; tried "
+                  + ", ".join(str(candidate) for candidate in candidates))
+    else:
+        reason = "no checkpoint given (checkpoint is empty)"
+    if allow_untrained:
+        return None
+    raise CheckpointError(f"{reason}; {hint}")
+
+
+def _load_model(settings: NodeSettings):
+    """The model named by ``settings.checkpoint`` (see :func:`resolve_checkpoint`), or an
+    untrained ``model_preset`` model when none is found and ``allow_untrained`` is set."""
+    path = resolve_checkpoint(settings.checkpoint, settings.allow_untrained)
+    if path is not None:
         from npiseg_ros.core.checkpoint import load_model
 
-        path = Path(checkpoint).expanduser()
-        if not path.is_absolute() and not path.is_file():
-            path = share_path(checkpoint)
-        if not path.is_file():
-            raise CheckpointError(f"checkpoint {path} does not exist; set the 'checkpoint' "
-                                  "parameter to a .safetensors file")
         return load_model(path, device="cpu"), f"checkpoint {path}"
     from npiseg_ros.core.build import build_model, preset_config
 

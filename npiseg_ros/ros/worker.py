@@ -116,6 +116,7 @@ class AnnotationWorker:
         self._thread.start()
 
     def stop(self) -> None:
+        """Apply the clicks and commands already submitted (decode, autosave), then end."""
         with self._wake:
             self._stopping = True
             self._wake.notify()
@@ -169,9 +170,12 @@ class AnnotationWorker:
             with self._wake:
                 self._wake.wait_for(lambda: self._stopping or self._events or
                                     self._mailbox is not None)
-                if self._stopping:
+                # Stopping: the clicks and commands already received are still applied and
+                # autosaved (one last batch); a cloud not yet taken is dropped.
+                stopping = self._stopping
+                if stopping and not self._events:
                     return
-                cloud, self._mailbox = self._mailbox, None
+                cloud, self._mailbox = (None if stopping else self._mailbox), None
                 events = list(self._events)
                 self._events.clear()
             try:
@@ -186,6 +190,8 @@ class AnnotationWorker:
                 for event in events:
                     if isinstance(event, _Command):
                         event.done.set()
+            if stopping:
+                return
 
     def _process(self, cloud, events: list) -> None:
         changed = cloud is not None and self._offer_cloud(cloud)
@@ -311,8 +317,11 @@ class AnnotationWorker:
                     cloud, self._latest_unused = self._latest_unused, None
                     self._adopt(cloud, carry_clicks=False)
                 return self._cloud is not None
-            if kind == "new_object":
-                command.result = self._session.new_object()
+            if kind == "new_object":  # fresh id, above the active one (``above``)
+                object_id = self._session.new_object()
+                while object_id <= command.arguments.get("above", 0):
+                    object_id = self._session.new_object()
+                command.result = object_id
                 return False
             if kind == "save":
                 command.result = self._save(**command.arguments)
