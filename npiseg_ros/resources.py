@@ -25,7 +25,7 @@ def share_candidates(relative: str) -> list[Path]:
     """
     installed = Path(__file__).absolute().parent  # not resolved: symlink installs keep prefix
     roots = [PACKAGE_ROOT]
-    if len(installed.parents) > 3:
+    if installed.parent.name in ("site-packages", "dist-packages"):
         roots.append(installed.parents[3] / "share" / "npiseg_ros")
     roots.append(Path(sys.prefix) / "share" / "npiseg_ros")
     try:

@@ -50,6 +50,12 @@ class SegmentationNode(Node):
             self.declare_parameter(spec.name, spec.default, params.descriptor(spec))
         self.settings = params.NodeSettings.from_values(
             {spec.name: self.get_parameter(spec.name).value for spec in params.PARAMETERS})
+        # Values from a params file or launch argument (e.g. qos_reliability:=besteffort) are
+        # checked like run-time changes: a wrong one stops the node with the reason (exit 2).
+        reasons = [reason for spec in params.PARAMETERS if (reason := params.validate(
+            spec.name, getattr(self.settings, spec.name))) is not None]
+        if reasons:
+            raise ConfigError("; ".join(reasons))
         self._output_root = paths.output_root(self.settings.output_directory)
         if self.settings.autosave_directory:  # a wrong params file: say so and stop (exit 2)
             try:
