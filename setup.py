@@ -36,7 +36,7 @@ setup(
         "matplotlib>=3.5",
     ],
     extras_require={
-        "test": ["pytest>=7"],
+        "test": ["pytest>=7", "hypothesis>=6.100,<7"],
         # The training package ships in this distribution; the extra names what only it uses.
         "train": ["tqdm>=4.60"],
         # Optional sparse-conv accelerator (never required; see docs/backbone.md).

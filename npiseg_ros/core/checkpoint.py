@@ -7,7 +7,9 @@ bytes, so a malicious file cannot execute code.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -18,13 +20,21 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from npiseg_ros.core.config import ModelConfig
-from npiseg_ros.core.errors import CheckpointError, ConfigError
+from npiseg_ros.core.errors import CheckpointError
 from npiseg_ros.core.model import NPISeg3D
 
 FORMAT_NAME = "npiseg3d"
 FORMAT_VERSION = 1
 
 _PICKLE_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+
+MAX_CONFIG_INT = 8192
+"""Largest integer a checkpoint's model config may hold (widths, layer and query counts): the
+paper model's largest is 1024. A larger value in a damaged or hostile file would make building
+the model allocate without bound before the weights could be checked against it."""
+MAX_CONFIG_LAYERS = 64
+"""Largest ``num_decoder_layers`` (the paper's model has 4): layers are modules, and even on
+the meta device thousands of them take a minute and a gigabyte to build."""
 
 
 def save_checkpoint(path: str | os.PathLike, model: NPISeg3D,
@@ -64,7 +74,9 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, tor
         tensors = load_file(str(path))
         with safe_open(str(path), framework="pt") as handle:
             header = handle.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as error:
+    except MemoryError:
+        raise
+    except Exception as error:  # SafetensorError, OSError, ValueError, ...: all "unreadable"
         raise CheckpointError(f"{path} is not a readable safetensors checkpoint "
                               f"(corrupt or truncated?): {error}") from error
     if header.get("format") != FORMAT_NAME:
@@ -75,25 +87,56 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, tor
         raise CheckpointError(f"{path} has checkpoint format version {version}; this build "
                               f"reads version {FORMAT_VERSION}")
     try:
-        config = ModelConfig.from_dict(json.loads(header["config"]))
+        values = json.loads(header["config"])
+        _check_config_values(values)
+        config = ModelConfig.from_dict(values)
         metadata = json.loads(header.get("metadata", "{}"))
-    except (KeyError, json.JSONDecodeError, TypeError, ConfigError) as error:
-        raise CheckpointError(f"{path} has an invalid model config: {error}") from error
+    except (KeyError, ValueError, TypeError, AttributeError, RecursionError) as error:
+        # ValueError covers json.JSONDecodeError and ConfigError.
+        raise CheckpointError(f"{path} has an invalid model config: {error!r}") from error
     return config, tensors, metadata
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
-               backend: str = "torch") -> NPISeg3D:
-    """Build the model a checkpoint describes and load its weights (strictly)."""
-    config, tensors, _ = read_checkpoint(path)
-    model = NPISeg3D(config, backend=backend)
-    load_weights(model, tensors, source=str(path))
-    return model.to(device).eval()
+def _check_config_values(values: Any) -> None:
+    """Types and sizes of a config read from a file, before anything is built from it."""
+    if not isinstance(values, dict):
+        raise TypeError(f"the config must be a JSON object, got {type(values).__name__}")
+    defaults = {field.name: field.default for field in dataclasses.fields(ModelConfig)}
+    for name, value in values.items():
+        default = defaults.get(name)
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise TypeError(f"config {name} must be true/false, got {value!r}")
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"config {name} must be an integer, got {value!r}")
+            limit = MAX_CONFIG_LAYERS if name == "num_decoder_layers" else MAX_CONFIG_INT
+            if not 0 <= value <= limit:
+                raise ValueError(f"config {name}={value} is outside [0, {limit}]")
+        elif isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                    not math.isfinite(value):
+                raise TypeError(f"config {name} must be a finite number, got {value!r}")
+        elif isinstance(default, str) and not (isinstance(value, str) and len(value) <= 256):
+            raise TypeError(f"config {name} must be a short string, got {str(value)[:80]!r}")
 
 
-def load_weights(model: NPISeg3D, tensors: dict[str, torch.Tensor], source: str) -> None:
-    """Copy ``tensors`` into ``model``; any missing, unexpected or mis-shaped key is an error."""
-    expected = model.state_dict()
+def _check_shapes_before_building(config: ModelConfig, tensors: dict[str, torch.Tensor],
+                                  backend: str, source: str) -> None:
+    """Build the model on the meta device (no memory) and compare it with ``tensors``, so a
+    config that does not fit the file's weights is refused before real allocation."""
+    try:
+        with torch.device("meta"):
+            probe = NPISeg3D(config, backend=backend)
+    except Exception as error:  # e.g. heads not dividing the width
+        raise CheckpointError(f"{source}: cannot build a model from its config: {error!r}") \
+            from error
+    load_weights_check(probe.state_dict(), tensors, source)
+
+
+def load_weights_check(expected: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor],
+                       source: str) -> None:
+    """Raise CheckpointError unless ``tensors`` has exactly the keys and shapes of ``expected``."""
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     mismatched = sorted(name for name in set(expected) & set(tensors)
@@ -103,6 +146,21 @@ def load_weights(model: NPISeg3D, tensors: dict[str, torch.Tensor], source: str)
             f"{source} does not fit this model config (a checkpoint from another config?): "
             f"{len(missing)} missing keys {missing[:3]}, {len(unexpected)} unexpected "
             f"{unexpected[:3]}, {len(mismatched)} with other shapes {mismatched[:3]}")
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
+               backend: str = "torch") -> NPISeg3D:
+    """Build the model a checkpoint describes and load its weights (strictly)."""
+    config, tensors, _ = read_checkpoint(path)
+    _check_shapes_before_building(config, tensors, backend, str(path))
+    model = NPISeg3D(config, backend=backend)
+    load_weights(model, tensors, source=str(path))
+    return model.to(device).eval()
+
+
+def load_weights(model: NPISeg3D, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Copy ``tensors`` into ``model``; any missing, unexpected or mis-shaped key is an error."""
+    load_weights_check(model.state_dict(), tensors, source)
     model.load_state_dict(tensors, strict=True)
 
 

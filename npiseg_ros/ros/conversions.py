@@ -48,6 +48,11 @@ NO_LABEL = 0
 """``label`` published for points dropped by the core (non-finite x/y/z). Those points keep their
 NaN coordinates, so viewers do not draw them; 0 keeps RViz's label colour scale meaningful."""
 
+MAX_ABS_COORDINATE = 1e8
+"""Coordinates beyond +-1e8 m (no sensor or Earth-centred frame reaches them; garbage such as
+1e30 or float32 max does) are treated like NaN: the point is dropped. Voxel indices of larger
+values overflow 64-bit integers."""
+
 BACKGROUND_RGB = (150, 150, 150)
 """Display colour of background points (object id 0), 8-bit RGB."""
 
@@ -79,12 +84,19 @@ class CloudArrays:
         return int(self.xyz.shape[0])
 
 
-def _field_dtype(field: PointField, byte_order: str) -> np.dtype:
+def _field_dtype(field: PointField, byte_order: str, point_step: int) -> np.dtype:
     code = _FIELD_TYPES.get(field.datatype)
     if code is None:
         raise InvalidCloudError(
             f"field '{field.name}' has unknown PointField datatype {field.datatype}")
     scalar = np.dtype(byte_order + code)
+    if field.count == 0:
+        raise InvalidCloudError(f"field '{field.name}' has count 0 (no values)")
+    # Checked before numpy sees the count: a huge count must not build a huge dtype.
+    if field.offset + field.count * scalar.itemsize > point_step:
+        raise InvalidCloudError(
+            f"field '{field.name}' (offset {field.offset}, {field.count} x {scalar.itemsize} "
+            f"bytes) does not fit in point_step {point_step}: wrong point_step")
     return np.dtype((scalar, (field.count,))) if field.count > 1 else scalar
 
 
@@ -118,11 +130,7 @@ def _read_fields(msg: PointCloud2, wanted: list[PointField]) -> np.ndarray:
     byte_order = ">" if msg.is_bigendian else "<"
     names, formats, offsets = [], [], []
     for field in wanted:
-        field_dtype = _field_dtype(field, byte_order)
-        if field.offset + field_dtype.itemsize > msg.point_step:
-            raise InvalidCloudError(
-                f"field '{field.name}' (offset {field.offset}, {field_dtype.itemsize} bytes) "
-                f"does not fit in point_step {msg.point_step}: wrong point_step")
+        field_dtype = _field_dtype(field, byte_order, msg.point_step)
         names.append(field.name)
         formats.append(field_dtype)
         offsets.append(field.offset)
@@ -189,29 +197,41 @@ def cloud_to_arrays(msg: PointCloud2, max_points: int | None = None) -> CloudArr
         CloudArrays with N = height * width points in row-major order.
 
     Raises:
-        InvalidCloudError: empty cloud, too many points, missing x/y/z, a field outside
-            ``point_step``, ``row_step`` < ``width * point_step``, truncated ``data``, or no point
-            with finite coordinates.
+        InvalidCloudError: empty cloud, too many points, missing or repeated x/y/z (or colour /
+            intensity) fields, a field outside ``point_step`` or with count 0, ``row_step`` <
+            ``width * point_step``, truncated ``data``, or no point with finite coordinates
+            (coordinates beyond :data:`MAX_ABS_COORDINATE` count as non-finite).
     """
     num_points = _check_layout(msg, max_points)
     fields = {field.name: field for field in msg.fields}
+    optional = ("rgb", "rgba", "r", "g", "b", "intensity")
+    names = [field.name for field in msg.fields]
+    twice = sorted({name for name in names if names.count(name) > 1 and
+                    name in ("x", "y", "z", *optional)})
+    if twice:
+        raise InvalidCloudError(f"field(s) {', '.join(twice)} appear more than once")
     missing = [axis for axis in ("x", "y", "z") if axis not in fields]
     if missing:
         present = ", ".join(sorted(fields)) or "none"
         raise InvalidCloudError(
             f"the cloud has no {'/'.join(missing)} field (fields: {present})")
-    optional = ("rgb", "rgba", "r", "g", "b", "intensity")
     wanted = [fields[name] for name in ("x", "y", "z", *optional) if name in fields]
     points = _read_fields(msg, wanted)
 
     xyz = np.empty((num_points, 3), dtype=np.float32)
-    for column, axis in enumerate(("x", "y", "z")):
-        xyz[:, column] = _first(points[axis])
+    with np.errstate(over="ignore", invalid="ignore"):  # float64 beyond float32: inf
+        for column, axis in enumerate(("x", "y", "z")):
+            xyz[:, column] = _first(points[axis])
+        xyz[np.abs(xyz) > MAX_ABS_COORDINATE] = np.nan   # dropped like NaN points
     if not np.isfinite(xyz).all(axis=1).any():
-        raise InvalidCloudError(f"all {num_points} points have non-finite (NaN/inf) coordinates")
+        raise InvalidCloudError(f"all {num_points} points have non-finite (NaN/inf) coordinates "
+                                f"or coordinates beyond {MAX_ABS_COORDINATE:g} m")
     intensity = None
     if "intensity" in fields:
-        intensity = _first(points["intensity"]).astype(np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):
+            intensity = _first(points["intensity"]).astype(np.float32)
+        # A missing or overflowing value becomes 0 rather than NaN through the whole network.
+        intensity[~np.isfinite(intensity)] = 0.0
     return CloudArrays(
         xyz=xyz,
         colors=_colors(msg, fields, points),

@@ -113,6 +113,9 @@ class SegmentationNode(Node):
         except InvalidCloudError as error:
             self._report_error(f"cloud rejected: {error}")
             return
+        except Exception as error:  # a bug must not kill the executor: reject, say why
+            self._report_error(f"cloud rejected: unexpected error reading it: {error!r}")
+            return
         self.worker.submit_cloud(cloud)
 
     def _on_clicked_point(self, msg: PointStamped) -> None:

@@ -221,7 +221,7 @@ class AnnotationWorker:
         try:
             summary = self._session.set_cloud(cloud.xyz, colors=cloud.colors,
                                               intensity=cloud.intensity)
-        except NPISegError as error:
+        except (NPISegError, ValueError) as error:  # ValueError: numeric trouble in the core
             self._report_error(f"cloud rejected: {error}")
             return False
         carried, self._clicks = self._clicks if carry_clicks else [], []
@@ -289,7 +289,7 @@ class AnnotationWorker:
             click = self._session.add_click(position if request.point_index is None else None,
                                             object_id=request.object_id,
                                             point_index=request.point_index)
-        except NPISegError as error:
+        except (NPISegError, ValueError) as error:
             self._report_error(f"{request.source} rejected: {error}")
             return False
         self._clicks.append(ClickRecord(click.position, click.object_id, click.point_index))
