@@ -23,9 +23,10 @@ def share_candidates(relative: str) -> list[Path]:
     3. ``sys.prefix/share/npiseg_ros`` (pip data files of the running interpreter);
     4. the ament index (a sourced colcon workspace or ROS installation).
     """
+    site = ("site-packages", "dist-packages")
     installed = Path(__file__).absolute().parent  # not resolved: symlink installs keep prefix
-    roots = [PACKAGE_ROOT]
-    if installed.parent.name in ("site-packages", "dist-packages"):
+    roots = [PACKAGE_ROOT] if PACKAGE_ROOT.name not in site else []  # a checkout, not an install
+    if installed.parent.name in site:
         roots.append(installed.parents[3] / "share" / "npiseg_ros")
     roots.append(Path(sys.prefix) / "share" / "npiseg_ros")
     try:
