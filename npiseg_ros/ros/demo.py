@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     overrides.write_text(
         "/**:\n  ros__parameters:\n"
         f"    checkpoint: '{checkpoint}'\n    device: '{args.device}'\n"
+        # No model shipped or given: the demo says so (below) and runs an untrained one.
+        f"    allow_untrained: {'false' if checkpoint else 'true'}\n"
         "    model_preset: small\n"
         f"    output_directory: '{out.absolute()}'\n"
         f"    autosave_directory: '{out / 'autosave'}'\n    resume: false\n"
