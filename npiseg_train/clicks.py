@@ -17,9 +17,12 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
+from npiseg_ros.core.geodesic import VoxelGraph, distance_limit
 from npiseg_ros.core.model import NPISeg3D, SceneEmbedding
 from npiseg_ros.core.voxelize import voxelize
 from npiseg_ros.eval.simulator import SimulatedClick, initial_clicks
+
+CORRECTIVE_POLICIES = ("model", "prior")
 
 NEGATIVE_NEAR_M = 1.5
 """Half of the background clicks fall within this distance of a target: clicks a user would
@@ -156,13 +159,53 @@ def random_clicks(xyz: np.ndarray, targets: np.ndarray, rng: np.random.Generator
     return np.asarray(voxels, np.int64), np.asarray(labels, np.int64)
 
 
+class ClickDistances:
+    """Graph distances of clicked voxels for a model with the geodesic prior, one Dijkstra per
+    new voxel (the session caches the same way). ``None`` graph: the model has no prior."""
+
+    def __init__(self, model: NPISeg3D, graph: VoxelGraph | None) -> None:
+        self.graph = graph if model.prior is not None else None
+        self.limit = (distance_limit(float(model.prior.log_radius.detach().exp()))
+                      if self.graph is not None else 0.0)
+        self._rows: dict[int, np.ndarray] = {}
+
+    def __call__(self, click_voxels: np.ndarray | torch.Tensor) -> torch.Tensor | None:
+        """(K, V) float32 distances, or None without a prior."""
+        if self.graph is None:
+            return None
+        voxels = [int(v) for v in np.asarray(click_voxels).reshape(-1)]
+        missing = sorted(set(voxels) - set(self._rows))
+        if missing:
+            for voxel, row in zip(missing, self.graph.distances(missing, limit=self.limit)):
+                self._rows[voxel] = row
+        return torch.from_numpy(np.stack([self._rows[v] for v in voxels]))
+
+
+@torch.no_grad()
+def prior_labels(model: NPISeg3D, click_voxels: torch.Tensor, click_labels: torch.Tensor,
+                 distances: ClickDistances) -> torch.Tensor:
+    """(V,) int64 labels of the geodesic prior alone (the graph baseline's labelling under the
+    model's learned radius): no decoder pass, a few milliseconds per round."""
+    rows = distances(click_voxels.cpu().numpy())
+    num_classes = int(click_labels.max()) + 1
+    label_distances = model.prior.label_distances(rows.to(click_labels.device), click_labels,
+                                                  num_classes)
+    labels = label_distances.argmin(dim=1)
+    labels[click_voxels] = click_labels
+    return labels
+
+
 @torch.no_grad()
 def predict_labels(model: NPISeg3D, scene: SceneEmbedding, click_voxels: torch.Tensor,
                    click_labels: torch.Tensor, previous: torch.Tensor | None,
-                   generator: torch.Generator) -> torch.Tensor:
+                   generator: torch.Generator,
+                   distances: ClickDistances | None = None) -> torch.Tensor:
     """(V,) int64 prediction as the session makes it (clicked voxels keep their label)."""
+    rows = None if distances is None else distances(click_voxels.cpu().numpy())
+    if rows is not None:
+        rows = rows.to(scene.features.device)
     output = model.decode(scene, click_voxels, click_labels, previous, num_samples=1,
-                          generator=generator)
+                          generator=generator, click_distances=rows)
     labels = output.logits.argmax(dim=1)
     labels[click_voxels] = click_labels
     return labels
@@ -170,11 +213,22 @@ def predict_labels(model: NPISeg3D, scene: SceneEmbedding, click_voxels: torch.T
 
 def corrective_rounds(model: NPISeg3D, scene: SceneEmbedding, xyz: np.ndarray,
                       sample: ClickSample, rounds: int,
-                      generator: torch.Generator) -> ClickSample:
-    """Add up to ``rounds`` simulator clicks, each on the model's current (no-grad) errors.
+                      generator: torch.Generator,
+                      distances: ClickDistances | None = None,
+                      policy: str = "model") -> ClickSample:
+    """Add up to ``rounds`` simulator clicks, each on the current (no-grad) errors.
 
+    ``policy`` ``model``: errors of the model's own prediction (a decoder pass per round);
+    ``prior`` (models with the geodesic prior only): errors of the prior alone, i.e. of region
+    growing -- the errors the learned correction exists to fix -- at a few ms per round instead
+    of a decoder pass, so a step affords the evaluation's long click sequences. The previous
+    mask is then the prior's labelling too.
     The scene embedding is detached: these decodes only choose clicks and the previous mask.
     """
+    if policy not in CORRECTIVE_POLICIES:
+        raise ValueError(f"policy must be one of {CORRECTIVE_POLICIES}, got {policy!r}")
+    if policy == "prior" and (distances is None or distances.graph is None):
+        raise ValueError("the 'prior' corrective policy needs a model with the geodesic prior")
     device = scene.features.device
     detached = SceneEmbedding(scene.features.detach(), scene.positions.detach())
     voxels = torch.from_numpy(sample.click_voxels).to(device)
@@ -183,7 +237,11 @@ def corrective_rounds(model: NPISeg3D, scene: SceneEmbedding, xyz: np.ndarray,
     subset = simulator_subset(xyz) if rounds else np.zeros(0, np.int64)
     done = 0
     for _ in range(rounds):
-        prediction = predict_labels(model, detached, voxels, labels, previous, generator)
+        if policy == "prior":
+            prediction = prior_labels(model, voxels, labels, distances)
+        else:
+            prediction = predict_labels(model, detached, voxels, labels, previous, generator,
+                                        distances)
         click = _simulated_next(xyz, sample.targets, prediction.cpu().numpy(), subset)
         if click is None:
             break

@@ -16,7 +16,7 @@ from npiseg_ros.core.build import preset_config
 from npiseg_ros.core.config import ModelConfig
 from npiseg_ros.core.errors import ConfigError
 
-DATA_SOURCES = ("synth", "benchmark")
+DATA_SOURCES = ("synth", "benchmark", "scans")
 SCENE_KINDS = ("lidar", "indoor")
 
 
@@ -36,10 +36,13 @@ class DataSection:
     """Where training scenes come from and how each is cut down and augmented.
 
     Attributes:
-        source: ``synth`` (generate scenes on the fly, never repeating) or ``benchmark``
-            (read the benchmark-format folders in ``roots``).
+        source: ``synth`` (generate scenes on the fly, never repeating), ``benchmark``
+            (read the benchmark-format folders in ``roots``) or ``scans`` (folders of whole
+            labelled scans, ``.npz`` / ``.ply`` / ``.pcd``, in ``roots``: each file is
+            voxelised once and cached with its voxel graph; a step crops it and applies one of
+            the 8 exact grid symmetries, flips and quarter turns about z).
         kinds: scene kinds to generate (``synth``), drawn in turn per batch slot.
-        roots: benchmark folders (``benchmark`` source).
+        roots: benchmark folders (``benchmark``) or scan folders (``scans``).
         seed: seed of the training-scene stream (validation uses ``val_seed``).
         max_voxels: voxel cap per training scene; larger scenes are cropped to the nearest
             voxels (horizontal distance) around a random anchor object.
@@ -76,8 +79,8 @@ class DataSection:
         unknown = [k for k in self.kinds if k not in SCENE_KINDS]
         if unknown or not self.kinds:
             raise ConfigError(f"data.kinds must be a non-empty subset of {SCENE_KINDS}")
-        if self.source == "benchmark" and not self.roots:
-            raise ConfigError("data.source 'benchmark' needs data.roots")
+        if self.source in ("benchmark", "scans") and not self.roots:
+            raise ConfigError(f"data.source {self.source!r} needs data.roots")
         if self.max_voxels < 100:
             raise ConfigError(f"data.max_voxels must be >= 100, got {self.max_voxels}")
 
@@ -92,6 +95,9 @@ class ClickSection:
         max_negative: random background clicks, 1..max_negative.
         max_corrective_rounds: simulated corrective clicks without gradient, 0..N rounds.
         num_samples: Monte-Carlo latent samples in the forward with gradient.
+        corrective_policy: whose errors the corrective clicks follow: ``model`` (a decoder
+            pass per round) or ``prior`` (geodesic-prior models: region growing's errors,
+            milliseconds per round; see ``clicks.corrective_rounds``).
     """
 
     max_objects: int = 10
@@ -99,6 +105,14 @@ class ClickSection:
     max_negative: int = 5
     max_corrective_rounds: int = 5
     num_samples: int = 2
+    corrective_policy: str = "model"
+
+    def __post_init__(self) -> None:
+        from npiseg_train.clicks import CORRECTIVE_POLICIES
+
+        if self.corrective_policy not in CORRECTIVE_POLICIES:
+            raise ConfigError(f"clicks.corrective_policy must be one of {CORRECTIVE_POLICIES}, "
+                              f"got {self.corrective_policy!r}")
 
 
 @dataclass(frozen=True)
@@ -111,6 +125,15 @@ class OptimSection:
         kl_start, kl_end: lambda_kl ramps linearly between them over ``run.max_steps``.
         class_balance: CE weight exponent on class frequency (0 = paper; see
             ``losses.class_balance_weights``).
+        schedule: ``step`` (one drop at ``lr_drop_fraction``, by steps) or ``cosine`` (cosine
+            decay to ``lr * min_lr_factor`` over the run's progress; with
+            ``run.time_budget_min`` the progress is training time spent / budget, so a run
+            always completes its schedule and KL ramp within the wall-clock budget, and a
+            resumed run continues exactly where it stopped).
+        min_lr_factor: final LR factor of the cosine schedule.
+        prior_lr_scale: learning-rate factor of the geodesic prior's scalars (radius,
+            sharpness, attention decay, correction gate): single numbers that Adam would
+            otherwise move by only ~lr per step.
     """
 
     lr: float = 5e-4
@@ -121,6 +144,13 @@ class OptimSection:
     kl_start: float = 0.0005
     kl_end: float = 0.005
     class_balance: float = 0.0
+    prior_lr_scale: float = 10.0
+    schedule: str = "step"
+    min_lr_factor: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("step", "cosine"):
+            raise ConfigError(f"optim.schedule must be 'step' or 'cosine', got {self.schedule!r}")
 
 
 @dataclass(frozen=True)
@@ -135,6 +165,8 @@ class RunSection:
         sparse_backend: ``auto`` (spconv when installed, else torch), ``torch`` or ``spconv``;
             checkpoints do not depend on it.
         device: ``auto``, ``cpu`` or ``cuda``.
+        time_budget_min: total training minutes of the run across resumes (0 = progress by
+            steps only); the run ends when the budget or ``max_steps`` is used up.
     """
 
     max_steps: int = 1000
@@ -148,6 +180,7 @@ class RunSection:
     threads: int = 2
     sparse_backend: str = "auto"
     device: str = "auto"
+    time_budget_min: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ scenes the uninterrupted run would have seen, without storing any data-loader st
 """
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 
+from npiseg_ros.core.geodesic import GraphConfig, VoxelGraph, build_voxel_graph
 from npiseg_ros.core.voxelize import voxelize
 from npiseg_ros.eval.cloud import LabelledCloud
 from npiseg_train.config import DataSection
@@ -43,6 +45,8 @@ class TrainScene:
         xyz: (V, 3) float32 position of each voxel's representative point, metres.
         labels: (V,) int64 instance id per voxel (0 = unlabelled).
         name: source scene name (for logs).
+        graph: the voxel graph of the geodesic prior over these V voxels, or None (models
+            without the prior).
     """
 
     features: np.ndarray
@@ -50,6 +54,7 @@ class TrainScene:
     xyz: np.ndarray
     labels: np.ndarray
     name: str
+    graph: VoxelGraph | None = None
 
     @property
     def num_voxels(self) -> int:
@@ -224,6 +229,82 @@ def cloud_points(cloud: LabelledCloud) -> Points:
             "intensity": cloud.intensity, "labels": cloud.labels.astype(np.int64)}
 
 
+def scan_files(roots: tuple[str, ...] | list[str]) -> list[Path]:
+    """Every ``.npz`` / ``.ply`` / ``.pcd`` scan in the folders, sorted per folder."""
+    files = []
+    for root in roots:
+        found = sorted(p for p in Path(root).iterdir() if p.suffix in (".npz", ".ply", ".pcd"))
+        if not found:
+            raise FileNotFoundError(f"{root}: no .npz / .ply / .pcd scans")
+        files += found
+    return files
+
+
+@dataclass(frozen=True)
+class CachedScan:
+    """One whole scan voxelised at the model's voxel size, with its voxel graph."""
+
+    name: str
+    coords: np.ndarray      # (V, 3) int64
+    xyz: np.ndarray         # (V, 3) float32, representative points
+    labels: np.ndarray      # (V,) int64 instance ids
+    features: np.ndarray    # (V, C) float32 model input
+    graph: VoxelGraph | None
+
+
+def cache_scan(path: Path, *, voxel_size: float, input_mode: str,
+               graph_config: GraphConfig | None) -> CachedScan:
+    """Read, voxelise and (for prior models) build the voxel graph of one scan."""
+    from npiseg_ros.eval.readers import read_cloud
+
+    points = cloud_points(read_cloud(path))
+    voxels = voxelize(points["xyz"], voxel_size)
+    rep = voxels.representative
+    xyz = points["xyz"][rep]
+    colors = None if points["colors"] is None else np.asarray(points["colors"])[rep]
+    graph = None if graph_config is None else build_voxel_graph(xyz, colors, graph_config)
+    return CachedScan(path.stem, voxels.coords, xyz, points["labels"][rep],
+                      np.ascontiguousarray(input_features(points, input_mode)[rep]), graph)
+
+
+def grid_symmetry(coords: np.ndarray, xyz: np.ndarray, voxel_size: float,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One of the 8 symmetries of the grid about z (flips x / y, swap x and y), applied to
+    integer coordinates and positions alike. Exact: voxels stay unique and keep their points,
+    so the cached graph (distances are invariant) stays valid."""
+    coords, xyz = coords.copy(), xyz.copy()
+    if rng.random() < 0.5:
+        coords[:, [0, 1]], xyz[:, [0, 1]] = coords[:, [1, 0]], xyz[:, [1, 0]]
+    for axis in (0, 1):
+        if rng.random() < 0.5:
+            # floor(-x / s) = -floor(x / s) - 1 for points inside a voxel: mirror the cells
+            coords[:, axis] = -coords[:, axis] - 1
+            xyz[:, axis] = -xyz[:, axis]
+    return coords, xyz
+
+
+def crop_cached(scan: CachedScan, *, max_voxels: int, min_object_voxels: int,
+                voxel_size: float, rng: np.random.Generator) -> TrainScene:
+    """A TrainScene of at most ``max_voxels`` voxels (horizontal nearest around a random
+    object, as ``voxelize_and_crop``), under a random grid symmetry, with its subgraph."""
+    keep = np.arange(scan.xyz.shape[0])
+    if keep.size > max_voxels:
+        ids, counts = np.unique(scan.labels[scan.labels > 0], return_counts=True)
+        candidates = ids[counts >= min_object_voxels]
+        if candidates.size:
+            anchor = scan.xyz[scan.labels == rng.choice(candidates), :2].mean(axis=0)
+        else:
+            anchor = scan.xyz[rng.integers(keep.size), :2]
+        distance = np.linalg.norm(scan.xyz[:, :2] - anchor, axis=1)
+        keep = np.sort(np.argpartition(distance, max_voxels - 1)[:max_voxels])
+    coords, xyz = grid_symmetry(scan.coords[keep], scan.xyz[keep], voxel_size, rng)
+    graph = None
+    if scan.graph is not None:
+        graph = scan.graph if keep.size == scan.xyz.shape[0] else scan.graph.subgraph(keep)
+    return TrainScene(features=scan.features[keep], coords=coords, xyz=xyz,
+                      labels=scan.labels[keep], name=scan.name, graph=graph)
+
+
 def benchmark_scene_names(root: str | Path) -> list[str]:
     """Scene names of a benchmark folder (``scans/*.ply``), sorted."""
     names = sorted(p.stem for p in (Path(root) / "scans").glob("*.ply"))
@@ -241,12 +322,18 @@ class SceneStream:
         input_mode: the model's input mode (``rgb``, ``intensity``, ``none``).
     """
 
-    def __init__(self, config: DataSection, *, voxel_size: float, input_mode: str) -> None:
+    def __init__(self, config: DataSection, *, voxel_size: float, input_mode: str,
+                 graph_config: GraphConfig | None = None) -> None:
         self.config = config
         self.voxel_size = voxel_size
         self.input_mode = input_mode
+        self.graph_config = graph_config
         self.augment = build_augmentation(config)
         self._scenes: list[tuple[str, str]] = []
+        self._scan_files: list[Path] = []
+        self._scan_cache: dict[int, CachedScan] = {}
+        if config.source == "scans":
+            self._scan_files = scan_files(config.roots)
         if config.source == "benchmark":
             self._scenes = [(root, name) for root in config.roots
                             for name in benchmark_scene_names(root)]
@@ -260,6 +347,16 @@ class SceneStream:
         rng = self.rng(step, rank, slot)
         # Unique index per (step, rank, slot): the on-the-fly stream never repeats a scene.
         index = (step * world_size + rank) * batch_size + slot
+        if self.config.source == "scans":
+            choice = int(rng.integers(len(self._scan_files)))
+            if choice not in self._scan_cache:
+                self._scan_cache[choice] = cache_scan(
+                    self._scan_files[choice], voxel_size=self.voxel_size,
+                    input_mode=self.input_mode, graph_config=self.graph_config)
+            scene = crop_cached(self._scan_cache[choice], max_voxels=self.config.max_voxels,
+                                min_object_voxels=self.config.min_object_voxels,
+                                voxel_size=self.voxel_size, rng=rng)
+            return scene, rng
         if self.config.source == "synth":
             kind = self.config.kinds[index % len(self.config.kinds)]
             points, name = synth_points(kind, self.config.seed, index)
@@ -274,6 +371,11 @@ class SceneStream:
                                   max_voxels=self.config.max_voxels,
                                   min_object_voxels=self.config.min_object_voxels, rng=rng,
                                   name=name)
+        if self.graph_config is not None:
+            # augmented geometry: the graph is built per scene (geometry only, as the model's
+            # input; the cached ``scans`` source keeps colours in its graphs)
+            scene = dataclasses.replace(scene, graph=build_voxel_graph(scene.xyz, None,
+                                                                       self.graph_config))
         return scene, rng
 
 

@@ -86,8 +86,16 @@ def segmentation_loss(logits: Tensor, targets: Tensor, weights: Tensor,
 
 def npiseg_loss(output: DecodeOutput, targets: Tensor, weights: Tensor,
                 kl_weight: float, class_balance: float = 0.0) -> LossTerms:
-    """The ELBO-derived loss for one scene's decode output (targets (V,) in [0, C))."""
+    """The ELBO-derived loss for one scene's decode output (targets (V,) in [0, C)).
+
+    With ``output.prior_path_logits`` (decodes with targets) the segmentation loss is put on
+    the inference path (latents from the prior) AND on the posterior path, so the networks the
+    node runs get the segmentation gradient, not only the KL's.
+    """
     segmentation = segmentation_loss(output.logits, targets, weights, class_balance)
+    if output.prior_path_logits is not None:
+        segmentation = segmentation + segmentation_loss(output.prior_path_logits, targets,
+                                                        weights, class_balance)
     for auxiliary in output.auxiliary_logits:
         segmentation = segmentation + segmentation_loss(auxiliary, targets, weights,
                                                         class_balance)

@@ -52,8 +52,10 @@ def restore_rng(state: dict[str, Any]) -> None:
 def save_training_state(directory: str | os.PathLike, model: NPISeg3D,
                         optimiser: torch.optim.Optimizer,
                         scheduler: torch.optim.lr_scheduler.LRScheduler, step: int,
-                        config: dict[str, Any], metadata: dict[str, Any]) -> Path:
-    """Write model + optimiser + scheduler + RNG + step atomically to ``directory``."""
+                        config: dict[str, Any], metadata: dict[str, Any],
+                        extra: dict[str, float] | None = None) -> Path:
+    """Write model + optimiser + scheduler + RNG + step (+ ``extra`` numbers, e.g. the
+    training seconds spent) atomically to ``directory``."""
     directory = Path(directory)
     staging = directory.with_name(directory.name + ".saving")
     if staging.exists():
@@ -61,7 +63,8 @@ def save_training_state(directory: str | os.PathLike, model: NPISeg3D,
     staging.mkdir(parents=True)
     save_checkpoint(staging / MODEL_FILE, model, {**metadata, "step": step})
     torch.save({"step": int(step), "optimiser": optimiser.state_dict(),
-                "scheduler": scheduler.state_dict(), "rng": capture_rng(), "config": config},
+                "scheduler": scheduler.state_dict(), "rng": capture_rng(), "config": config,
+                "extra": dict(extra or {})},
                staging / STATE_FILE)
     previous = directory.with_name(directory.name + ".old")
     if directory.exists():

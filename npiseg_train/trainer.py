@@ -22,7 +22,8 @@ from npiseg_ros.core.build import build_model
 from npiseg_ros.core.checkpoint import save_checkpoint
 from npiseg_ros.core.model import NPISeg3D
 from npiseg_ros.core.sparse.backends import available_backends
-from npiseg_train.clicks import ClickSample, choose_targets, corrective_rounds, random_clicks
+from npiseg_train.clicks import (ClickDistances, ClickSample, choose_targets, corrective_rounds,
+                                 random_clicks)
 from npiseg_train.config import TrainConfig
 from npiseg_train.data import SceneStream, TrainScene
 from npiseg_train.distributed import (DistributedContext, average_buffers, barrier, mean_across,
@@ -63,12 +64,26 @@ def use_backend(model: NPISeg3D, request: str = "auto") -> str:
     return "spconv"
 
 
+def parameter_groups(model: NPISeg3D, optim: Any) -> list[dict[str, Any]]:
+    """AdamW groups: everything at ``optim.lr``; the geodesic prior's scalars at
+    ``lr * optim.prior_lr_scale`` without weight decay (decay would pull the gate to 0)."""
+    scalars = [p for p in model.prior.parameters() if p.ndim == 0] if model.prior else []
+    chosen = {id(p) for p in scalars}
+    rest = [p for p in model.parameters() if id(p) not in chosen]
+    groups = [{"params": rest}]
+    if scalars:
+        groups.append({"params": scalars, "lr": optim.lr * optim.prior_lr_scale,
+                       "weight_decay": 0.0})
+    return groups
+
+
 class ScenesLoss(nn.Module):
     """Everything with gradient in one ``forward`` (so DDP can wrap it): loss of a batch."""
 
-    def __init__(self, model: NPISeg3D) -> None:
+    def __init__(self, model: NPISeg3D, corrective_policy: str = "model") -> None:
         super().__init__()
         self.model = model
+        self.corrective_policy = corrective_policy
 
     def forward(self, batch: list[PreparedScene], kl_weight: float, num_samples: int,
                 generator: torch.Generator,
@@ -84,8 +99,11 @@ class ScenesLoss(nn.Module):
         total = xyz.new_zeros(())
         logs = {"seg": 0.0, "kl_scene": 0.0, "kl_objects": 0.0, "rounds": 0.0, "clicks": 0.0}
         for prepared, embedding in zip(batch, embeddings):
+            distances = ClickDistances(self.model, prepared.scene.graph)
             sample = corrective_rounds(self.model, embedding, prepared.scene.xyz,
-                                       prepared.sample, prepared.rounds, generator)
+                                       prepared.sample, prepared.rounds, generator, distances,
+                                       self.corrective_policy)
+            rows = distances(sample.click_voxels)
             targets = torch.from_numpy(sample.targets).to(device)
             click_voxels = torch.from_numpy(sample.click_voxels).to(device)
             previous = (None if sample.previous_labels is None
@@ -93,7 +111,8 @@ class ScenesLoss(nn.Module):
             output = self.model.decode(embedding, click_voxels,
                                        torch.from_numpy(sample.click_labels).to(device),
                                        previous, num_samples=num_samples, generator=generator,
-                                       targets=targets)
+                                       targets=targets,
+                                       click_distances=None if rows is None else rows.to(device))
             voxel_xyz = torch.from_numpy(prepared.scene.xyz).to(device)
             weights = click_distance_weights(voxel_xyz, voxel_xyz[click_voxels])
             terms = npiseg_loss(output, targets, weights, kl_weight, class_balance)
@@ -127,21 +146,47 @@ class Trainer:
         self.model = build_model(config.model.model_config())
         self.backend = use_backend(self.model, config.run.sparse_backend)
         self.model.to(self.context.device).train()
-        self.loss_module = wrap_module(ScenesLoss(self.model), self.context)
+        self.loss_module = wrap_module(ScenesLoss(self.model, config.clicks.corrective_policy),
+                                       self.context)
         optim = config.optim
-        self.optimiser = torch.optim.AdamW(self.model.parameters(), lr=optim.lr,
-                                           weight_decay=optim.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimiser,
-                                                              [self._drop_step()],
-                                                              gamma=optim.lr_drop_factor)
+        self.optimiser = torch.optim.AdamW(parameter_groups(self.model, optim),
+                                           lr=optim.lr, weight_decay=optim.weight_decay)
+        self.step = 0
+        self.elapsed_s = 0.0  # training seconds across resumes (the cosine schedule's clock)
+        if optim.schedule == "cosine":
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimiser, self._lr_factor)
+        else:
+            self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimiser,
+                                                                  [self._drop_step()],
+                                                                  gamma=optim.lr_drop_factor)
         self.kl_ramp = KLRamp(optim.kl_start, optim.kl_end, config.run.max_steps)
         model_config = self.model.config
         self.stream = SceneStream(config.data, voxel_size=model_config.voxel_size,
-                                  input_mode=model_config.input_mode)
+                                  input_mode=model_config.input_mode,
+                                  graph_config=(model_config.graph_config()
+                                                if model_config.geodesic_prior else None))
         self.step = 0
         self.train_log = ScalarLog(self.out / "train.csv", TRAIN_FIELDS)
         self.val_log = ScalarLog(self.out / "val.csv", VAL_FIELDS)
         self._val_samples: dict[str, list] | None = None
+
+    def progress(self) -> float:
+        """Fraction of the run done: steps / max_steps, or training time / time budget."""
+        done = self.step / max(self.config.run.max_steps, 1)
+        budget = 60.0 * self.config.run.time_budget_min
+        if budget > 0:
+            done = max(done, self.elapsed_s / budget)
+        return min(done, 1.0)
+
+    def _lr_factor(self, _: int) -> float:
+        floor = self.config.optim.min_lr_factor
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * self.progress()))
+
+    def _kl_weight(self) -> float:
+        if self.config.optim.schedule == "cosine":
+            optim = self.config.optim
+            return optim.kl_start + (optim.kl_end - optim.kl_start) * self.progress()
+        return self.kl_ramp(self.step)
 
     def _drop_step(self) -> int:
         """The step at which the learning rate drops (``optim.lr_drop_fraction``)."""
@@ -155,7 +200,8 @@ class Trainer:
         if self.context.is_main:
             metadata = self._metadata()
             save_training_state(path, self.model, self.optimiser, self.scheduler, self.step,
-                                self.config.to_dict(), metadata)
+                                self.config.to_dict(), metadata,
+                                {"elapsed_s": self.elapsed_s})
             save_checkpoint(self.out / "model.safetensors", self.model,
                             {**metadata, "step": self.step})
             plot_curves(self.train_log, self.val_log, self.out / "curves.png")
@@ -169,9 +215,11 @@ class Trainer:
             directory = directory / "checkpoint"
         state = load_training_state(directory, self.model, self.optimiser, self.scheduler)
         self.step = int(state["step"])
+        self.elapsed_s = float(state.get("extra", {}).get("elapsed_s", 0.0))
         # The schedule follows this config's max_steps (identical when it is unchanged), so a
         # run can be extended by resuming with a larger run.max_steps.
-        self.scheduler.milestones = Counter([self._drop_step()])
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.MultiStepLR):
+            self.scheduler.milestones = Counter([self._drop_step()])
         if self.context.is_main:
             self.train_log.truncate_after(self.step)
             self.val_log.truncate_after(self.step)
@@ -214,7 +262,7 @@ class Trainer:
         seed = np.random.SeedSequence([self.config.run.seed, self.step, self.context.rank, 7])
         generator = torch.Generator(device=self.context.device)
         generator.manual_seed(int(seed.generate_state(1)[0]))
-        kl_weight = self.kl_ramp(self.step)
+        kl_weight = self._kl_weight()
         loss, logs = self.loss_module(batch, kl_weight, self.config.clicks.num_samples,
                                       generator, self.config.optim.class_balance)
         self.optimiser.zero_grad(set_to_none=True)
@@ -225,6 +273,7 @@ class Trainer:
         self.scheduler.step()
         average_buffers(self.model, self.context)
         self.step += 1
+        self.elapsed_s += time.perf_counter() - start
         row = {"step": self.step, "loss": float(loss.detach()), **logs, "kl_weight": kl_weight,
                "lr": lr, "grad_norm": float(grad_norm),
                "voxels": float(np.mean([p.scene.num_voxels for p in batch])),
@@ -288,8 +337,9 @@ class Trainer:
                                       f"NoC@85 {val['NoC@85']:.2f}")
                 if run.checkpoint_every and self.step % run.checkpoint_every == 0:
                     self.save()
-                out_of_time = (time_limit_s is not None
-                               and time.perf_counter() - started > time_limit_s)
+                out_of_time = ((time_limit_s is not None
+                                and time.perf_counter() - started > time_limit_s)
+                               or self.progress() >= 1.0)
                 # every rank must stop at the same step, or DDP would hang
                 if mean_across(float(out_of_time), self.context) > 0:
                     break

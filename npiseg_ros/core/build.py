@@ -30,10 +30,22 @@ def tiny_config(**overrides: Any) -> ModelConfig:
     return ModelConfig(**{**values, **overrides})
 
 
+def prior_config(**overrides: Any) -> ModelConfig:
+    """The shipped CPU model: the tiny network decoding on the geodesic prior, metric
+    positions and geometry-only input (one constant channel), so one model serves LiDAR with
+    or without intensity and RGB-D clouds (their colour enters through the graph)."""
+    values: dict[str, Any] = dict(backbone="tiny", hidden_dim=32, num_heads=4, ffn_dim=64,
+                                  num_decoder_layers=2, fourier_features=16,
+                                  num_background_queries=4, input_mode="none",
+                                  position_encoding="metric", geodesic_prior=True)
+    return ModelConfig(**{**values, **overrides})
+
+
 MODEL_PRESETS: dict[str, Callable[..., ModelConfig]] = {
     "paper": paper_config,
     "small": small_config,
     "tiny": tiny_config,
+    "prior": prior_config,
 }
 
 

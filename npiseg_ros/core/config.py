@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from npiseg_ros.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from npiseg_ros.core.geodesic import GraphConfig
 
 INPUT_MODES = ("rgb", "intensity", "none")
 MASK_HEADS = ("cosine", "dot")
 OBJECT_CONTEXTS = ("mean", "sum", "product")
-UNCERTAINTY_MODES = ("variance", "entropy")
+UNCERTAINTY_MODES = ("auto", "variance", "entropy")
+POSITION_ENCODINGS = ("scene", "metric")
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,18 @@ class ModelConfig:
         use_previous_mask: add an encoding of the previous prediction to point features
             (paper B.2), without any cap on the number of objects.
         dropout: dropout in the decoder (0 = none; > 0 enables the MC-dropout baseline).
+        position_encoding: ``scene`` (coordinates normalised by the scene's bounding box, the
+            research code) or ``metric`` (metres divided by ``position_period_m``: one scale
+            for a 100 m sweep and a 5 m room alike).
+        position_period_m: metres per unit of the metric encoding.
+        geodesic_prior: decode on top of click-conditioned graph distances (``core.geodesic``):
+            prior logits -k log(distance), distance features added to the point features, a
+            distance bias on click->scene attention, and the learned click-attention logits as
+            a gated correction (``docs/model.md``). The decoder then needs ``click_distances``.
+        prior_radius: initial background radius R in graph metres (learned): a voxel farther
+            than R from every click of an object starts as background.
+        graph_neighbours, graph_normal_weight, graph_color_weight: the voxel graph
+            (``core.geodesic.GraphConfig``).
     """
 
     backbone: str = "small"
@@ -63,15 +79,28 @@ class ModelConfig:
     scene_weight: float = 0.1
     use_previous_mask: bool = True
     dropout: float = 0.0
+    position_encoding: str = "scene"
+    position_period_m: float = 5.0
+    geodesic_prior: bool = False
+    prior_radius: float = 1.5
+    graph_neighbours: int = 10
+    graph_normal_weight: float = 10.0
+    graph_color_weight: float = 10.0
 
     def __post_init__(self) -> None:
         _check_choice("input_mode", self.input_mode, INPUT_MODES)
         _check_choice("mask_head", self.mask_head, MASK_HEADS)
         _check_choice("object_context", self.object_context, OBJECT_CONTEXTS)
+        _check_choice("position_encoding", self.position_encoding, POSITION_ENCODINGS)
+        for name in ("position_period_m", "prior_radius"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0 metres, got {getattr(self, name)}")
+        if self.graph_normal_weight < 0 or self.graph_color_weight < 0:
+            raise ConfigError("graph_normal_weight and graph_color_weight must be >= 0")
         if not self.voxel_size > 0:
             raise ConfigError(f"voxel_size must be > 0 metres, got {self.voxel_size}")
         for name in ("hidden_dim", "num_heads", "ffn_dim", "num_decoder_layers",
-                     "num_background_queries", "fourier_features"):
+                     "num_background_queries", "fourier_features", "graph_neighbours"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
@@ -90,6 +119,13 @@ class ModelConfig:
     @property
     def in_channels(self) -> int:
         return 3 if self.input_mode == "rgb" else 1
+
+    def graph_config(self) -> "GraphConfig":
+        """The voxel graph of the geodesic prior."""
+        from npiseg_ros.core.geodesic import GraphConfig
+
+        return GraphConfig(self.graph_neighbours, self.graph_normal_weight,
+                           self.graph_color_weight)
 
     @property
     def probabilistic(self) -> bool:

@@ -30,7 +30,10 @@ class FourierPositionEncoding(nn.Module):
 
     def forward(self, xyz: Tensor, lower: Tensor, upper: Tensor) -> Tensor:
         """Encode (P, 3) metres given the scene's (3,) min and max -> (P, 2 * num_features)."""
-        normalised = (xyz - lower) / (upper - lower).clamp_min(1e-6)
+        return self.encode_normalised((xyz - lower) / (upper - lower).clamp_min(1e-6))
+
+    def encode_normalised(self, normalised: Tensor) -> Tensor:
+        """Encode (P, 3) already normalised coordinates -> (P, 2 * num_features)."""
         projected = (2.0 * math.pi) * normalised @ self.frequencies
         return torch.cat([projected.sin(), projected.cos()], dim=-1)
 
@@ -147,7 +150,7 @@ class ClickAttentionDecoder(nn.Module):
 
     def forward(self, points: Tensor, point_pos: Tensor, queries: Tensor, query_pos: Tensor,
                 query_labels: Tensor, predict: Callable[[Tensor, Tensor], Tensor],
-                ) -> tuple[Tensor, Tensor, list[Tensor]]:
+                attention_bias: Tensor | None = None) -> tuple[Tensor, Tensor, list[Tensor]]:
         """Run all layers.
 
         Args:
@@ -155,13 +158,15 @@ class ClickAttentionDecoder(nn.Module):
             queries: (Q, d) initial queries; query_pos: (Q, d); query_labels: (Q,) int64 label
                 (0 = background) of each query.
             predict: callable ``(points, queries) -> (V, C) class logits`` for the layer outputs.
+            attention_bias: (Q, V) additive bias of every layer's click->scene attention (the
+                geodesic prior's distance decay), or None.
 
         Returns:
             Final point features (V, d), final queries (Q, d), and the class logits after every
             layer except the last (deterministic auxiliary predictions).
         """
         auxiliary: list[Tensor] = []
-        allowed = None
+        allowed = attention_bias
         for index, layer in enumerate(self.layers):
             queries = layer.click_to_scene(queries, points, query_pos, point_pos, allowed)
             queries = layer.feed_forward(queries)
@@ -172,6 +177,8 @@ class ClickAttentionDecoder(nn.Module):
                 auxiliary.append(logits)
                 allowed = _attention_mask(logits.detach().argmax(dim=1), query_labels,
                                           points.dtype)
+                if attention_bias is not None:
+                    allowed = allowed + attention_bias
         return points, queries, auxiliary
 
 

@@ -14,6 +14,7 @@ from npiseg_ros.core.decoder import (ClickAttentionDecoder, FourierPositionEncod
                                      PreviousMaskEncoder, mlp)
 from npiseg_ros.core.neural_process import (Gaussian, ObjectLatent, PrototypeModulator,
                                             SceneLatent, label_means, label_sums)
+from npiseg_ros.core.prior import GeodesicPrior
 
 TARGET_POINTS_PER_LABEL = 50
 _ROW_CHUNK = 32768
@@ -50,6 +51,9 @@ class DecodeOutput:
         auxiliary_logits: (V, C) deterministic logits after each decoder layer but the last.
         kl_scene: scalar KL(q(z_s | targets) || p(z_s | clicks)); zero without targets.
         kl_objects: scalar sum over labels of the z_o KL; zero without targets.
+        prior_path_logits: training only (``targets`` given): (V, C) logits of the same decode
+            with latents drawn from the PRIOR, i.e. exactly what inference computes; ``logits``
+            are then the posterior-latent logits.
     """
 
     logits: Tensor
@@ -58,6 +62,7 @@ class DecodeOutput:
     auxiliary_logits: list[Tensor] = field(default_factory=list)
     kl_scene: Tensor | None = None
     kl_objects: Tensor | None = None
+    prior_path_logits: Tensor | None = None
 
 
 class NPISeg3D(nn.Module):
@@ -85,6 +90,14 @@ class NPISeg3D(nn.Module):
         self.object_latent = (ObjectLatent(dim, config.object_context)
                               if config.use_object_latent else None)
         self.modulator = PrototypeModulator(dim) if config.probabilistic else None
+        self.prior = (GeodesicPrior(dim, config.prior_radius, config.voxel_size)
+                      if config.geodesic_prior else None)
+
+    def position_codes(self, xyz: Tensor) -> Tensor:
+        """(V, 3) metres -> (V, d) position encodings of one scene (config.position_encoding)."""
+        if self.config.position_encoding == "metric":
+            return self.position_encoding.encode_normalised(xyz / self.config.position_period_m)
+        return self.position_encoding(xyz, xyz.min(dim=0).values, xyz.max(dim=0).values)
 
     # ------------------------------------------------------------------ encode
     def encode(self, features: Tensor, coords: Tensor, xyz: Tensor) -> SceneEmbedding:
@@ -104,17 +117,15 @@ class NPISeg3D(nn.Module):
         scenes = []
         for index in torch.unique(coords[:, 0]).tolist():
             rows = coords[:, 0] == index
-            scene_xyz = xyz[rows]
-            positions = self.position_encoding(scene_xyz, scene_xyz.min(dim=0).values,
-                                               scene_xyz.max(dim=0).values)
-            scenes.append(SceneEmbedding(point_features[rows], positions))
+            scenes.append(SceneEmbedding(point_features[rows], self.position_codes(xyz[rows])))
         return scenes
 
     # ------------------------------------------------------------------ decode
     def decode(self, scene: SceneEmbedding, click_voxels: Tensor, click_labels: Tensor,
                previous_labels: Tensor | None = None, num_samples: int = 10,
                generator: torch.Generator | None = None, scene_weight: float | None = None,
-               targets: Tensor | None = None, uncertainty: str = "variance") -> DecodeOutput:
+               targets: Tensor | None = None, uncertainty: str = "auto",
+               click_distances: Tensor | None = None) -> DecodeOutput:
         """Predict every voxel's label from the clicks.
 
         Args:
@@ -128,15 +139,33 @@ class NPISeg3D(nn.Module):
             scene_weight: alpha of Eq. 7; None uses the config value.
             targets: (V,) int64 ground-truth labels in [0, M] (-1 = ignore). Training only:
                 latents are then drawn from the posterior and the KL terms are returned.
-            uncertainty: ``variance`` (Eq. 13-14) or ``entropy`` of the mean softmax.
+            uncertainty: ``variance`` (Eq. 13-14), ``entropy`` of the MC-mean softmax, or
+                ``auto``: entropy for models with the geodesic prior (their spread includes the
+                prior's distance margin), variance otherwise.
+            click_distances: (K, V) float graph distance from each click's voxel to every
+                voxel (``VoxelGraph.distances``); required with ``config.geodesic_prior``.
         """
         num_classes = _check_clicks(click_voxels, click_labels, scene.num_voxels)
         if uncertainty not in UNCERTAINTY_MODES:
             raise ValueError(f"uncertainty must be one of {UNCERTAINTY_MODES}, got {uncertainty!r}")
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        if uncertainty == "auto":
+            uncertainty = "entropy" if self.prior is not None else "variance"
         click_features = scene.features[click_voxels]
         points = scene.features
+        prior_logits = attention_bias = None
+        if self.prior is not None:
+            if click_distances is None or click_distances.shape != (click_voxels.shape[0],
+                                                                    scene.num_voxels):
+                raise ValueError("a model with the geodesic prior needs click_distances of shape "
+                                 f"(K, V) = ({click_voxels.shape[0]}, {scene.num_voxels})")
+            click_distances = click_distances.to(points.dtype)
+            label_distances = self.prior.label_distances(click_distances, click_labels,
+                                                         num_classes)
+            prior_logits = self.prior.logits(label_distances)
+            points = points + self.prior.point_features(label_distances, click_distances,
+                                                        click_labels)
         if self.previous_mask is not None:
             points = points + self.previous_mask(previous_labels, click_features, click_labels,
                                                  num_classes, scene.num_voxels)
@@ -148,13 +177,16 @@ class NPISeg3D(nn.Module):
         queries = torch.cat([click_features, self.background_queries])[order]
         query_pos = torch.cat([scene.positions[click_voxels], self.background_positions])[order]
         segments = _label_segments(query_labels, num_classes)
+        if self.prior is not None:
+            attention_bias = self.prior.attention_bias(click_distances,
+                                                       self.background_queries.shape[0])[order]
 
         def predict(layer_points: Tensor, layer_queries: Tensor) -> Tensor:
             similarity = self._similarity(layer_points, self._embed(layer_queries))
-            return _max_per_label(similarity, segments) * self._scale()
+            return self._combine(prior_logits, _max_per_label(similarity, segments))
 
         points, queries, auxiliary = self.decoder(points, scene.positions, queries, query_pos,
-                                                  query_labels, predict)
+                                                  query_labels, predict, attention_bias)
         embeddings = self._embed(queries)
         if self.modulator is None:
             logits = predict(points, queries)
@@ -166,13 +198,21 @@ class NPISeg3D(nn.Module):
             return DecodeOutput(logits, probabilities, spread, auxiliary)
         return self._decode_probabilistic(points, embeddings, query_labels, segments,
                                           num_samples, generator, scene_weight, targets,
-                                          uncertainty, auxiliary)
+                                          uncertainty, auxiliary, prior_logits)
+
+    def _combine(self, prior_logits: Tensor | None, similarity: Tensor) -> Tensor:
+        """(V, C) logits from per-label similarities: alone (scaled), or as the gated
+        correction of the geodesic prior's logits."""
+        if prior_logits is None:
+            return similarity * self._scale()
+        return prior_logits + self.prior.correction_gate * self._scale() * similarity
 
     def _decode_probabilistic(self, points: Tensor, embeddings: Tensor, query_labels: Tensor,
                               segments: list[tuple[int, int]], num_samples: int,
                               generator: torch.Generator | None, scene_weight: float | None,
                               targets: Tensor | None, uncertainty: str,
-                              auxiliary: list[Tensor]) -> DecodeOutput:
+                              auxiliary: list[Tensor],
+                              prior_logits: Tensor | None = None) -> DecodeOutput:
         alpha = self.config.scene_weight if scene_weight is None else float(scene_weight)
         num_classes = len(segments)
         prior_prototypes = label_means(embeddings, query_labels, num_classes)
@@ -204,28 +244,58 @@ class NPISeg3D(nn.Module):
                     scene_sample,
                     self._object_context(target_embeddings, target_labels, num_classes), alpha)
                 kl_objects = object_source.kl_to(object_prior).mean(dim=0).sum()
-            if scene_sample is None:  # one (1, C, d) distribution: draw S samples from it
-                latent = object_source.sample(num_samples, generator)[:, 0]
-            else:  # (S, C, d): one draw per scene-latent sample
-                latent = object_source.sample(1, generator)[0]
+            latent = _object_samples(object_source, scene_sample, num_samples, generator)
         else:
             latent = scene_sample.unsqueeze(1).expand(-1, num_classes, -1)
 
-        gamma, beta = self.modulator(latent)
-        # Eq. 8: every query (click or background query) is modulated by its label's latent.
-        modulated = gamma[:, query_labels] * embeddings + beta[:, query_labels]
+        prior_path_logits = None
+        if targets is not None:
+            # The inference path: latents from the prior networks (the scene sample from the
+            # scene prior, the object latents from the object prior), with gradient, so the
+            # segmentation loss trains what the node runs (the posterior gets its own loss).
+            prior_latent = latent
+            if self.scene_latent is not None or self.object_latent is not None:
+                prior_latent = self._prior_latent(embeddings, query_labels, num_classes,
+                                                  prior_prototypes, alpha, num_samples,
+                                                  generator)
+            prior_mean, _, _ = self._sample_statistics(
+                points, self._modulate(prior_latent, embeddings, query_labels), segments,
+                per_sample_softmax=False, prior_logits=prior_logits)
+            prior_path_logits = self._combine(prior_logits, _max_per_label(prior_mean, segments))
+
         mean, variance, probabilities = self._sample_statistics(
-            points, modulated, segments, per_sample_softmax=uncertainty == "entropy")
-        logits = _max_per_label(mean, segments) * self._scale()
+            points, self._modulate(latent, embeddings, query_labels), segments,
+            per_sample_softmax=uncertainty == "entropy", prior_logits=prior_logits)
+        logits = self._combine(prior_logits, _max_per_label(mean, segments))
         if uncertainty == "entropy":
             spread = _entropy(probabilities)
         else:
             # Eq. 13-14: max over a label's clicks, then over labels == max over all queries.
             spread = variance.max(dim=1).values
-        return DecodeOutput(logits, probabilities, spread, auxiliary, kl_scene, kl_objects)
+        return DecodeOutput(logits, probabilities, spread, auxiliary, kl_scene, kl_objects,
+                            prior_path_logits)
+
+    def _prior_latent(self, embeddings: Tensor, query_labels: Tensor, num_classes: int,
+                      prior_prototypes: Tensor, alpha: float, num_samples: int,
+                      generator: torch.Generator | None) -> Tensor:
+        """(S, C, d) latent samples drawn from the prior networks only (inference path)."""
+        scene_sample = None
+        if self.scene_latent is not None:
+            scene_sample = self.scene_latent(prior_prototypes).sample(num_samples, generator)
+        if self.object_latent is None:
+            return scene_sample.unsqueeze(1).expand(-1, num_classes, -1)
+        object_prior = self.object_latent(
+            scene_sample, self._object_context(embeddings, query_labels, num_classes), alpha)
+        return _object_samples(object_prior, scene_sample, num_samples, generator)
+
+    def _modulate(self, latent: Tensor, embeddings: Tensor, query_labels: Tensor) -> Tensor:
+        """Eq. 8: every query (click or background query) is modulated by its label's latent."""
+        gamma, beta = self.modulator(latent)
+        return gamma[:, query_labels] * embeddings + beta[:, query_labels]
 
     def _sample_statistics(self, points: Tensor, modulated: Tensor, segments: list[tuple[int, int]],
-                           per_sample_softmax: bool) -> tuple[Tensor, Tensor, Tensor]:
+                           per_sample_softmax: bool,
+                           prior_logits: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Mean and variance over the S samples of the (V, Q) similarities, and (V, C) probabilities.
 
         The similarity is linear in the (normalised) prototype, so the sample mean is one product
@@ -239,20 +309,26 @@ class NPISeg3D(nn.Module):
         num_samples, num_queries, dim = modulated.shape
         centre = modulated.mean(dim=0)
         deviations = (modulated - centre).reshape(num_samples * num_queries, dim)
-        scale = self._scale()
         means, variances, probabilities = [], [], []
-        for chunk in points.split(_ROW_CHUNK):
+        offsets = (None,) * len(range(0, points.shape[0], _ROW_CHUNK))
+        if prior_logits is not None:
+            offsets = prior_logits.split(_ROW_CHUNK)
+        for chunk, offset in zip(points.split(_ROW_CHUNK), offsets):
             mean = chunk @ centre.T
             spread = (chunk @ deviations.T).view(-1, num_samples, num_queries)
             means.append(mean)
             variances.append(spread.square().mean(dim=1))
             if per_sample_softmax:
-                per_sample = _max_per_label(mean.unsqueeze(1) + spread, segments) * scale
+                per_label = _max_per_label(mean.unsqueeze(1) + spread, segments)
+                if offset is not None:
+                    offset = offset.unsqueeze(1)
+                per_sample = self._combine(offset, per_label)
                 probabilities.append(per_sample.softmax(dim=-1).mean(dim=1))
         mean, variance = torch.cat(means), torch.cat(variances)
         if per_sample_softmax:
             return mean, variance, torch.cat(probabilities)
-        return mean, variance, (_max_per_label(mean, segments) * scale).softmax(dim=1)
+        return (mean, variance,
+                self._combine(prior_logits, _max_per_label(mean, segments)).softmax(dim=1))
 
     def _object_context(self, embeddings: Tensor, labels: Tensor, num_classes: int) -> Tensor:
         if self.config.object_context == "sum":
@@ -273,6 +349,14 @@ class NPISeg3D(nn.Module):
         if self.config.mask_head == "cosine":
             return self.logit_scale.exp()
         return torch.ones_like(self.logit_scale)
+
+
+def _object_samples(source: Gaussian, scene_sample: Tensor | None, num_samples: int,
+                    generator: torch.Generator | None) -> Tensor:
+    """(S, C, d) object-latent samples from an object-latent distribution."""
+    if scene_sample is None:  # one (1, C, d) distribution: draw S samples from it
+        return source.sample(num_samples, generator)[:, 0]
+    return source.sample(1, generator)[0]  # (S, C, d): one draw per scene-latent sample
 
 
 def _check_clicks(click_voxels: Tensor, click_labels: Tensor, num_voxels: int) -> int:

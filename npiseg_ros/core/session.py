@@ -7,13 +7,14 @@ method either succeeds or raises a typed error leaving the session as it was.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from npiseg_ros.core.config import UNCERTAINTY_MODES
 from npiseg_ros.core.errors import ClickRejectedError, ConfigError, InvalidCloudError, NoCloudError
+from npiseg_ros.core.geodesic import VoxelGraph, build_voxel_graph, distance_limit
 from npiseg_ros.core.model import NPISeg3D, SceneEmbedding
 from npiseg_ros.core.suggest import suggest_next_click
 from npiseg_ros.core.types import (BACKGROUND_ID, INVALID_LABEL, Click, CloudSummary, ObjectStats,
@@ -35,6 +36,9 @@ class _Cloud:
     voxel_of_point: np.ndarray   # (N,) int64 voxel of each input point, -1 if dropped
     voxel_xyz: torch.Tensor      # (V, 3) on device, representative point of each voxel
     embedding: SceneEmbedding
+    graph: VoxelGraph | None = None  # voxel graph of the geodesic prior (prior models only)
+    # graph distances from a clicked voxel to every voxel, computed once per clicked voxel
+    distance_rows: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -57,7 +61,8 @@ class SegmentationSession:
         scene_weight: alpha of Eq. 7; None keeps the model's configured value.
         max_click_distance: clicks farther than this (metres) from every point are rejected.
         seed: seeds the latent sampling; the same cloud, clicks and seed give the same output.
-        uncertainty: ``variance`` (paper Eq. 13-14) or ``entropy`` of the mean softmax.
+        uncertainty: ``variance`` (paper Eq. 13-14), ``entropy`` of the mean softmax, or
+            ``auto`` (the model's choice: entropy with the geodesic prior, else variance).
         max_points: clouds with more points are rejected (None = no limit).
         voxel_size: voxel edge in metres; None uses the model's (what it was trained at).
     """
@@ -65,7 +70,7 @@ class SegmentationSession:
     def __init__(self, model: NPISeg3D, *, device: str | torch.device | None = None,
                  num_samples: int = 10, scene_weight: float | None = None,
                  max_click_distance: float = DEFAULT_MAX_CLICK_DISTANCE_M, seed: int = 0,
-                 uncertainty: str = "variance", max_points: int | None = None,
+                 uncertainty: str = "auto", max_points: int | None = None,
                  voxel_size: float | None = None) -> None:
         if num_samples < 1:
             raise ConfigError(f"num_samples must be >= 1, got {num_samples}")
@@ -158,7 +163,15 @@ class SegmentationSession:
         coords = torch.from_numpy(voxels.coords).to(self.device)
         with torch.inference_mode():
             embedding = self.model.encode(voxel_features, coords, voxel_xyz)
-        self._cloud = _Cloud(xyz, valid, valid_index, voxels, voxel_of_point, voxel_xyz, embedding)
+        graph = None
+        if self.model.config.geodesic_prior:
+            voxel_colors = None
+            if colors is not None:
+                voxel_colors = _as_colors(colors, xyz.shape[0])[representative]
+            graph = build_voxel_graph(xyz[representative], voxel_colors,
+                                      self.model.config.graph_config())
+        self._cloud = _Cloud(xyz, valid, valid_index, voxels, voxel_of_point, voxel_xyz, embedding,
+                             graph)
         self._forget_clicks()
         return CloudSummary(num_points=int(xyz.shape[0]),
                             num_dropped=int(xyz.shape[0] - valid_index.size),
@@ -297,17 +310,31 @@ class SegmentationSession:
             lookup[object_ids] = np.arange(1, object_ids.size + 1)
             previous = torch.from_numpy(lookup[earlier]).to(self.device)
         generator = torch.Generator(device=self.device).manual_seed(self.seed)
+        distances = self._click_distances(cloud)
         with torch.inference_mode():
             output = self.model.decode(cloud.embedding, click_voxels, click_labels, previous,
                                        num_samples=self.num_samples, generator=generator,
                                        scene_weight=self.scene_weight,
-                                       uncertainty=self.uncertainty)
+                                       uncertainty=self.uncertainty,
+                                       click_distances=distances)
             labels = output.logits.argmax(dim=1)
             labels[click_voxels] = click_labels  # clicked voxels take their click's label
             confidence = output.probabilities.gather(1, labels.unsqueeze(1)).squeeze(1)
         label_to_id = np.concatenate([[BACKGROUND_ID], object_ids])
         return (label_to_id[labels.cpu().numpy()], output.uncertainty.float().cpu().numpy(),
                 confidence.float().cpu().numpy())
+
+    def _click_distances(self, cloud: _Cloud) -> torch.Tensor | None:
+        """(K, V) graph distances of the clicks (prior models), one Dijkstra per NEW voxel."""
+        if cloud.graph is None:
+            return None
+        missing = sorted({c.voxel_index for c in self._clicks} - set(cloud.distance_rows))
+        if missing:
+            limit = distance_limit(float(self.model.prior.log_radius.detach().exp()))
+            for voxel, row in zip(missing, cloud.graph.distances(missing, limit=limit)):
+                cloud.distance_rows[voxel] = row
+        rows = np.stack([cloud.distance_rows[c.voxel_index] for c in self._clicks])
+        return torch.from_numpy(rows).to(self.device)
 
     def _full_resolution(self, cloud: _Cloud, voxel_labels: np.ndarray,
                          voxel_uncertainty: np.ndarray, voxel_confidence: np.ndarray | None,

@@ -13,23 +13,13 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import dijkstra
-from scipy.spatial import cKDTree
 
 from npiseg_ros.core.errors import ClickRejectedError, InvalidCloudError, NoCloudError
+from npiseg_ros.core.geodesic import GraphConfig, VoxelGraph, build_voxel_graph
 from npiseg_ros.core.types import BACKGROUND_ID, Prediction
 from npiseg_ros.eval.interactive import voxel_grid
 
 __all__ = ["GraphDistanceSegmenter", "BASELINES", "build_baseline"]
-
-
-def _normals(points: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
-    """(V, 3) unit normals: smallest-eigenvalue eigenvector of each point's neighbourhood."""
-    local = points[neighbours] - points[neighbours].mean(axis=1, keepdims=True)
-    covariance = np.einsum("vki,vkj->vij", local, local)
-    _, vectors = np.linalg.eigh(covariance)
-    return vectors[:, :, 0]
 
 
 class GraphDistanceSegmenter:
@@ -55,7 +45,9 @@ class GraphDistanceSegmenter:
         self.object_radius = float(object_radius)
         self.normal_weight = float(normal_weight)
         self.color_weight = float(color_weight)
-        self._graph: csr_matrix | None = None
+        self._graph_config = GraphConfig(self.num_neighbours, self.normal_weight,
+                                         self.color_weight)
+        self._graph: VoxelGraph | None = None
         self._clicks: list[tuple[int, int]] = []  # (voxel index, object id)
 
     def set_cloud(self, xyz: np.ndarray, colors: np.ndarray | None = None,
@@ -67,24 +59,8 @@ class GraphDistanceSegmenter:
             raise InvalidCloudError("xyz must be a finite (N, 3) array with N >= 2")
         representative, self._point_to_voxel = voxel_grid(xyz, self.voxel_size)
         points = xyz[representative]
-        k = min(self.num_neighbours + 1, len(points))
-        distance, neighbours = cKDTree(points).query(points, k=k)
-        distance, neighbours = distance[:, 1:], neighbours[:, 1:]
-        cost = distance.copy()
-        if k >= 4:
-            normals = _normals(points, np.concatenate([np.arange(len(points))[:, None],
-                                                       neighbours], axis=1))
-            cosine = np.abs(np.einsum("vi,vki->vk", normals, normals[neighbours]))
-            cost *= 1.0 + self.normal_weight * (1.0 - cosine)
-        if colors is not None:
-            rgb = np.asarray(colors, dtype=np.float64)
-            rgb = rgb / 255.0 if rgb.max(initial=0.0) > 1.0 else rgb
-            rep_rgb = rgb[representative]
-            change = np.linalg.norm(rep_rgb[:, None, :] - rep_rgb[neighbours], axis=2)
-            cost *= 1.0 + self.color_weight * change
-        rows = np.repeat(np.arange(len(points)), neighbours.shape[1])
-        self._graph = csr_matrix((cost.reshape(-1) + 1e-9, (rows, neighbours.reshape(-1))),
-                                 shape=(len(points), len(points)))
+        rep_colors = None if colors is None else np.asarray(colors)[representative]
+        self._graph = build_voxel_graph(points, rep_colors, self._graph_config)
         self._points = points
         self._clicks = []
 
@@ -114,8 +90,7 @@ class GraphDistanceSegmenter:
         for row, object_id in enumerate(object_ids):
             sources = [voxel for voxel, label in self._clicks if label == object_id]
             if sources:
-                distance[row] = dijkstra(self._graph, directed=False, indices=sources,
-                                         min_only=True)
+                distance[row] = self._graph.nearest_distance(sources)
         # background competes with its clicks and, everywhere, with the radius threshold
         distance[0] = np.minimum(distance[0], self.object_radius)
         labels = np.asarray(object_ids)[np.argmin(distance, axis=0)]

@@ -117,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="npiseg-eval", description="Interactive 3-D segmentation benchmark "
         "(AGILE3D / NPISeg3D click protocol): IoU@k, NoC@q, uncertainty quality, latency.")
     parser.add_argument("--data", required=True, help="dataset folder")
-    parser.add_argument("--format", required=True, choices=["benchmark", "semantickitti"])
+    parser.add_argument("--format", required=True, choices=["benchmark", "semantickitti", "scans"])
     parser.add_argument("--mode", default="multi", choices=["multi", "single"])
     model = parser.add_mutually_exclusive_group()
     model.add_argument("--checkpoint",

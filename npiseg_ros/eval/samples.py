@@ -16,10 +16,13 @@ import numpy as np
 from npiseg_ros.eval.cloud import DatasetFormatError, LabelledCloud, Sample
 from npiseg_ros.eval.ply import read_ply
 from npiseg_ros.eval.readers import (
-    read_benchmark_scene, read_semantickitti, read_single_object_list, read_val_list,
+    read_benchmark_scene, read_cloud, read_semantickitti, read_single_object_list, read_val_list,
     semantickitti_frames)
 
-__all__ = ["benchmark_samples", "semantickitti_samples", "dataset_samples"]
+__all__ = ["benchmark_samples", "semantickitti_samples", "scan_samples", "dataset_samples"]
+
+SCAN_OBJECT_COUNTS = (1, 3, 5)
+"""Objects per multi-object sample of a whole scan (the independent evaluation's 1, 3 and 5)."""
 
 
 def _single_from_val_list(root: Path) -> list[tuple[str, int]]:
@@ -119,12 +122,55 @@ def semantickitti_samples(cloud: LabelledCloud, scene: str, mode: str = "multi",
     return samples
 
 
+def scan_samples(cloud: LabelledCloud, scene: str, mode: str = "multi", *,
+                 object_counts: tuple[int, ...] = SCAN_OBJECT_COUNTS, min_points: int = 50,
+                 seed: int = 0) -> list[Sample]:
+    """Samples of one WHOLE labelled scan (no crop: what the node receives).
+
+    Objects with >= ``min_points`` points are candidates. Multi mode: for each K in
+    ``object_counts`` an anchor is drawn (seeded by ``seed`` and the scene name, so a sample
+    does not change when other files are added) and the targets are the anchor plus its K-1
+    nearest candidates (centroid distance): neighbouring objects are the hard case of
+    annotation. Single mode: one sample per candidate, at most ``max(object_counts)`` per scan.
+    """
+    if mode not in ("multi", "single"):
+        raise DatasetFormatError(f"mode must be 'multi' or 'single', got {mode!r}")
+    counts = np.bincount(cloud.labels)
+    candidates = [int(o) for o in np.flatnonzero(counts >= min_points) if o > 0]
+    if not candidates:
+        return []
+    digest = int.from_bytes(scene.encode("utf-8")[-8:].rjust(8, b"\0"), "little")
+    rng = np.random.default_rng([seed, digest])
+    centroids = np.stack([cloud.xyz[cloud.labels == o].mean(axis=0) for o in candidates])
+    if mode == "single":
+        chosen = rng.permutation(len(candidates))[:max(object_counts)]
+        return [Sample(name=f"{scene}_{candidates[i]}", scene=scene, cloud=cloud,
+                       object_ids=(candidates[i],)) for i in sorted(chosen)]
+    samples = []
+    for k in object_counts:
+        anchor = int(rng.integers(len(candidates)))
+        distance = np.linalg.norm(centroids - centroids[anchor], axis=1)
+        nearest = np.argsort(distance, kind="stable")[:k]
+        ids = tuple(candidates[i] for i in nearest)
+        samples.append(Sample(name=f"{scene}_obj_{len(ids)}", scene=scene, cloud=cloud,
+                              object_ids=ids))
+    return samples
+
+
 def dataset_samples(path: str | os.PathLike, data_format: str, mode: str = "multi", *,
                     seed: int = 0, **semantickitti_options: float) -> Iterator[Sample]:
-    """All samples of a dataset folder (``data_format``: ``"benchmark"`` or
-    ``"semantickitti"``); SemanticKITTI options go to ``semantickitti_samples``."""
+    """All samples of a dataset folder (``data_format``: ``"benchmark"``, ``"semantickitti"``
+    or ``"scans"``: a folder of whole labelled scans, ``.npz`` / ``.ply`` / ``.pcd``, read
+    with ``read_cloud``, sampled by ``scan_samples``); SemanticKITTI options go to
+    ``semantickitti_samples``."""
     if data_format == "benchmark":
         yield from benchmark_samples(path, mode)
+    elif data_format == "scans":
+        files = sorted(p for p in Path(path).iterdir() if p.suffix in (".npz", ".ply", ".pcd"))
+        if not files:
+            raise DatasetFormatError(f"{path}: no .npz / .ply / .pcd scans")
+        for file in files:
+            yield from scan_samples(read_cloud(file), file.stem, mode, seed=seed)
     elif data_format == "semantickitti":
         for sequence, frame in semantickitti_frames(path):
             cloud = read_semantickitti(path, sequence, frame)
@@ -132,4 +178,4 @@ def dataset_samples(path: str | os.PathLike, data_format: str, mode: str = "mult
                                              **semantickitti_options)
     else:
         raise DatasetFormatError(
-            f"format must be 'benchmark' or 'semantickitti', got {data_format!r}")
+            f"format must be 'benchmark', 'semantickitti' or 'scans', got {data_format!r}")

@@ -1,0 +1,131 @@
+"""The geodesic prior: graph distances, a prior model that starts exactly at the graph
+baseline, the inference path trained, and a prior model that fits a real training crop."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from npiseg_ros.core.build import build_model, preset_config
+from npiseg_ros.core.geodesic import GraphConfig, build_voxel_graph, distance_limit
+from npiseg_ros.core.session import SegmentationSession
+from npiseg_ros.core.voxelize import voxelize
+from npiseg_ros.eval.baselines import GraphDistanceSegmenter
+from npiseg_train.losses import click_distance_weights, segmentation_loss
+from scenes import floor_with_boxes
+
+REAL_TRAIN = Path(__file__).resolve().parents[2] / "shared/data/real/lidar/train"
+
+
+def test_graph_distances_follow_the_surface_not_the_air():
+    # a U-shaped path: the ends are 1 m apart in space but 5 m apart along the points
+    step = 0.05
+    left = np.column_stack([np.zeros(41), np.arange(41) * step, np.zeros(41)])
+    bottom = np.column_stack([np.arange(1, 20) * step, np.zeros(19), np.zeros(19)])
+    right = np.column_stack([np.full(41, 1.0), np.arange(41) * step, np.zeros(41)])
+    points = np.concatenate([left, bottom, right])
+    graph = build_voxel_graph(points, None, GraphConfig(num_neighbours=2, normal_weight=0.0))
+    top_left, top_right = 40, len(points) - 1
+    distance = graph.distances([top_left])[0]
+    assert distance[top_left] == 0.0
+    assert distance[top_right] == pytest.approx(2.0 + 1.0 + 2.0, rel=1e-3)
+    assert np.isinf(graph.distances([top_left], limit=1.0)[0][top_right])
+    # the induced subgraph on the left leg alone no longer reaches the right leg's points
+    sub = graph.subgraph(np.arange(41))
+    assert sub.num_voxels == 41
+    assert sub.distances([40])[0][0] == pytest.approx(2.0, rel=1e-3)
+    assert distance_limit(1.5) >= 4 * 1.5
+
+
+def _prior_model(seed: int = 0):
+    torch.manual_seed(seed)
+    return build_model(preset_config("prior"))
+
+
+def test_untrained_prior_model_labels_exactly_like_the_graph_baseline():
+    xyz, rgb, labels = floor_with_boxes(seed=3, num_boxes=3)
+    session = SegmentationSession(_prior_model(), num_samples=3, seed=0)
+    session.set_cloud(xyz, colors=rgb)
+    baseline = GraphDistanceSegmenter(voxel_size=session.voxel_size)
+    baseline.set_cloud(xyz, colors=rgb)
+    rng = np.random.default_rng(0)
+    agreement = []
+    for object_id in (1, 2, 3, 0, 1, 0):
+        index = int(rng.choice(np.flatnonzero(labels == object_id)))
+        session.add_click(point_index=index, object_id=object_id)
+        baseline.add_click(point_index=index, object_id=object_id)
+        agreement.append(np.mean(session.predict().labels == baseline.predict().labels))
+    # gate 0: the decoder's correction is off, labels are the prior's argmax = region growing
+    # (float32 vs float64 distances may only flip exact ties)
+    assert min(agreement) > 0.999, agreement
+
+
+def test_prior_model_needs_click_distances():
+    model = _prior_model().eval()
+    xyz, _, _ = floor_with_boxes(seed=0)
+    voxels = voxelize(xyz, 0.05)
+    scene = model.encode(torch.ones(voxels.num_voxels, 1), torch.from_numpy(voxels.coords),
+                         torch.from_numpy(xyz[voxels.representative]))
+    with pytest.raises(ValueError, match="click_distances"):
+        model.decode(scene, torch.tensor([0]), torch.tensor([1]))
+
+
+def test_segmentation_loss_reaches_the_inference_path():
+    """The decode with targets also returns the prior-latent (inference) logits; a loss on
+    them alone trains the prior networks and the prior scalars, not only the posterior."""
+    model = _prior_model().train()
+    with torch.no_grad():  # an untrained gate is 0, which blocks the decoder's gradient
+        model.prior.correction_gate.fill_(0.5)
+    xyz, _, labels = floor_with_boxes(seed=1, num_boxes=2)
+    voxels = voxelize(xyz, 0.05)
+    voxel_xyz = xyz[voxels.representative]
+    targets = torch.from_numpy(labels[voxels.representative])
+    graph = build_voxel_graph(voxel_xyz, None, model.config.graph_config())
+    clicks = torch.tensor([int(np.flatnonzero(targets.numpy() == o)[0]) for o in (1, 2, 0)])
+    click_labels = torch.tensor([1, 2, 0])
+    scene = model.encode(torch.ones(voxels.num_voxels, 1), torch.from_numpy(voxels.coords),
+                         torch.from_numpy(voxel_xyz))
+    output = model.decode(scene, clicks, click_labels, num_samples=2,
+                          generator=torch.Generator().manual_seed(0), targets=targets,
+                          click_distances=torch.from_numpy(graph.distances(clicks.numpy())))
+    assert output.prior_path_logits is not None
+    weights = click_distance_weights(torch.from_numpy(voxel_xyz),
+                                     torch.from_numpy(voxel_xyz)[clicks])
+    segmentation_loss(output.prior_path_logits, targets, weights).backward()
+    for name in ("prior.correction_gate", "prior.log_sharpness", "prior.log_radius"):
+        assert float(model.get_parameter(name).grad.abs()) > 0, name
+    reached = [n for n, p in model.named_parameters()
+               if p.grad is not None and float(p.grad.abs().sum()) > 0]
+    for part in ("scene_latent.", "object_latent.", "modulator.", "backbone.", "decoder."):
+        assert any(n.startswith(part) for n in reached), f"no gradient reaches {part}"
+
+
+@pytest.mark.skipif(not REAL_TRAIN.is_dir(), reason=f"real training scans not at {REAL_TRAIN}")
+def test_prior_model_fits_real_training_crops(tmp_path):
+    """The brief's check before any long run: the training loop drives the loss of a few real
+    LiDAR crops (the train split) well down."""
+    import dataclasses
+
+    from npiseg_train.config import load_config
+    from npiseg_train.trainer import Trainer
+
+    config = load_config(Path(__file__).resolve().parents[1] / "config/train_prior.yaml")
+    roots = (str(REAL_TRAIN),)
+    config = dataclasses.replace(
+        config, data=dataclasses.replace(config.data, roots=roots, max_voxels=3000),
+        clicks=dataclasses.replace(config.clicks, max_corrective_rounds=4),
+        run=dataclasses.replace(config.run, threads=0, time_budget_min=0.0, max_steps=1000))
+    torch.set_num_threads(2)
+    trainer = Trainer(config, tmp_path, show_progress=False)
+    batches = [trainer.prepare(step) for step in range(2)]
+    generator = torch.Generator().manual_seed(0)
+    first, last = [], []
+    for step in range(32):
+        loss, _ = trainer.loss_module(batches[step % 2], 0.001, 2, generator)
+        trainer.optimiser.zero_grad()
+        loss.backward()
+        trainer.optimiser.step()
+        (first if step < 4 else last if step >= 28 else []).append(float(loss.detach()))
+    assert np.isfinite(first + last).all()
+    assert np.mean(last) < 0.7 * np.mean(first), (first, last)
+    assert abs(float(trainer.model.prior.correction_gate)) > 0.01  # the correction switched on
