@@ -25,6 +25,7 @@ are compared with the start. Writes a JSON summary.
 from __future__ import annotations
 
 import argparse
+import atexit
 import collections
 import json
 import math
@@ -171,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--domain-id", type=int, default=90 + os.getpid() % 10)
     args = parser.parse_args(argv)
 
+    # A native crash (node or this client) then leaves a Python stack of every thread in the
+    # node log / on stderr.
+    os.environ.setdefault("PYTHONFAULTHANDLER", "1")
     rng = np.random.default_rng(args.seed)
     work = Path(tempfile.mkdtemp(prefix="npiseg_fuzz_"))
     checkpoint = save_tiny_checkpoint(work / "tiny.safetensors")
@@ -186,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
             process = start_test_node(work, checkpoint, args.domain_id, "node",
                                       output_directory=str(work / "out"),
                                       autosave_directory=str(work / "out" / "autosave"))
+            # Never leave a node behind, whatever ends this script (exception, Ctrl-C).
+            atexit.register(stop_process, process)
             return process
         process = start()
         client = SegmentationClient("npiseg_fuzz_client")
@@ -251,6 +257,11 @@ def main(argv: list[str] | None = None) -> int:
             if (number + 1) % 500 == 0:
                 print(f"[fuzz] {number + 1}/{args.count} {dict(outcomes)} "
                       f"{time.monotonic() - started:.0f} s", flush=True)
+                partial = {"messages_so_far": number + 1, "crashes": len(crashes),
+                           "crash_details": crashes, "outcomes": dict(outcomes),
+                           "node_log": str(work / "node.log"), "finished": False}
+                Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+                Path(args.out).write_text(json.dumps(partial, indent=2) + "\n")
         # Still working? Back to the base cloud (latch: published, then taken on reset), one
         # valid click, labels back.
         base_fingerprint = cloud_fingerprint(xyz)
@@ -277,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         "node_exit_code_on_sigint": exit_code,
         "node_before": before, "node_after": after,
         "wall_s": round(time.monotonic() - started, 1), "wait_per_message_s": args.wait,
+        "ros_domain_id": args.domain_id, "node_log": str(work / "node.log"), "finished": True,
         "machine": f"{os.cpu_count()} CPUs, shared; nice 19",
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -46,7 +46,7 @@ for setting in "${settings[@]}"; do
   env "${env_vars[@]}" "$PY" -c 'import torch; print("torch CPU capability:", torch.backends.cpu.get_cpu_capability())' >"$log" 2>&1
   env "${env_vars[@]}" "$PY" -m pytest -q -p no:cacheprovider "${tests[@]}" >>"$log" 2>&1
   rc=$?
-  [[ $rc -ne 0 ]] && status=1
+  if [[ $rc -ne 0 ]]; then status=1; tail -n 80 "$log"; fi
   summary+=("$name:$threads rc=$rc $(grep -E '^(FAILED|ERROR)|[0-9]+ (passed|failed)' "$log" | tr '\n' ' ')")
 done
 printf '%s\n' "${summary[@]}" | tee "$OUT/summary.txt"
