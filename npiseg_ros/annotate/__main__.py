@@ -1,0 +1,5 @@
+import sys
+
+from npiseg_ros.annotate.cli import main
+
+sys.exit(main())

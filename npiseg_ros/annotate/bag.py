@@ -1,0 +1,289 @@
+"""rosbag2 bags (sqlite3 and MCAP) through ``rosbags`` (pure Python, no ROS installation).
+
+Reading: the PointCloud2 topic's messages become frames; /tf and /tf_static, when present, give
+each frame's pose in the root frame of its transform tree (used to carry clicks between sweeps
+of a moving sensor). Writing (tests, the synthetic drive): :func:`write_cloud_bag`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from npiseg_ros.annotate.sources import Frame, FrameError, FrameSource, SourceError
+
+__all__ = ["BagSource", "decode_pointcloud2", "write_cloud_bag", "POINTCLOUD2"]
+
+POINTCLOUD2 = "sensor_msgs/msg/PointCloud2"
+TF_TYPE = "tf2_msgs/msg/TFMessage"
+_DATATYPES = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 8: "f8"}
+MAX_POINTS = 20_000_000
+
+
+def _rosbags():
+    try:
+        from rosbags.highlevel import AnyReader
+        from rosbags.typesys import Stores, get_typestore
+    except ImportError as error:
+        raise SourceError("reading bags needs the 'rosbags' package: "
+                          "pip install 'npiseg_ros[annotate]' (or rosbags==0.11.9)") from error
+    return AnyReader, Stores, get_typestore
+
+
+def decode_pointcloud2(msg, name: str = "") -> tuple[np.ndarray, np.ndarray | None]:
+    """(N, 3) float32 xyz and (N,) float32 intensity (or None) of a deserialized PointCloud2."""
+    fields = {f.name: f for f in msg.fields}
+    missing = [axis for axis in "xyz" if axis not in fields]
+    if missing:
+        raise FrameError(f"frame {name}: PointCloud2 has no field(s) {missing}; "
+                         f"found {sorted(fields)}")
+    width, height, step = int(msg.width), int(msg.height), int(msg.point_step)
+    count = width * height
+    if count == 0:
+        raise FrameError(f"frame {name} is empty (0 points): nothing to label; go to another frame")
+    if count > MAX_POINTS or step <= 0 or step > 1 << 16:
+        raise FrameError(f"frame {name}: implausible PointCloud2 layout "
+                         f"(width {width}, height {height}, point_step {step})")
+    data = np.frombuffer(bytes(msg.data) if not isinstance(msg.data, np.ndarray) else msg.data,
+                         dtype=np.uint8)
+    row_step = int(msg.row_step) or width * step
+    if row_step < width * step or data.size < row_step * (height - 1) + width * step:
+        raise FrameError(f"frame {name}: PointCloud2 data has {data.size} bytes, too few for "
+                         f"{height} rows of {width} points of {step} bytes")
+    if row_step != width * step:
+        data = np.concatenate([data[r * row_step:r * row_step + width * step]
+                               for r in range(height)])
+    else:
+        data = data[:count * step]
+    endian = ">" if msg.is_bigendian else "<"
+    names, formats, offsets = [], [], []
+    for key in ("x", "y", "z", "intensity"):
+        field = fields.get(key)
+        if field is None:
+            continue
+        kind = _DATATYPES.get(int(field.datatype))
+        if kind is None or int(field.offset) + np.dtype(kind).itemsize > step:
+            raise FrameError(f"frame {name}: field {key!r} has datatype {field.datatype} at "
+                             f"offset {field.offset}, unusable with point_step {step}")
+        names.append(key)
+        formats.append(endian + kind)
+        offsets.append(int(field.offset))
+    dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": step})
+    points = np.frombuffer(data, dtype=dtype, count=count)
+    xyz = np.stack([points[a].astype(np.float32) for a in "xyz"], axis=1)
+    intensity = points["intensity"].astype(np.float32) if "intensity" in names else None
+    return xyz, intensity
+
+
+def _quat_to_matrix(q) -> np.ndarray:
+    x, y, z, w = (float(q.x), float(q.y), float(q.z), float(q.w))
+    norm = np.sqrt(x * x + y * y + z * z + w * w) or 1.0
+    x, y, z, w = x / norm, y / norm, z / norm, w / norm
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+
+
+class _TfTree:
+    """Transforms parent <- child over time; lookup of root <- frame at a time (latest <= t,
+    else earliest)."""
+
+    def __init__(self) -> None:
+        self.edges: dict[str, tuple[str, list[int], list[np.ndarray]]] = {}
+
+    def add(self, parent: str, child: str, stamp: int, matrix: np.ndarray) -> None:
+        parent, child = parent.lstrip("/"), child.lstrip("/")
+        entry = self.edges.setdefault(child, (parent, [], []))
+        if entry[0] != parent:
+            return  # a frame has one parent; later conflicting edges are ignored
+        entry[1].append(stamp)
+        entry[2].append(matrix)
+
+    def lookup(self, frame: str, stamp: int) -> tuple[str, np.ndarray] | None:
+        frame = frame.lstrip("/")
+        if frame not in self.edges:
+            return None
+        total = np.eye(4)
+        seen = set()
+        while frame in self.edges and frame not in seen:
+            seen.add(frame)
+            parent, stamps, matrices = self.edges[frame]
+            order = np.argsort(stamps, kind="stable")
+            sorted_stamps = np.asarray(stamps)[order]
+            at = int(np.searchsorted(sorted_stamps, stamp, side="right")) - 1
+            total = matrices[int(order[max(at, 0)])] @ total
+            frame = parent
+        return frame, total
+
+
+class BagSource(FrameSource):
+    """Frames of one PointCloud2 topic of a rosbag2 bag (sqlite3 or MCAP)."""
+
+    kind = "bag"
+
+    def __init__(self, path: Path, topic: str | None = None) -> None:
+        AnyReader, Stores, get_typestore = _rosbags()
+        self.path = Path(path)
+        self.description = str(path)
+        try:
+            self.reader = AnyReader([self.path],
+                                    default_typestore=get_typestore(Stores.ROS2_HUMBLE))
+            self.reader.open()
+        except Exception as error:  # rosbags raises its own errors for every kind of bad file
+            raise SourceError(f"{path}: not a readable rosbag2 bag (sqlite3 .db3 or .mcap with "
+                              f"metadata.yaml): {error}") from None
+        clouds = sorted({c.topic for c in self.reader.connections if c.msgtype == POINTCLOUD2})
+        topics = {c.topic: c.msgtype for c in self.reader.connections}
+        if topic is None:
+            if len(clouds) != 1:
+                self.close()
+                listing = ", ".join(f"{t} ({m})" for t, m in sorted(topics.items())) or "none"
+                raise SourceError(
+                    f"{path}: {'no' if not clouds else 'several'} {POINTCLOUD2} topics; "
+                    f"give --topic. Topics: {listing}")
+            topic = clouds[0]
+        elif topic not in topics:
+            self.close()
+            raise SourceError(f"{path}: no topic {topic!r}; PointCloud2 topics: "
+                              f"{', '.join(clouds) or 'none'}")
+        elif topics[topic] != POINTCLOUD2:
+            self.close()
+            raise SourceError(f"{path}: topic {topic} is {topics[topic]}, not {POINTCLOUD2}; "
+                              f"PointCloud2 topics: {', '.join(clouds) or 'none'}")
+        self.topic = topic
+        self.connections = [c for c in self.reader.connections if c.topic == topic]
+        self.stamps = [stamp for _, stamp, _ in self.reader.messages(self.connections)]
+        if not self.stamps:
+            self.close()
+            raise SourceError(f"{path}: topic {topic} has no messages")
+        self.names = [f"{i:06d}_{stamp}" for i, stamp in enumerate(self.stamps)]
+        self.tf = self._read_tf()
+        self.description = f"{path} {topic}"
+
+    def _read_tf(self) -> _TfTree | None:
+        connections = [c for c in self.reader.connections
+                       if c.msgtype == TF_TYPE and c.topic in ("/tf", "/tf_static")]
+        if not connections:
+            return None
+        tree = _TfTree()
+        for connection, stamp, raw in self.reader.messages(connections):
+            try:
+                message = self.reader.deserialize(raw, connection.msgtype)
+            except Exception:
+                continue
+            for item in message.transforms:
+                matrix = np.eye(4)
+                matrix[:3, :3] = _quat_to_matrix(item.transform.rotation)
+                t = item.transform.translation
+                matrix[:3, 3] = (float(t.x), float(t.y), float(t.z))
+                when = 0 if connection.topic == "/tf_static" else (
+                    int(item.header.stamp.sec) * 10**9 + int(item.header.stamp.nanosec))
+                tree.add(item.header.frame_id, item.child_frame_id, when, matrix)
+        return tree
+
+    def _read(self, index: int) -> Frame:
+        name = self.names[index]
+        stamp = self.stamps[index]
+        # all messages at this receive time; the k-th of them when several share it
+        same = [i for i in range(index + 1) if self.stamps[i] == stamp]
+        for k, (connection, _, raw) in enumerate(
+                self.reader.messages(self.connections, start=stamp, stop=stamp + 1)):
+            if k == len(same) - 1:
+                break
+        else:
+            raise FrameError(f"frame {name}: message not found in {self.path}")
+        try:
+            message = self.reader.deserialize(raw, connection.msgtype)
+        except Exception as error:
+            raise FrameError(f"frame {name}: cannot deserialize the PointCloud2 message: "
+                             f"{error}") from None
+        xyz, intensity = decode_pointcloud2(message, name)
+        frame_id = str(message.header.frame_id)
+        header_stamp = int(message.header.stamp.sec) * 10**9 + int(message.header.stamp.nanosec)
+        pose = None
+        if self.tf is not None and frame_id:
+            found = self.tf.lookup(frame_id, header_stamp)
+            pose = None if found is None else found[1]
+        return Frame(name, xyz, intensity, None, frame_id, header_stamp, pose)
+
+    def describe(self) -> dict:
+        info = super().describe()
+        info.update(topic=self.topic, tf=self.tf is not None)
+        return info
+
+    def close(self) -> None:
+        try:
+            self.reader.close()
+        except Exception:
+            pass
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_cloud_bag(path: str | Path, clouds: list[np.ndarray], *, topic: str = "/points",
+                    frame_id: str = "velodyne", storage: str = "sqlite3",
+                    poses: list[np.ndarray] | None = None, fixed_frame: str = "odom",
+                    intensities: list[np.ndarray | None] | None = None,
+                    period_ns: int = 100_000_000, start_ns: int = 1_700_000_000_000_000_000,
+                    extra_string_topic: str | None = None) -> Path:
+    """Write clouds (each (N, 3) float32, optionally with intensity) as PointCloud2 messages
+    (x, y, z, intensity float32) into a new rosbag2 bag; poses (4x4, fixed <- sensor) go to /tf.
+    ``extra_string_topic`` adds a std_msgs/String topic (to test a non-PointCloud2 topic)."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.ROS2_HUMBLE)
+    types = store.types
+    Header = types["std_msgs/msg/Header"]
+    Time = types["builtin_interfaces/msg/Time"]
+    PointField = types["sensor_msgs/msg/PointField"]
+    PointCloud2 = types[POINTCLOUD2]
+    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+    path = Path(path)
+    with Writer(path, version=8, storage_plugin=plugin) as writer:
+        cloud_conn = writer.add_connection(topic, POINTCLOUD2, typestore=store)
+        tf_conn = writer.add_connection("/tf", TF_TYPE, typestore=store) if poses else None
+        text_conn = (writer.add_connection(extra_string_topic, "std_msgs/msg/String",
+                                           typestore=store) if extra_string_topic else None)
+        fields = [PointField(name=n, offset=4 * i, datatype=7, count=1)
+                  for i, n in enumerate(("x", "y", "z", "intensity"))]
+        for index, xyz in enumerate(clouds):
+            stamp = start_ns + index * period_ns
+            time = Time(sec=stamp // 10**9, nanosec=stamp % 10**9)
+            xyz = np.asarray(xyz, np.float32).reshape(-1, 3)
+            intensity = None if intensities is None else intensities[index]
+            if intensity is None:
+                intensity = np.zeros(len(xyz), np.float32)
+            packed = np.concatenate([xyz, np.asarray(intensity, np.float32).reshape(-1, 1)], 1)
+            message = PointCloud2(
+                header=Header(stamp=time, frame_id=frame_id), height=1, width=len(xyz),
+                fields=fields, is_bigendian=False, point_step=16, row_step=16 * len(xyz),
+                data=np.frombuffer(packed.astype("<f4").tobytes(), np.uint8), is_dense=False)
+            if tf_conn is not None:
+                writer.write(tf_conn, stamp, store.serialize_cdr(
+                    _tf_message(types, time, fixed_frame, frame_id, poses[index]), TF_TYPE))
+            if text_conn is not None:
+                writer.write(text_conn, stamp, store.serialize_cdr(
+                    types["std_msgs/msg/String"](data=f"frame {index}"), "std_msgs/msg/String"))
+            writer.write(cloud_conn, stamp, store.serialize_cdr(message, POINTCLOUD2))
+    return path
+
+
+def _tf_message(types, time, parent: str, child: str, pose: np.ndarray):
+    pose = np.asarray(pose, np.float64)
+    rotation = pose[:3, :3]
+    # rotation matrix -> quaternion (w >= 0 branch is enough for the yaw-only drives we write)
+    w = np.sqrt(max(1.0 + np.trace(rotation), 1e-12)) / 2.0
+    x = (rotation[2, 1] - rotation[1, 2]) / (4 * w)
+    y = (rotation[0, 2] - rotation[2, 0]) / (4 * w)
+    z = (rotation[1, 0] - rotation[0, 1]) / (4 * w)
+    Header = types["std_msgs/msg/Header"]
+    transform = types["geometry_msgs/msg/TransformStamped"](
+        header=Header(stamp=time, frame_id=parent), child_frame_id=child,
+        transform=types["geometry_msgs/msg/Transform"](
+            translation=types["geometry_msgs/msg/Vector3"](
+                x=float(pose[0, 3]), y=float(pose[1, 3]), z=float(pose[2, 3])),
+            rotation=types["geometry_msgs/msg/Quaternion"](x=float(x), y=float(y), z=float(z),
+                                                          w=float(w))))
+    return types[TF_TYPE](transforms=[transform])

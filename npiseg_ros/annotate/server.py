@@ -1,0 +1,200 @@
+"""The browser UI's HTTP server: standard library only, bound to the loopback interface.
+
+Every request is checked: the Host header must name the loopback address and port the server
+listens on (so a web page elsewhere cannot reach it through DNS rebinding), POST bodies must be
+small JSON objects with typed fields, cross-origin POSTs are refused, and static files come from
+a fixed in-package list. All workspace calls run one at a time under a lock.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+
+from npiseg_ros.annotate.workspace import Workspace
+
+__all__ = ["AnnotateServer", "serve"]
+
+MAX_BODY = 64 * 1024
+STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
+          "/index.html": ("index.html", "text/html; charset=utf-8"),
+          "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+          "/app.css": ("app.css", "text/css; charset=utf-8")}
+LOOPBACK = ("127.0.0.1", "localhost")
+
+
+class RequestError(ValueError):
+    pass
+
+
+def _int(body: dict, key: str, low: int, high: int, default=None) -> int:
+    value = body.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise RequestError(f"'{key}' must be an integer in [{low}, {high}], got {value!r}")
+    return value
+
+
+def _bool(body: dict, key: str) -> bool:
+    value = body.get(key, False)
+    if not isinstance(value, bool):
+        raise RequestError(f"'{key}' must be true or false, got {value!r}")
+    return value
+
+
+class AnnotateServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, workspace: Workspace, port: int = 8765, quiet: bool = True) -> None:
+        self.workspace = workspace
+        self.lock = threading.Lock()
+        self.quiet = quiet
+        super().__init__(("127.0.0.1", port), _Handler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/"
+
+    # ------------------------------------------------------------------ API
+    def handle_api(self, action: str, body: dict) -> dict:
+        ws = self.workspace
+        with self.lock:
+            if action == "state":
+                pass
+            elif action == "click":
+                background = _bool(body, "background")
+                if "point_index" in body:
+                    ws.click(point_index=_int(body, "point_index", 0, 2**31 - 1),
+                             background=background)
+                else:
+                    position = body.get("position")
+                    if (not isinstance(position, list) or len(position) != 3
+                            or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                       for v in position)):
+                        raise RequestError("'position' must be a list of 3 numbers, or give "
+                                           "'point_index'")
+                    ws.click(position=[float(v) for v in position], background=background)
+            elif action == "undo":
+                ws.undo()
+            elif action == "reset":
+                ws.reset()
+            elif action == "new_object":
+                ws.new_object()
+            elif action == "active":
+                ws.set_active(_int(body, "object_id", 1, 65535))
+            elif action == "step":
+                ws.step(_int(body, "delta", -1_000_000, 1_000_000))
+            elif action == "goto":
+                ws.goto_index(_int(body, "index", 0, 10**9))
+            elif action == "open":
+                path, topic = body.get("path"), body.get("topic", "")
+                if not isinstance(path, str) or not path or len(path) > 4096 or "\0" in path:
+                    raise RequestError("'path' must be a non-empty file or folder path")
+                if not isinstance(topic, str) or len(topic) > 512:
+                    raise RequestError("'topic' must be a string")
+                ws.open_path(path, topic)
+            else:
+                raise RequestError(f"unknown action {action!r}")
+            return ws.state()
+
+    def binary(self, what: str) -> bytes:
+        with self.lock:
+            return self.workspace.cloud_bytes() if what == "cloud" else self.workspace.label_bytes()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: AnnotateServer
+    server_version = "npiseg-annotate"
+    sys_version = ""
+
+    def log_message(self, format, *args):  # noqa: A002 - signature of the base class
+        if not self.server.quiet:
+            super().log_message(format, *args)
+
+    def _host_ok(self) -> bool:
+        host = self.headers.get("Host", "")
+        port = self.server.server_address[1]
+        return host in {f"{name}:{port}" for name in LOOPBACK}
+
+    def _send(self, status: int, body: bytes, content_type: str, extra: dict | None = None):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Content-Security-Policy",
+                         "default-src 'self'; img-src 'self' data:; style-src 'self'")
+        for key, value in (extra or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, status: int, payload: dict) -> None:
+        self._send(status, json.dumps(payload).encode(), "application/json")
+
+    def do_GET(self):  # noqa: N802 - http.server naming
+        if not self._host_ok():
+            return self._json(HTTPStatus.FORBIDDEN, {"error": "bad Host header"})
+        path = self.path.split("?", 1)[0]
+        if path in STATIC:
+            name, content_type = STATIC[path]
+            data = resources.files("npiseg_ros.annotate").joinpath("web", name).read_bytes()
+            return self._send(HTTPStatus.OK, data, content_type)
+        if path == "/api/state":
+            return self._json(HTTPStatus.OK, self.server.handle_api("state", {}))
+        if path in ("/api/cloud", "/api/labels"):
+            data = self.server.binary(path.rsplit("/", 1)[1])
+            return self._send(HTTPStatus.OK, data, "application/octet-stream")
+        return self._json(HTTPStatus.NOT_FOUND, {"error": f"no such page {path}"})
+
+    def do_POST(self):  # noqa: N802
+        if not self._host_ok():
+            return self._json(HTTPStatus.FORBIDDEN, {"error": "bad Host header"})
+        origin = self.headers.get("Origin")
+        if origin is not None and origin.rstrip("/") + "/" != self.server.url and \
+                origin.rstrip("/") + "/" != self.server.url.replace("127.0.0.1", "localhost"):
+            return self._json(HTTPStatus.FORBIDDEN, {"error": "cross-origin request refused"})
+        if not self.path.startswith("/api/") or "?" in self.path:
+            return self._json(HTTPStatus.NOT_FOUND, {"error": "no such action"})
+        if self.headers.get("Content-Type", "").split(";")[0].strip() != "application/json":
+            return self._json(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                              {"error": "send application/json"})
+        try:
+            length = int(self.headers.get("Content-Length", "0"))
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_BODY:
+            return self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "body too large"})
+        try:
+            body = json.loads(self.rfile.read(length) or b"{}")
+            if not isinstance(body, dict):
+                raise RequestError("the body must be a JSON object")
+            state = self.server.handle_api(self.path[len("/api/"):], body)
+        except (RequestError, ValueError) as error:
+            return self._json(HTTPStatus.BAD_REQUEST, {"error": str(error)})
+        except Exception as error:  # keep serving; say what happened
+            self.server.workspace.fail(f"internal error: {error!r}")
+            return self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": repr(error)})
+        return self._json(HTTPStatus.OK, state)
+
+
+def serve(workspace: Workspace, port: int = 8765, open_browser: bool = False,
+          quiet: bool = True, ready=None) -> None:
+    """Serve until interrupted (Ctrl-C)."""
+    server = AnnotateServer(workspace, port, quiet)
+    print(f"npiseg-annotate: serving {server.url} (session folder {workspace.folder}); "
+          "Ctrl-C to stop", flush=True)
+    if ready is not None:
+        ready(server)
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(server.url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

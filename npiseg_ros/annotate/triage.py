@@ -1,0 +1,187 @@
+"""Triage: encode every frame once and rank the frames that need a person's attention.
+
+For every frame (source order) the pass records:
+
+- ``novelty``: fraction of the frame's points with no point of the previous frame within
+  ``radius`` metres (through /tf poses when the bag has them): new scene content.
+- ``carried_clicks`` / ``missed_clicks`` / ``carried_uncertainty``: the clicks of the last frame
+  that has some (its own clicks, saved in the session folder, or those carried into it) are
+  re-applied at their positions, as the browser tool does when stepping; misses are clicks that
+  land on no point; the uncertainty is the mean per-point uncertainty over the points labelled
+  with a carried object (how unsure the model is about what was carried over).
+- ``score`` = carried uncertainty / its largest value in the pass + missed fraction + novelty;
+  frames that cannot be read rank last with their error. ``rank`` 1 = look first.
+
+Output: ``triage.csv`` and ``triage.png`` in the session folder; the browser tool then opens
+frames in rank order.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+
+from npiseg_ros.annotate.sources import FrameError, FrameSource
+from npiseg_ros.core.errors import ClickRejectedError, NPISegError
+from npiseg_ros.core.session import SegmentationSession
+from npiseg_ros.ros.annotation import _atomic_write, cloud_fingerprint, recover_autosave
+
+__all__ = ["run_triage", "COLUMNS"]
+
+COLUMNS = ("frame", "index", "points", "dropped", "encode_ms", "novelty", "own_clicks",
+           "carried_clicks", "missed_clicks", "carried_uncertainty", "score", "rank", "error")
+
+
+def _world(points: np.ndarray, pose: np.ndarray | None) -> np.ndarray:
+    return points if pose is None else points @ pose[:3, :3].T + pose[:3, 3]
+
+
+def _novelty(current: np.ndarray, previous: np.ndarray | None, radius: float,
+             rng: np.random.Generator) -> float:
+    if previous is None or previous.size == 0:
+        return 1.0
+    from scipy.spatial import cKDTree
+
+    sample = current[rng.choice(len(current), min(len(current), 5000), replace=False)]
+    distance, _ = cKDTree(previous).query(sample, k=1, distance_upper_bound=radius)
+    return float(np.mean(~np.isfinite(distance)))
+
+
+def run_triage(source: FrameSource, session: SegmentationSession, folder: str | Path, *,
+               radius: float = 0.5, progress: bool = True, log=print) -> list[dict]:
+    """Triage every frame of ``source``; writes ``triage.csv`` and ``triage.png`` into
+    ``folder`` and returns the rows (source order)."""
+    from tqdm import tqdm
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    rows: list[dict] = []
+    carry: list[tuple[np.ndarray, int]] = []     # (world position, object id)
+    previous_world = None
+    bar = tqdm(range(len(source)), desc="triage", unit="frame", disable=not progress)
+    for index in bar:
+        name = source.names[index]
+        row = {key: "" for key in COLUMNS}
+        row.update(frame=name, index=index)
+        try:
+            frame = source.frame(index)
+            summary = session.set_cloud(frame.xyz, intensity=frame.intensity, colors=frame.colors)
+        except (FrameError, NPISegError, ValueError) as error:
+            row["error"] = str(error)
+            rows.append(row)
+            previous_world = None
+            continue
+        valid = np.isfinite(frame.xyz).all(axis=1)
+        world = _world(frame.xyz[valid].astype(np.float64), frame.pose)
+        row.update(points=summary.num_points, dropped=summary.num_dropped,
+                   encode_ms=round(summary.encode_ms, 1),
+                   novelty=round(_novelty(world, previous_world, radius, rng), 4))
+        previous_world = world
+        record, _ = recover_autosave(folder / "autosave" / name, cloud_fingerprint(frame.xyz))
+        own = [] if record is None else list(record.clicks)
+        row["own_clicks"] = len(own)
+        if own:
+            for click in own:
+                session.add_click(point_index=click.point_index, object_id=click.object_id)
+            row.update(carried_clicks=0, missed_clicks=0)
+        elif carry:
+            inverse = None if frame.pose is None else np.linalg.inv(frame.pose)
+            missed = 0
+            for position, object_id in carry:
+                local = position if inverse is None else inverse[:3, :3] @ position + inverse[:3, 3]
+                try:
+                    session.add_click(local, object_id=object_id)
+                except ClickRejectedError:
+                    missed += 1
+            row.update(carried_clicks=len(carry), missed_clicks=missed)
+        if session.clicks:
+            prediction = session.predict()
+            objects = prediction.labels > 0
+            if not own and objects.any():
+                row["carried_uncertainty"] = round(float(np.nanmean(
+                    prediction.uncertainty[objects])), 5)
+            elif not own:
+                row["carried_uncertainty"] = 0.0
+            carry = [(_world(frame.xyz[c.point_index][None].astype(np.float64), frame.pose)[0],
+                      c.object_id) for c in session.clicks]
+        bar.set_postfix(frame=name)
+    _score(rows)
+    write_triage(folder, rows)
+    errors = [row for row in rows if row["error"]]
+    if errors:
+        log(f"npiseg-annotate triage: {len(errors)} frame(s) unusable, ranked last: "
+            + "; ".join(f"{r['frame']}: {r['error']}" for r in errors[:5]))
+    if not any(row["carried_clicks"] or row["own_clicks"] for row in rows):
+        log("npiseg-annotate triage: no frame has clicks in this session folder, so frames are "
+            "ranked by novelty only; label a frame in the browser tool and triage again to rank "
+            "by the uncertainty of carried-over objects")
+    return rows
+
+
+def _score(rows: list[dict]) -> None:
+    uncertainties = [r["carried_uncertainty"] for r in rows if r["carried_uncertainty"] != ""]
+    scale = max(uncertainties, default=0.0) or 1.0
+    for row in rows:
+        if row["error"]:
+            row["score"] = -math.inf
+            continue
+        score = float(row["novelty"])
+        if row["carried_uncertainty"] != "":
+            score += float(row["carried_uncertainty"]) / scale
+        if row["carried_clicks"]:
+            score += row["missed_clicks"] / row["carried_clicks"]
+        row["score"] = round(score, 5)
+    order = sorted(range(len(rows)), key=lambda i: (-rows[i]["score"], i))
+    for rank, i in enumerate(order, 1):
+        rows[i]["rank"] = rank
+    for row in rows:
+        if row["error"]:
+            row["score"] = ""
+
+
+def write_triage(folder: Path, rows: list[dict]) -> None:
+    import io
+
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    data = text.getvalue().encode()
+    _atomic_write(folder / "triage.csv", lambda file: file.write(data))
+    _plot(folder / "triage.png", rows)
+
+
+def _plot(path: Path, rows: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    index = np.arange(len(rows))
+    value = lambda key: np.array([float(r[key]) if r[key] != "" else np.nan for r in rows])
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)
+    score = value("score")
+    colours = ["#c03030" if r["error"] else "#3070c0" for r in rows]
+    top.bar(index, np.nan_to_num(score, nan=0.0), color=colours)
+    for i, row in enumerate(rows):
+        if row["error"]:
+            top.annotate("unusable", (i, 0), rotation=90, fontsize=7, color="#c03030",
+                         va="bottom", ha="center")
+    top.set_ylabel("attention score")
+    top.set_title("npiseg-annotate triage (higher = look first; red = unusable frame)")
+    bottom.plot(index, value("novelty"), label="novelty (new content)")
+    bottom.plot(index, value("carried_uncertainty"), label="carried-object mean uncertainty")
+    carried = value("carried_clicks")
+    missed = value("missed_clicks")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bottom.plot(index, np.where(carried > 0, missed / carried, np.nan),
+                    label="carried clicks on no point (fraction)")
+    bottom.set_xlabel("frame (source order)")
+    bottom.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path.with_suffix(".tmp.png"), dpi=90)
+    plt.close(fig)
+    path.with_suffix(".tmp.png").replace(path)
