@@ -309,22 +309,25 @@ class NPISeg3D(nn.Module):
         num_samples, num_queries, dim = modulated.shape
         centre = modulated.mean(dim=0)
         deviations = (modulated - centre).reshape(num_samples * num_queries, dim)
+        # Query-major layout (Q, n): per-label maxima and the softmax over labels then reduce
+        # over short leading dimensions of contiguous rows (several times faster on CPU than
+        # slicing the last dimension of (n, S, Q)). Results are returned as (V, .) views.
         means, variances, probabilities = [], [], []
         offsets = (None,) * len(range(0, points.shape[0], _ROW_CHUNK))
         if prior_logits is not None:
             offsets = prior_logits.split(_ROW_CHUNK)
         for chunk, offset in zip(points.split(_ROW_CHUNK), offsets):
-            mean = chunk @ centre.T
-            spread = (chunk @ deviations.T).view(-1, num_samples, num_queries)
+            mean = centre @ chunk.T                                                  # (Q, n)
+            spread = (deviations @ chunk.T).view(num_samples, num_queries, -1)       # (S, Q, n)
             means.append(mean)
-            variances.append(spread.square().mean(dim=1))
+            variances.append(spread.square().mean(dim=0))
             if per_sample_softmax:
-                per_label = _max_per_label(mean.unsqueeze(1) + spread, segments)
+                per_label = _max_per_label_rows(mean.unsqueeze(0) + spread, segments)  # (S, C, n)
                 if offset is not None:
-                    offset = offset.unsqueeze(1)
+                    offset = offset.T.unsqueeze(0)
                 per_sample = self._combine(offset, per_label)
-                probabilities.append(per_sample.softmax(dim=-1).mean(dim=1))
-        mean, variance = torch.cat(means), torch.cat(variances)
+                probabilities.append(per_sample.softmax(dim=1).mean(dim=0).T)
+        mean, variance = torch.cat(means, dim=1).T, torch.cat(variances, dim=1).T
         if per_sample_softmax:
             return mean, variance, torch.cat(probabilities)
         return (mean, variance,
@@ -384,7 +387,16 @@ def _max_per_label(similarity: Tensor, segments: list[tuple[int, int]]) -> Tenso
     Queries are sorted by label in :meth:`NPISeg3D.decode`, so each label owns a contiguous
     slice ``segments[c]``; slicing beats a scatter-reduce over every (point, query) pair.
     """
+    if similarity.dim() == 2 and similarity.stride(0) == 1:  # a (V, Q) view of (Q, V) rows
+        return _max_per_label_rows(similarity.T, segments).T
     return torch.stack([similarity[..., lo:hi].amax(dim=-1) for lo, hi in segments], dim=-1)
+
+
+def _max_per_label_rows(similarity: Tensor, segments: list[tuple[int, int]]) -> Tensor:
+    """(..., Q, n) -> (..., C, n): max over each label's queries, query-major layout."""
+    return torch.stack([similarity[..., lo, :] if hi - lo == 1
+                        else similarity[..., lo:hi, :].amax(dim=-2) for lo, hi in segments],
+                       dim=-2)
 
 
 def _label_segments(sorted_labels: Tensor, num_classes: int) -> list[tuple[int, int]]:
