@@ -30,6 +30,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="model checkpoint (default: the shipped one)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, auto")
     parser.add_argument("--samples", type=int, default=10, help="Monte-Carlo samples per decode")
+    parser.add_argument("--max-range", type=float, default=None,
+                        help="label only points within this many metres (horizontal) of the "
+                             "sensor; the rest are exported as 0 (the shipped model was trained "
+                             "and evaluated on ~15 m crops). Default: every point (a reopened "
+                             "session keeps its own)")
 
 
 def _parser(command: str) -> argparse.ArgumentParser:
@@ -72,14 +77,15 @@ def _default_folder(source: list[str]) -> Path:
 def _source_from_session(folder: Path) -> tuple[str | list | None, str | None]:
     path = folder / "session.json"
     if not path.is_file():
-        return None, None
+        return None, None, None
     stored = json.loads(path.read_text())
     source, relative = stored.get("source"), stored.get("source_relative")
+    stored_range = stored.get("max_range")
     if isinstance(source, str) and not Path(source).exists() and relative:
         candidate = (folder / relative).resolve()
         if candidate.exists():
             source = str(candidate)
-    return source, stored.get("topic")
+    return source, stored.get("topic"), stored_range
 
 
 def _resolve(args) -> tuple[object, Path]:
@@ -93,11 +99,13 @@ def _resolve(args) -> tuple[object, Path]:
         raise SystemExit("npiseg-annotate: give a SOURCE (bag, velodyne/ folder, cloud files) or "
                          "--session DIR of an earlier session")
     folder = Path(args.session)
-    source, topic = _source_from_session(folder)
+    source, topic, stored_range = _source_from_session(folder)
     if source is None:
         raise SystemExit(f"npiseg-annotate: {folder} has no session.json; give a SOURCE")
     if args.topic is None:
         args.topic = topic
+    if args.max_range is None:
+        args.max_range = stored_range
     return source, folder
 
 
@@ -129,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         from npiseg_ros.annotate.triage import run_triage
 
         rows = run_triage(source, session, folder, progress=not args.no_progress,
+                          max_range=args.max_range,
                           log=lambda m: print(m, file=sys.stderr, flush=True))
         best = sorted((r for r in rows if r["rank"] != ""), key=lambda r: r["rank"])[:5]
         print(f"npiseg-annotate triage: {len(rows)} frames -> {folder / 'triage.csv'}, "
@@ -139,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
 
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
     workspace = Workspace(session, folder, source, source_path=source_path, topic=args.topic,
-                          carry=not args.no_carry, order=args.order, log=log)
+                          carry=not args.no_carry, order=args.order,
+                          max_range=args.max_range, log=log)
     if problem:
         workspace.fail(f"{problem}\n(open another input below; the tool keeps running)")
     serve(workspace, args.port, open_browser=args.open_browser)

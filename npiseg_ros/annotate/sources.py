@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["Frame", "FrameSource", "SourceError", "FrameError", "open_source", "CLOUD_SUFFIXES",
-           "validate_points"]
+           "validate_points", "within_range"]
 
 CLOUD_SUFFIXES = (".npz", ".ply", ".pcd", ".bin")
 
@@ -60,6 +60,22 @@ def validate_points(name: str, xyz: np.ndarray) -> None:
     if not np.isfinite(xyz).all(axis=1).any():
         raise FrameError(f"frame {name}: all {xyz.shape[0]} points have NaN/inf coordinates; "
                          "nothing to label; go to another frame")
+
+
+def within_range(name: str, xyz: np.ndarray, max_range: float | None) -> np.ndarray:
+    """``xyz`` with the points farther than ``max_range`` metres (horizontally, from the sensor
+    origin) set to NaN: the session leaves them out (label -1, exported as 0) while point
+    indices stay those of the file. None or 0 keeps every point."""
+    if not max_range:
+        return xyz
+    far = ~(np.hypot(xyz[:, 0], xyz[:, 1]) <= max_range)
+    if far.all():
+        raise FrameError(f"frame {name}: no point within --max-range {max_range} m of the sensor")
+    if not far.any():
+        return xyz
+    cropped = xyz.copy()
+    cropped[far] = np.nan
+    return cropped
 
 
 class FrameSource:

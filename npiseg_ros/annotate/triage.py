@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from npiseg_ros.annotate.sources import FrameError, FrameSource
+from npiseg_ros.annotate.sources import FrameError, FrameSource, within_range
 from npiseg_ros.core.errors import ClickRejectedError, NPISegError
 from npiseg_ros.core.session import SegmentationSession
 from npiseg_ros.ros.annotation import _atomic_write, cloud_fingerprint, recover_autosave
@@ -50,7 +50,8 @@ def _novelty(current: np.ndarray, previous: np.ndarray | None, radius: float,
 
 
 def run_triage(source: FrameSource, session: SegmentationSession, folder: str | Path, *,
-               radius: float = 0.5, progress: bool = True, log=print) -> list[dict]:
+               radius: float = 0.5, progress: bool = True, max_range: float | None = None,
+               log=print) -> list[dict]:
     """Triage every frame of ``source``; writes ``triage.csv`` and ``triage.png`` into
     ``folder`` and returns the rows (source order)."""
     from tqdm import tqdm
@@ -68,13 +69,14 @@ def run_triage(source: FrameSource, session: SegmentationSession, folder: str | 
         row.update(frame=name, index=index)
         try:
             frame = source.frame(index)
-            summary = session.set_cloud(frame.xyz, intensity=frame.intensity, colors=frame.colors)
+            cropped = within_range(name, frame.xyz, max_range)
+            summary = session.set_cloud(cropped, intensity=frame.intensity, colors=frame.colors)
         except (FrameError, NPISegError, ValueError) as error:
             row["error"] = str(error)
             rows.append(row)
             previous_world = None
             continue
-        valid = np.isfinite(frame.xyz).all(axis=1)
+        valid = np.isfinite(cropped).all(axis=1)
         world = _world(frame.xyz[valid].astype(np.float64), frame.pose)
         row.update(points=summary.num_points, dropped=summary.num_dropped,
                    encode_ms=round(summary.encode_ms, 1),

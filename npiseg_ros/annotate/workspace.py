@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from npiseg_ros.annotate.sources import Frame, FrameError, FrameSource, SourceError, open_source
+from npiseg_ros.annotate.sources import (Frame, FrameError, FrameSource, SourceError, open_source,
+                                        within_range)
 from npiseg_ros.core.errors import ClickRejectedError, NPISegError
 from npiseg_ros.core.session import SegmentationSession
 from npiseg_ros.ros.annotation import (AnnotationRecord, ClickRecord, _atomic_write,
@@ -89,11 +90,12 @@ class Workspace:
     def __init__(self, session: SegmentationSession, folder: str | os.PathLike,
                  source: FrameSource | None = None, *, source_path: str | list | None = None,
                  topic: str | None = None, carry: bool = True, order: str = "auto",
-                 log=print) -> None:
+                 max_range: float | None = None, log=print) -> None:
         self.session = session
         self.folder = Path(folder).expanduser().resolve()
         self.folder.mkdir(parents=True, exist_ok=True)
         self.carry = carry
+        self.max_range = max_range or None
         self.log = log
         self.source: FrameSource | None = None
         self.source_path = source_path
@@ -179,6 +181,7 @@ class Workspace:
         payload = {"version": SESSION_VERSION, "source": source_path, "source_relative": relative,
                    "topic": self.topic, "frames": self.source.names,
                    "current": self.frame_name, "order": self.order_kind,
+                   "max_range": self.max_range,
                    "saved_at": time.time()}
         data = json.dumps(payload, indent=1).encode()
         _atomic_write(self.folder / SESSION_FILE, lambda file: file.write(data))
@@ -220,7 +223,8 @@ class Workspace:
         self.version += 1
         try:
             frame = self.source.frame(self.frame_index)
-            self.session.set_cloud(frame.xyz, intensity=frame.intensity, colors=frame.colors)
+            self.session.set_cloud(within_range(frame.name, frame.xyz, self.max_range),
+                                   intensity=frame.intensity, colors=frame.colors)
         except (FrameError, NPISegError, ValueError) as error:
             self.frame = None
             self.session.clear()
@@ -413,6 +417,7 @@ class Workspace:
             "frames": 0 if self.source is None else len(self.source),
             "position": self.position, "frame_index": self.frame_index,
             "frame_name": self.frame_name, "order": self.order_kind,
+            "max_range": self.max_range,
             "ok": self.frame is not None, "num_points": 0 if self.frame is None
             else int(self.frame.xyz.shape[0]),
             "active_object": self.active_object, "objects": objects, "clicks": clicks,

@@ -18,6 +18,7 @@ let frameToken = -1;
 let labelVersion = -1;
 let idxBuf = null;         // Int32Array W*H: index of the point drawn at each pixel, -1 none
 let busy = 0;
+let needFit = false;
 
 // ----------------------------------------------------------------------------- colours
 function objectColour(id) {
@@ -57,6 +58,7 @@ function fitView() {
   const xs = [], ys = [], zs = [];
   for (let i = 0; i < n; i += step) {
     const x = xyz[3 * i], y = xyz[3 * i + 1], z = xyz[3 * i + 2];
+    if (labels && labels[i] < 0) continue;  // outside --max-range: context only
     if (Number.isFinite(x) && Number.isFinite(y) && Number.isFinite(z)) { xs.push(x); ys.push(y); zs.push(z); }
   }
   if (!xs.length) return;
@@ -97,8 +99,9 @@ function draw() {
       if (sx < -size || sy < -size || sx >= W || sy >= H) continue;
       let c;
       const label = labels ? labels[i] : 0;
-      if (label < 0) continue;
-      if (colourMode === "uncertainty" && unc) {
+      const depth = label < 0 ? p[2] - 1e6 : p[2];  // out-of-range points never hide others
+      if (label < 0) c = [45, 45, 55];  // outside --max-range: drawn dim, not clickable
+      else if (colourMode === "uncertainty" && unc) {
         c = ramp(Number.isFinite(unc[i]) ? unc[i] / uncMax : 0);
       } else if (label > 0) {
         c = palette.get(label);
@@ -112,8 +115,8 @@ function draw() {
         for (let ox = 0; ox < size; ox++) {
           const xx = sx + ox; if (xx < 0 || xx >= W) continue;
           const k = yy * W + xx;
-          if (p[2] <= zbuf[k]) continue;
-          zbuf[k] = p[2]; idxBuf[k] = i;
+          if (depth <= zbuf[k]) continue;
+          zbuf[k] = depth; idxBuf[k] = label < 0 ? -1 : i;
           px[4 * k] = c[0]; px[4 * k + 1] = c[1]; px[4 * k + 2] = c[2];
         }
       }
@@ -184,7 +187,7 @@ async function apply(next) {
     const buffer = await fetchBinary("api/cloud");
     xyz = buffer.byteLength ? new Float32Array(buffer) : null;
     labels = null; unc = null; labelVersion = -1;
-    fitView();
+    needFit = true;
   }
   if (state.version !== labelVersion) {
     const buffer = await fetchBinary("api/labels");
@@ -198,6 +201,7 @@ async function apply(next) {
     } else { labels = null; unc = null; }
     labelVersion = state.version;
   }
+  if (needFit) { fitView(); needFit = false; }
   renderPanel();
   draw();
   document.body.dataset.version = String(state.version);
