@@ -109,6 +109,7 @@ def run_triage(source: FrameSource, session: SegmentationSession, folder: str | 
                 row["carried_uncertainty"] = 0.0
             carry = [(_world(frame.xyz[c.point_index][None].astype(np.float64), frame.pose)[0],
                       c.object_id) for c in session.clicks]
+        rows.append(row)
         bar.set_postfix(frame=name)
     _score(rows)
     write_triage(folder, rows)

@@ -54,6 +54,7 @@ function project(x, y, z, W, H) {
 
 function fitView() {
   if (!xyz) return;
+  resize();
   const n = xyz.length / 3, step = Math.max(1, Math.floor(n / 20000));
   const xs = [], ys = [], zs = [];
   for (let i = 0; i < n; i += step) {
@@ -65,7 +66,7 @@ function fitView() {
   const q = (a, p) => { a.sort((u, v) => u - v); return a[Math.min(a.length - 1, Math.floor(p * a.length))]; };
   const x0 = q(xs, 0.05), x1 = q(xs, 0.95), y0 = q(ys, 0.05), y1 = q(ys, 0.95);
   view.cx = (x0 + x1) / 2; view.cy = (y0 + y1) / 2; view.cz = q(zs, 0.5);
-  const W = canvas.width || 800, H = canvas.height || 600;
+  const W = canvas.width, H = canvas.height;
   view.scale = 0.9 * Math.min(W / Math.max(x1 - x0, 1e-3), H / Math.max(y1 - y0, 1e-3));
 }
 
