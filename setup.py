@@ -36,12 +36,17 @@ setup(
         "matplotlib>=3.5",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6.100,<7"],
+        "test": ["pytest>=7", "hypothesis>=6.100,<7",
+                 # npiseg-annotate's browser test drives the system Chromium (never downloads one)
+                 "selenium==4.51.0"],
+        # npiseg-annotate: rosbag2 bags (sqlite3 + MCAP) without ROS (docs/annotate.md).
+        "annotate": ["rosbags==0.11.9"],
         # The training package ships in this distribution; the extra names what only it uses.
         "train": ["tqdm>=4.60"],
         # Optional sparse-conv accelerator (never required; see docs/backbone.md).
         "spconv": ["spconv>=2.3"],
     },
+    package_data={"npiseg_ros.annotate": ["web/*.html", "web/*.js", "web/*.css"]},
     data_files=[
         (f"share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -56,6 +61,7 @@ setup(
             "npiseg-train = npiseg_train.cli:main",
             "npiseg-segment-node = npiseg_ros.ros.node:main",
             "npiseg-demo = npiseg_ros.ros.demo:main",
+            "npiseg-annotate = npiseg_ros.annotate.cli:main",
         ],
     },
 )

@@ -19,10 +19,12 @@ ARTIFACTS = REPO / "out" / "test_annotate"
 class ToolProcess:
     """``python -m npiseg_ros.annotate ...`` with --port 0; ``url`` once it serves."""
 
-    def __init__(self, *args: str, cwd: Path = REPO, timeout: float = 600) -> None:
+    def __init__(self, *args: str, cwd: Path = REPO, timeout: float = 600,
+                 command: list[str] | None = None) -> None:
         env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", PYTHONUNBUFFERED="1")
+        command = command or [sys.executable, "-m", "npiseg_ros.annotate"]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "npiseg_ros.annotate", *args, "--port", "0"], cwd=cwd,
+            [*command, *args, "--port", "0"], cwd=cwd,
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
         self._queue: queue.Queue = queue.Queue()

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from annotate_helpers import ARTIFACTS, KITTI_ROOT, REAL_SCAN, ToolProcess, get, post
+from annotate_helpers import ARTIFACTS, KITTI_ROOT, REAL_SCAN, REPO, ToolProcess, get, post
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver") or (
@@ -92,8 +92,10 @@ def test_click_a_car_in_the_page_labels_and_saves_it(browser, tmp_path):
 
     truth, car, car_points = _largest_car()
     session = tmp_path / "session"
-    # the README command (python -m is the console script npiseg-annotate)
-    tool = ToolProcess(str(REAL_SCAN), "--max-range", "15", "--session", str(session))
+    # the README command (scripts/annotate.sh: the bundled sweep, --max-range 15), here with its
+    # session folder in tmp_path and any free port
+    tool = ToolProcess("--session", str(session),
+                       command=["bash", str(REPO / "scripts/annotate.sh")])
     try:
         browser.get(tool.url)
         _wait(browser, "return document.body.dataset.ready === '1'")
@@ -101,9 +103,13 @@ def test_click_a_car_in_the_page_labels_and_saves_it(browser, tmp_path):
         assert state["frame_name"] == "000000" and state["num_points"] == truth.num_points
         assert state["error"] == "" and state["clicks"] == []
 
-        # where the car is visible on the canvas (the page's own picking buffer)
+        # where the middle of the car is visible on the canvas (the page's own picking buffer),
+        # as a person clicks it
+        centre = truth.xyz[car_points, :2].mean(axis=0)
+        middle = car_points[np.argsort(np.linalg.norm(truth.xyz[car_points, :2] - centre,
+                                                      axis=1))[:car_points.size // 5]]
         pixel = browser.execute_script("return window.npiseg.findPixel(arguments[0])",
-                                       car_points.tolist())
+                                       middle.tolist())
         assert pixel is not None, "the car is not visible in the initial view"
         version = int(browser.execute_script("return document.body.dataset.version"))
         _click_canvas(browser, pixel)
@@ -186,5 +192,41 @@ def test_click_a_car_in_the_page_labels_and_saves_it(browser, tmp_path):
         assert state["active_object"] == 2 and "resumed 1 clicks" in state["notice"]
         resumed, _ = _labels(tool.url, truth.num_points)
         assert np.array_equal(resumed, labels)
+    finally:
+        tool.stop()
+
+
+def test_step_through_a_bag_in_the_page_carrying_clicks(browser, tmp_path):
+    pytest.importorskip("rosbags", reason="needs rosbags (pip install 'npiseg_ros[annotate]')")
+    from selenium.webdriver.common.by import By
+
+    from npiseg_ros.annotate.synthdrive import write_synthetic_bag
+
+    bag = write_synthetic_bag(tmp_path / "bag", 4, scene_every=4, azimuth_steps=256,
+                              bad_frames={2: "nan"}, storage="mcap")
+    tool = ToolProcess(str(bag), "--session", str(tmp_path / "session"), "--samples", "4")
+    try:
+        browser.get(tool.url)
+        _wait(browser, "return document.body.dataset.ready === '1'")
+        state = browser.execute_script("return window.npiseg.state")
+        assert state["source"]["kind"] == "bag" and state["source"]["tf"] is True
+        xyz = np.frombuffer(get(tool.url + "api/cloud"), "<f4").reshape(-1, 3)
+        tall = np.flatnonzero((np.hypot(xyz[:, 0], xyz[:, 1]) < 12) & (xyz[:, 2] > -0.5))
+        pixel = browser.execute_script("return window.npiseg.findPixel(arguments[0])",
+                                       tall.tolist())
+        _click_canvas(browser, pixel)
+        _wait(browser, "return window.npiseg.state.clicks.length === 1")
+        browser.find_element(By.ID, "next").click()
+        _wait(browser, "return window.npiseg.state.position === 1 && "
+                       "window.npiseg.state.clicks.length === 1")
+        assert "carried 1 clicks" in browser.find_element(By.ID, "carry").text
+        assert "through /tf poses" in browser.find_element(By.ID, "carry").text
+        browser.find_element(By.ID, "cloud").send_keys("d")  # the all-NaN frame
+        _wait(browser, "return window.npiseg.state.position === 2")
+        assert "NaN" in browser.find_element(By.ID, "error").text
+        browser.save_screenshot(str(ARTIFACTS / "browser_bad_frame.png"))
+        browser.find_element(By.ID, "cloud").send_keys("d")  # and on: the tool keeps running
+        _wait(browser, "return window.npiseg.state.position === 3 && window.npiseg.state.ok")
+        assert browser.find_element(By.ID, "error").text == ""
     finally:
         tool.stop()

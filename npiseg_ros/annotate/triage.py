@@ -4,12 +4,14 @@ For every frame (source order) the pass records:
 
 - ``novelty``: fraction of the frame's points with no point of the previous frame within
   ``radius`` metres (through /tf poses when the bag has them): new scene content.
-- ``carried_clicks`` / ``missed_clicks`` / ``carried_uncertainty``: the clicks of the last frame
-  that has some (its own clicks, saved in the session folder, or those carried into it) are
-  re-applied at their positions, as the browser tool does when stepping; misses are clicks that
-  land on no point; the uncertainty is the mean per-point uncertainty over the points labelled
-  with a carried object (how unsure the model is about what was carried over).
-- ``score`` = carried uncertainty / its largest value in the pass + missed fraction + novelty;
+- ``own_clicks``: clicks saved for the frame in the session folder (made or carried in the
+  browser tool); a frame without them gets the clicks that landed in the frame before it
+  (``carried_clicks``), re-applied at their positions (through /tf poses when there are any),
+  as the browser tool does when stepping; ``missed_clicks`` land on no point. When all of them
+  miss, the objects have left and nothing is carried further.
+- ``object_uncertainty``: mean per-point uncertainty over the points labelled with an object
+  after those clicks: how unsure the model is about the carried-over (or saved) objects.
+- ``score`` = object uncertainty / its largest value in the pass + missed fraction + novelty;
   frames that cannot be read rank last with their error. ``rank`` 1 = look first.
 
 Output: ``triage.csv`` and ``triage.png`` in the session folder; the browser tool then opens
@@ -31,7 +33,7 @@ from npiseg_ros.ros.annotation import _atomic_write, cloud_fingerprint, recover_
 __all__ = ["run_triage", "COLUMNS"]
 
 COLUMNS = ("frame", "index", "points", "dropped", "encode_ms", "novelty", "own_clicks",
-           "carried_clicks", "missed_clicks", "carried_uncertainty", "score", "rank", "error")
+           "carried_clicks", "missed_clicks", "object_uncertainty", "score", "rank", "error")
 
 
 def _world(points: np.ndarray, pose: np.ndarray | None) -> np.ndarray:
@@ -74,8 +76,7 @@ def run_triage(source: FrameSource, session: SegmentationSession, folder: str | 
         except (FrameError, NPISegError, ValueError) as error:
             row["error"] = str(error)
             rows.append(row)
-            previous_world = None
-            continue
+            continue  # novelty of the next frame is against the last usable one
         valid = np.isfinite(cropped).all(axis=1)
         world = _world(frame.xyz[valid].astype(np.float64), frame.pose)
         row.update(points=summary.num_points, dropped=summary.num_dropped,
@@ -87,7 +88,10 @@ def run_triage(source: FrameSource, session: SegmentationSession, folder: str | 
         row["own_clicks"] = len(own)
         if own:
             for click in own:
-                session.add_click(point_index=click.point_index, object_id=click.object_id)
+                try:
+                    session.add_click(point_index=click.point_index, object_id=click.object_id)
+                except ClickRejectedError:  # saved with another --max-range
+                    pass
             row.update(carried_clicks=0, missed_clicks=0)
         elif carry:
             inverse = None if frame.pose is None else np.linalg.inv(frame.pose)
@@ -102,11 +106,10 @@ def run_triage(source: FrameSource, session: SegmentationSession, folder: str | 
         if session.clicks:
             prediction = session.predict()
             objects = prediction.labels > 0
-            if not own and objects.any():
-                row["carried_uncertainty"] = round(float(np.nanmean(
-                    prediction.uncertainty[objects])), 5)
-            elif not own:
-                row["carried_uncertainty"] = 0.0
+            row["object_uncertainty"] = round(float(np.nanmean(
+                prediction.uncertainty[objects])), 5) if objects.any() else 0.0
+        # what the next frame inherits: this frame's clicks that landed (none: the objects left)
+        if own or carry:
             carry = [(_world(frame.xyz[c.point_index][None].astype(np.float64), frame.pose)[0],
                       c.object_id) for c in session.clicks]
         rows.append(row)
@@ -125,15 +128,15 @@ def run_triage(source: FrameSource, session: SegmentationSession, folder: str | 
 
 
 def _score(rows: list[dict]) -> None:
-    uncertainties = [r["carried_uncertainty"] for r in rows if r["carried_uncertainty"] != ""]
+    uncertainties = [r["object_uncertainty"] for r in rows if r["object_uncertainty"] != ""]
     scale = max(uncertainties, default=0.0) or 1.0
     for row in rows:
         if row["error"]:
             row["score"] = -math.inf
             continue
         score = float(row["novelty"])
-        if row["carried_uncertainty"] != "":
-            score += float(row["carried_uncertainty"]) / scale
+        if row["object_uncertainty"] != "":
+            score += float(row["object_uncertainty"]) / scale
         if row["carried_clicks"]:
             score += row["missed_clicks"] / row["carried_clicks"]
         row["score"] = round(score, 5)
@@ -176,7 +179,8 @@ def _plot(path: Path, rows: list[dict]) -> None:
     top.set_ylabel("attention score")
     top.set_title("npiseg-annotate triage (higher = look first; red = unusable frame)")
     bottom.plot(index, value("novelty"), label="novelty (new content)")
-    bottom.plot(index, value("carried_uncertainty"), label="carried-object mean uncertainty")
+    bottom.plot(index, value("object_uncertainty") / np.nanmax(
+        np.append(value("object_uncertainty"), 1e-12)), label="object mean uncertainty (/ max)")
     carried = value("carried_clicks")
     missed = value("missed_clicks")
     with np.errstate(invalid="ignore", divide="ignore"):
