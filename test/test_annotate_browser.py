@@ -125,7 +125,8 @@ def test_click_a_car_in_the_page_labels_and_saves_it(browser, tmp_path):
         (ARTIFACTS / "browser_click.json").write_text(json.dumps(
             {"car": truth.names[car], "car_points": int(car_points.size),
              "car_points_labelled": int(on_car.sum()), "object_points": int((labels == 1).sum()),
-             "iou": float(iou), "objects": state["objects"]}, indent=1))
+             "iou": float(iou), "objects": state["objects"],
+             "draw_ms": browser.execute_script("return window.npiseg.drawMs")}, indent=1))
         # the car gets labelled, and it stands out from the rest of the sweep (the IoU of the
         # shipped CPU model is recorded above, not asserted: other sessions retrain it)
         rest = np.ones(truth.num_points, bool)

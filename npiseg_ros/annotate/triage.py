@@ -178,14 +178,14 @@ def _plot(path: Path, rows: list[dict]) -> None:
                          va="bottom", ha="center")
     top.set_ylabel("attention score")
     top.set_title("npiseg-annotate triage (higher = look first; red = unusable frame)")
-    bottom.plot(index, value("novelty"), label="novelty (new content)")
+    bottom.plot(index, value("novelty"), ".-", label="novelty (new content)")
     bottom.plot(index, value("object_uncertainty") / np.nanmax(
         np.append(value("object_uncertainty"), 1e-12)), label="object mean uncertainty (/ max)")
     carried = value("carried_clicks")
     missed = value("missed_clicks")
     with np.errstate(invalid="ignore", divide="ignore"):
         bottom.plot(index, np.where(carried > 0, missed / carried, np.nan),
-                    label="carried clicks on no point (fraction)")
+                    "o-", markersize=4, label="carried clicks on no point (fraction)")
     bottom.set_xlabel("frame (source order)")
     bottom.legend(fontsize=8)
     fig.tight_layout()

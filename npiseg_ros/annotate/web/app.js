@@ -64,7 +64,7 @@ function fitView() {
   }
   if (!xs.length) return;
   const q = (a, p) => { a.sort((u, v) => u - v); return a[Math.min(a.length - 1, Math.floor(p * a.length))]; };
-  const x0 = q(xs, 0.05), x1 = q(xs, 0.95), y0 = q(ys, 0.05), y1 = q(ys, 0.95);
+  const x0 = q(xs, 0.01), x1 = q(xs, 0.99), y0 = q(ys, 0.01), y1 = q(ys, 0.99);
   view.cx = (x0 + x1) / 2; view.cy = (y0 + y1) / 2; view.cz = q(zs, 0.5);
   const W = canvas.width, H = canvas.height;
   view.scale = 0.9 * Math.min(W / Math.max(x1 - x0, 1e-3), H / Math.max(y1 - y0, 1e-3));
@@ -77,7 +77,9 @@ function resize() {
   if (canvas.width !== W || canvas.height !== H) { canvas.width = W; canvas.height = H; }
 }
 
+let drawMs = 0;
 function draw() {
+  const started = performance.now();
   resize();
   const W = canvas.width, H = canvas.height;
   const image = ctx.createImageData(W, H);
@@ -126,6 +128,7 @@ function draw() {
   ctx.putImageData(image, 0, 0);
   drawMarkers(W, H);
   drawLegend();
+  drawMs = performance.now() - started;
 }
 
 function drawMarkers(W, H) {
@@ -286,7 +289,10 @@ function findPixel(indices) {
   }
   return best;
 }
-window.npiseg = { findPixel, pick: (x, y) => pick(x, y, 0), get state() { return state; }, get view() { return view; } };
+window.npiseg = {
+  findPixel, pick: (x, y) => pick(x, y, 0), get state() { return state; }, get view() { return view; },
+  get drawMs() { return drawMs; },
+};
 
 // ----------------------------------------------------------------------------- input
 let drag = null;
