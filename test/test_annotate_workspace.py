@@ -202,3 +202,21 @@ def test_triage_cli_progress_csv_plot_and_order(drive, session, tmp_path):
     ranked = sorted(rows, key=lambda r: int(r["rank"]))
     assert reopened.order_kind == "triage"
     assert reopened.order == [int(r["index"]) for r in ranked]
+
+
+def test_cli_bad_input_message_in_terminal_and_page(drive, tmp_path):
+    from annotate_helpers import ToolProcess, get, post
+
+    not_a_bag = tmp_path / "drive.db3"
+    not_a_bag.write_text("not a database")
+    tool = ToolProcess(str(not_a_bag), "--session", str(tmp_path / "s"))
+    try:
+        state = json.loads(get(tool.url + "api/state"))
+        assert "not a readable rosbag2 bag" in state["error"] and state["frames"] == 0
+        assert "npiseg-annotate: error:" in tool.output() and "not a readable" in tool.output()
+        status, state = post(tool.url, "open", {"path": str(drive), "topic": "/status"})
+        assert "is std_msgs/msg/String, not sensor_msgs/msg/PointCloud2" in state["error"]
+        status, state = post(tool.url, "open", {"path": str(drive)})  # still running: a good one
+        assert state["frames"] == FRAMES and state["ok"] and state["error"] == ""
+    finally:
+        tool.stop()
