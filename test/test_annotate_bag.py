@@ -2,7 +2,6 @@
 rosbags), PointCloud2 layouts, cloud files and bad inputs, each with a clear message."""
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -64,7 +63,8 @@ def test_bad_inputs_give_clear_messages(tmp_path):
     with pytest.raises(SourceError, match="no bag"):
         open_source(empty_folder)
     bag = write_cloud_bag(tmp_path / "bag", clouds, extra_string_topic="/chatter")
-    with pytest.raises(SourceError, match="is std_msgs/msg/String, not sensor_msgs/msg/PointCloud2"):
+    with pytest.raises(SourceError,
+                       match="is std_msgs/msg/String, not sensor_msgs/msg/PointCloud2"):
         open_source(bag, topic="/chatter")
     with pytest.raises(SourceError, match="no topic '/nope'"):
         open_source(bag, topic="/nope")
@@ -135,3 +135,18 @@ def test_cloud_files_and_kitti_folders(tmp_path):
     broken.write_bytes(b"\0" * 10)
     with pytest.raises(FrameError, match="multiple of 4"):
         open_source(broken).frame(0)
+
+
+def test_the_tool_needs_no_ros():
+    """npiseg-annotate imports nothing of ROS (rclpy made unimportable here)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['rclpy'] = None\n"
+            "import npiseg_ros.annotate.cli, npiseg_ros.annotate.workspace, "
+            "npiseg_ros.annotate.server, npiseg_ros.annotate.triage, npiseg_ros.annotate.bag\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('rclpy', 'rosidl'))))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['rclpy']"  # only the blocker itself

@@ -25,10 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
+from npiseg_ros.annotate.files import atomic_write_bytes
 from npiseg_ros.annotate.sources import FrameError, FrameSource, within_range
 from npiseg_ros.core.errors import ClickRejectedError, NPISegError
 from npiseg_ros.core.session import SegmentationSession
-from npiseg_ros.ros.annotation import _atomic_write, cloud_fingerprint, recover_autosave
+from npiseg_ros.ros.annotation import cloud_fingerprint, recover_autosave
 
 __all__ = ["run_triage", "COLUMNS"]
 
@@ -155,8 +156,7 @@ def write_triage(folder: Path, rows: list[dict]) -> None:
     writer = csv.DictWriter(text, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    data = text.getvalue().encode()
-    _atomic_write(folder / "triage.csv", lambda file: file.write(data))
+    atomic_write_bytes(folder / "triage.csv", text.getvalue().encode(), mode=0o644)
     _plot(folder / "triage.png", rows)
 
 

@@ -26,13 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
+from npiseg_ros.annotate.files import atomic_write_bytes
 from npiseg_ros.annotate.sources import (Frame, FrameError, FrameSource, SourceError, open_source,
                                         within_range)
 from npiseg_ros.core.errors import ClickRejectedError, NPISegError
 from npiseg_ros.core.session import SegmentationSession
-from npiseg_ros.ros.annotation import (AnnotationRecord, ClickRecord, _atomic_write,
-                                       cloud_fingerprint, recover_autosave, save_annotation,
-                                       write_autosave)
+from npiseg_ros.ros.annotation import (AnnotationRecord, ClickRecord, cloud_fingerprint,
+                                       recover_autosave, save_annotation, write_autosave)
 
 __all__ = ["Workspace", "CarryReport", "load_shipped_session", "SESSION_FILE", "EXPORT_FORMATS"]
 
@@ -184,8 +184,7 @@ class Workspace:
                    "max_range": self.max_range,
                    "saved_at": time.time()}
         data = json.dumps(payload, indent=1).encode()
-        _atomic_write(self.folder / SESSION_FILE, lambda file: file.write(data))
-        _shareable(self.folder / SESSION_FILE)
+        atomic_write_bytes(self.folder / SESSION_FILE, data, mode=0o666 & ~_UMASK)
 
     # ------------------------------------------------------------ navigation
     @property
@@ -287,7 +286,8 @@ class Workspace:
             transform = np.linalg.inv(self.frame.pose) @ previous["pose"]
             report.through_poses = True
         for number, (position, object_id) in enumerate(previous["clicks"]):
-            target = position if transform is None else transform[:3, :3] @ position + transform[:3, 3]
+            target = (position if transform is None
+                      else transform[:3, :3] @ position + transform[:3, 3])
             try:
                 self.session.add_click(target, object_id=object_id)
                 report.carried += 1
