@@ -28,7 +28,8 @@ class ToolProcess:
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
         self._queue: queue.Queue = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
         self.url = self.wait_for("serving http://", timeout).split("serving ", 1)[1].split()[0]
 
     def _pump(self) -> None:
@@ -56,6 +57,7 @@ class ToolProcess:
         if self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=60)
+        self._thread.join(timeout=60)  # all output read
 
 
 def get(url: str) -> bytes:

@@ -184,6 +184,7 @@ def test_click_a_car_in_the_page_labels_and_saves_it(browser, tmp_path):
                        "document.getElementById('error').textContent.includes('does not exist')")
     finally:
         tool.stop()
+    assert "npiseg-annotate: stopped; the work is in" in tool.output()  # SIGTERM: clean stop
 
     # restart with only the session folder: the work is back, labels identical
     tool = ToolProcess("--session", str(session))
@@ -229,5 +230,10 @@ def test_step_through_a_bag_in_the_page_carrying_clicks(browser, tmp_path):
         browser.find_element(By.ID, "cloud").send_keys("d")  # and on: the tool keeps running
         _wait(browser, "return window.npiseg.state.position === 3 && window.npiseg.state.ok")
         assert browser.find_element(By.ID, "error").text == ""
+        browser.find_element(By.ID, "gotoframe").send_keys("1")  # jump back: frame 1 resumes
+        browser.find_element(By.ID, "goto").click()
+        _wait(browser, "return window.npiseg.state.position === 0 && "
+                       "window.npiseg.state.clicks.length === 1")
+        assert "resumed 1 clicks" in browser.find_element(By.ID, "notice").text
     finally:
         tool.stop()

@@ -180,10 +180,20 @@ class _Handler(BaseHTTPRequestHandler):
         return self._json(HTTPStatus.OK, state)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def serve(workspace: Workspace, port: int = 8765, open_browser: bool = False,
           quiet: bool = True, ready=None) -> None:
-    """Serve until interrupted (Ctrl-C)."""
+    """Serve until interrupted (Ctrl-C or SIGTERM); an edit in flight finishes its autosave."""
+    import signal
+
     server = AnnotateServer(workspace, port, quiet)
+    try:
+        signal.signal(signal.SIGTERM, _interrupt)
+    except ValueError:  # not the main thread (embedded use): leave signals alone
+        pass
     print(f"npiseg-annotate: serving {server.url} (session folder {workspace.folder}); "
           "Ctrl-C to stop", flush=True)
     if ready is not None:
@@ -197,4 +207,6 @@ def serve(workspace: Workspace, port: int = 8765, open_browser: bool = False,
     except KeyboardInterrupt:
         pass
     finally:
-        server.server_close()
+        with server.lock:  # wait for a request in flight (its autosave) before closing
+            server.server_close()
+        print(f"npiseg-annotate: stopped; the work is in {workspace.folder}", flush=True)

@@ -220,8 +220,9 @@ function showError(message) {
 function renderPanel() {
   const s = state;
   const src = s.source ? `${s.source.kind}: ${s.source.description}` : "no input open";
-  $("frame").textContent = `${src}\nframe ${s.position + 1} / ${s.frames}: ${s.frame_name}` +
-    ` (${s.num_points} points${s.order === "triage" ? ", triage order" : ""})`;
+  const rank = s.order === "triage" ? `, triage rank ${s.position + 1}` : "";
+  $("frame").textContent = `${src}\nframe ${s.frame_index + 1} / ${s.frames}: ${s.frame_name}` +
+    ` (${s.num_points} points${rank})`;
   $("active").textContent = String(s.active_object);
   showError(s.error || "");
   $("notice").textContent = s.notice || "";
@@ -344,6 +345,11 @@ $("reset").onclick = () => api("reset");
 $("colour").onclick = toggleColour;
 $("top").onclick = () => { view.pitch = Math.PI / 2; view.yaw = 0; draw(); };
 $("tilt").onclick = () => { view.pitch = 0.6; draw(); };
+$("goto").onclick = () => {
+  const n = Number($("gotoframe").value);
+  if (!Number.isInteger(n) || n < 1) { showError("frame number: an integer from 1"); return; }
+  api("goto", { index: n - 1 });
+};
 $("open").onclick = () => api("open", { path: $("openpath").value, topic: $("opentopic").value });
 window.addEventListener("keydown", (e) => {
   if (e.target.tagName === "INPUT") return;
