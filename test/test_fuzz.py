@@ -278,8 +278,13 @@ def test_click_in_any_frame_is_transformed_or_rejected(frame, target, x):
 # ------------------------------------------------------------------ checkpoints
 @pytest.fixture(scope="module")
 def checkpoint_bytes(tmp_path_factory):
-    from npiseg_ros.ros.testing import save_tiny_checkpoint
-    path = save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
+    import torch
+
+    from npiseg_ros.core.build import build_model, tiny_config
+    from npiseg_ros.core.checkpoint import save_checkpoint
+    torch.manual_seed(0)
+    path = save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors",
+                           build_model(tiny_config(input_mode="intensity")))
     return _Blob(path.read_bytes())
 
 
