@@ -8,6 +8,7 @@ out/test_annotate/ for a person to look at.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -94,7 +95,9 @@ def test_click_a_car_in_the_page_labels_and_saves_it(browser, tmp_path):
     session = tmp_path / "session"
     # the README command (scripts/annotate.sh: the bundled sweep, --max-range 15), here with its
     # session folder in tmp_path and any free port
-    tool = ToolProcess("--session", str(session),
+    # NPISEG_ANNOTATE_TEST_ARGS: extra options (e.g. --checkpoint another.safetensors)
+    extra = os.environ.get("NPISEG_ANNOTATE_TEST_ARGS", "").split()
+    tool = ToolProcess("--session", str(session), *extra,
                        command=["bash", str(REPO / "scripts/annotate.sh")])
     try:
         browser.get(tool.url)
@@ -127,12 +130,14 @@ def test_click_a_car_in_the_page_labels_and_saves_it(browser, tmp_path):
              "car_points_labelled": int(on_car.sum()), "object_points": int((labels == 1).sum()),
              "iou": float(iou), "objects": state["objects"],
              "draw_ms": browser.execute_script("return window.npiseg.drawMs")}, indent=1))
-        # the car gets labelled, and it stands out from the rest of the sweep (the IoU of the
-        # shipped CPU model is recorded above, not asserted: other sessions retrain it)
+        # the car gets labelled and stands out from the rest of the sweep; loose bounds, as the
+        # shipped model is being retrained (tiny model: 96 % of the car, IoU 0.53-0.67; a
+        # geodesic-prior snapshot: 76 %, IoU 0.70)
         rest = np.ones(truth.num_points, bool)
         rest[car_points] = False
-        assert on_car.mean() > 0.8, f"only {on_car.mean():.0%} of the car labelled"
-        assert on_car.mean() > 2 * np.mean(labels[rest] == 1)
+        assert on_car.mean() >= 0.6, f"only {on_car.mean():.0%} of the car labelled"
+        assert iou >= 0.25, f"IoU {iou:.2f}"
+        assert on_car.mean() > 5 * np.mean(labels[rest] == 1)
         assert np.all(labels[np.hypot(truth.xyz[:, 0], truth.xyz[:, 1]) > 15] == -1)
         stats = {o["id"]: o for o in state["objects"]}
         assert stats[1]["points"] == int((labels == 1).sum()) and stats[1]["clicks"] == 1
@@ -187,7 +192,7 @@ def test_click_a_car_in_the_page_labels_and_saves_it(browser, tmp_path):
     assert "npiseg-annotate: stopped; the work is in" in tool.output()  # SIGTERM: clean stop
 
     # restart with only the session folder: the work is back, labels identical
-    tool = ToolProcess("--session", str(session))
+    tool = ToolProcess("--session", str(session), *extra)
     try:
         state = json.loads(get(tool.url + "api/state"))
         assert [c["point_index"] for c in state["clicks"]] == [click["point_index"]]

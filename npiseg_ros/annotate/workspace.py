@@ -235,6 +235,16 @@ class Workspace:
         if not resumed and previous is not None and previous["clicks"]:
             self._carry_in(previous)
         self.prediction = self.session.predict()
+        saved = getattr(self, "_saved_labels", None)
+        self._saved_labels = None
+        if resumed and saved is not None and saved.shape == self.prediction.labels.shape:
+            changed = int(np.count_nonzero(saved != self.prediction.labels))
+            if changed:
+                message = (f"the clicks replayed with this model give labels that differ from "
+                           f"the saved ones at {changed} points (another checkpoint or "
+                           f"--max-range than when they were saved?)")
+                self.notice = f"{self.notice}; {message}" if self.notice else message
+                self.log(f"npiseg-annotate: frame {self.frame_name}: {message}")
         if self.carry_report is not None and self.carry_report.carried:
             self.decoded_at = [len(self.session.clicks)]
             self._save()
@@ -267,6 +277,7 @@ class Workspace:
             return False
         self.decoded_at = [b for b in record.decoded_at if b <= len(record.clicks)]
         self.active_object = max(1, int(record.active_object))
+        self._saved_labels = None if record.labels is None else np.asarray(record.labels)
         if record.clicks:
             self.notice = f"resumed {len(record.clicks)} clicks of frame {self.frame_name}"
         return True
