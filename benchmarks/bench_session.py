@@ -7,7 +7,10 @@ is the case's own): voxel count, scene-encode ms (voxelise + backbone, median of
 per-click decode ms with S = --samples after 1, 5 and 20 clicks (the model's decode and the
 whole ``predict`` incl. full-resolution mapping and the next-click suggestion), peak RSS.
 Scenes: the 150k-point coloured room and the 120k-point 64-beam LiDAR-like scan of
-``bench_backbone.py``. Weights are random: speed does not depend on them.
+``bench_backbone.py``, and ``kitti``: the bundled real 124,668-point SemanticKITTI sweep
+(``../shared/data/semantickitti``). Preset ``shipped`` is the shipped checkpoint
+(``npiseg_ros.resources.shipped_checkpoint``); other presets have random weights (speed does
+not depend on them, except through how many voxels a prior model's correction touches).
 Goals (issue 2, not tests): per-click decode <= 50 ms, small-preset encode <= 0.5 s, 2 cores.
 """
 from __future__ import annotations
@@ -35,7 +38,13 @@ from npiseg_ros.core.session import SegmentationSession  # noqa: E402
 CLICK_COUNTS = (1, 5, 20)
 
 
+KITTI_SWEEP = (Path(__file__).resolve().parents[2]
+               / "shared/data/semantickitti/sequences/00/velodyne/000000.bin")
+
+
 def scene(name: str) -> dict:
+    if name == "kitti":
+        return {"xyz": np.fromfile(KITTI_SWEEP, np.float32).reshape(-1, 4)[:, :3].copy()}
     if name == "room":
         xyz, rgb = make_room()
         return {"xyz": xyz, "colors": rgb.astype(np.float32)}
@@ -44,7 +53,13 @@ def scene(name: str) -> dict:
 
 def run_case(preset: str, scene_name: str, backend: str, samples: int, repeats: int) -> dict:
     torch.manual_seed(0)
-    model = build_model(preset_config(preset), backend=backend)
+    if preset == "shipped":
+        from npiseg_ros.core.checkpoint import load_model
+        from npiseg_ros.resources import shipped_checkpoint
+
+        model = load_model(shipped_checkpoint(), backend=backend)
+    else:
+        model = build_model(preset_config(preset), backend=backend)
     session = SegmentationSession(model, device="cpu", num_samples=samples, seed=0)
     cloud = scene(scene_name)
     encode_ms = []

@@ -48,9 +48,13 @@ def share_path(relative: str) -> Path:
     return next((path for path in candidates if path.exists()), candidates[0])
 
 
+DEFAULT_CHECKPOINT = "npiseg_prior.safetensors"
+"""The default model (docs/training.md): best measured on real LiDAR sweeps and rooms."""
+
+
 def shipped_checkpoint() -> str:
-    """A checkpoint shipped with the package (``checkpoints/*.safetensors``), preferring
-    LiDAR-trained ones by name; empty when none is installed."""
+    """The checkpoint shipped with the package (``checkpoints/*.safetensors``):
+    ``DEFAULT_CHECKPOINT`` when installed, else the first by name; empty when none is."""
     found = sorted(share_path("checkpoints").glob("*.safetensors"))
-    lidar = [path for path in found if "lidar" in path.name or "kitti" in path.name]
-    return str((lidar or found)[0]) if found else ""
+    preferred = [path for path in found if path.name == DEFAULT_CHECKPOINT]
+    return str((preferred or found)[0]) if found else ""

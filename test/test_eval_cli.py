@@ -75,3 +75,31 @@ def test_checkpoint_run_with_tiny_model(benchmark_folder, tmp_path):
     eces = [e for e in sample["ece"] if e is not None]
     assert eces and all(0.0 <= e <= 1.0 for e in eces)  # the adapter supplies confidences
     assert np.isfinite(report["latency"]["oracle"]["predict_ms_median"])
+
+
+def test_whole_scan_samples_have_1_3_and_5_neighbouring_objects(tmp_path):
+    from npiseg_ros.eval.samples import dataset_samples
+
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        centres = rng.uniform(0, 40, (7, 2))
+        xyz = np.concatenate([np.column_stack([c + rng.normal(0, 0.3, (80, 2)), np.zeros(80)])
+                              for c in centres] + [rng.uniform(0, 40, (500, 3))])
+        labels = np.concatenate([np.full(80, i + 1) for i in range(7)] + [np.zeros(500)])
+        np.savez(tmp_path / f"{name}.npz", xyz=xyz.astype(np.float32),
+                 instance=labels.astype(np.int32))
+    samples = list(dataset_samples(tmp_path, "scans", "multi", seed=0))
+    assert [s.name for s in samples] == ["a_obj_1", "a_obj_3", "a_obj_5",
+                                         "b_obj_1", "b_obj_3", "b_obj_5"]
+    for sample in samples:
+        assert sample.cloud.xyz.shape[0] == 7 * 80 + 500  # the whole scan, no crop
+        assert len(set(sample.object_ids)) == int(sample.name[-1])
+        cloud = sample.cloud
+        centroid = {o: cloud.xyz[cloud.labels == o].mean(0) for o in range(1, 8)}
+        anchor, *others = sample.object_ids
+        chosen = [np.linalg.norm(centroid[o] - centroid[anchor]) for o in others]
+        rest = [np.linalg.norm(centroid[o] - centroid[anchor]) for o in range(1, 8)
+                if o not in sample.object_ids]
+        assert not chosen or max(chosen) <= min(rest)  # the anchor's nearest neighbours
+    again = [s.object_ids for s in dataset_samples(tmp_path, "scans", "multi", seed=0)]
+    assert again == [s.object_ids for s in samples]

@@ -128,4 +128,4 @@ def test_prior_model_fits_real_training_crops(tmp_path):
         (first if step < 4 else last if step >= 28 else []).append(float(loss.detach()))
     assert np.isfinite(first + last).all()
     assert np.mean(last) < 0.7 * np.mean(first), (first, last)
-    assert abs(float(trainer.model.prior.correction_gate)) > 0.01  # the correction switched on
+    assert abs(float(trainer.model.prior.correction_gate.detach())) > 0.01  # correction on

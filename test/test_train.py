@@ -174,3 +174,66 @@ def test_class_balance_weights_equalise_classes():
     assert torch.allclose(totals, totals[0].expand(3)) and full.mean() == pytest.approx(1.0)
     half = class_balance_weights(targets, 3, 0.5)
     assert half[99] / half[0] == pytest.approx((90 / 1) ** 0.5)
+
+
+def test_cosine_schedule_follows_the_time_budget_and_survives_resume(box_root, tmp_path):
+    """Progress = training seconds / budget: the LR decays from lr to lr * min_lr_factor and
+    the KL weight ramps within the budget; the run stops when the budget is spent; a resume
+    continues from the saved progress, not from zero."""
+    values = tiny_config(box_root, tmp_path).to_dict()
+    values["model"] = {"preset": "prior"}
+    values["clicks"]["corrective_policy"] = "prior"
+    values["optim"].update(schedule="cosine", min_lr_factor=0.1, lr=1e-3)
+    values["run"].update(max_steps=1000, time_budget_min=1.0)
+    config = config_from_dict(values)
+    trainer = Trainer(config, tmp_path, show_progress=False)
+    assert trainer.optimiser.param_groups[0]["lr"] == pytest.approx(1e-3)
+    assert trainer._kl_weight() == pytest.approx(config.optim.kl_start)
+    trainer.train_step()
+    trainer.elapsed_s = 30.0  # half the budget spent (training seconds, not wall clock)
+    trainer.scheduler.step()
+    assert trainer.progress() == pytest.approx(0.5)
+    assert trainer.optimiser.param_groups[0]["lr"] == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))
+    assert trainer.optimiser.param_groups[1]["lr"] == pytest.approx(
+        10 * trainer.optimiser.param_groups[0]["lr"])  # the prior's scalars
+    trainer.save()
+    resumed = Trainer(config, tmp_path / "again", show_progress=False)
+    resumed.resume(tmp_path)
+    assert resumed.elapsed_s == pytest.approx(trainer.elapsed_s)
+    assert resumed.progress() == pytest.approx(trainer.progress())
+    resumed.elapsed_s = 61.0
+    resumed.train(max_steps=1000)  # the budget is spent: stops after one step
+    assert resumed.step == trainer.step + 1
+    assert resumed._kl_weight() == pytest.approx(config.optim.kl_end)
+
+
+def test_scan_source_crops_cached_scans_with_exact_symmetries_and_their_graph(tmp_path):
+    from npiseg_train.data import SceneStream
+
+    for seed in range(2):
+        xyz, rgb, labels = floor_with_boxes(seed=seed, num_boxes=3, spacing=0.04)
+        np.savez(tmp_path / f"scan_{seed}.npz", xyz=xyz, instance=labels,
+                 colors=(rgb * 255).astype(np.uint8))
+    values = tiny_config(tmp_path, tmp_path / "out").to_dict()
+    values["model"] = {"preset": "prior"}
+    values["data"].update(source="scans", roots=[str(tmp_path)], max_voxels=1200)
+    config = config_from_dict(values)
+    model_config = config.model.model_config()
+    stream = SceneStream(config.data, voxel_size=model_config.voxel_size,
+                         input_mode=model_config.input_mode,
+                         graph_config=model_config.graph_config())
+    for step in range(6):
+        scene, _ = stream.scene(step, 0, 0)
+        assert scene.num_voxels <= 1200 and scene.graph.num_voxels == scene.num_voxels
+        assert len(np.unique(scene.coords, axis=0)) == scene.num_voxels  # still unique
+        # the symmetry maps voxel cells and positions alike
+        np.testing.assert_array_equal(
+            np.floor(scene.xyz / model_config.voxel_size).astype(np.int64)[:, 2],
+            scene.coords[:, 2])
+        # the cached (sub)graph's rows are the crop's voxels, in order, under the symmetry:
+        # every edge costs at least its length and joins near neighbours
+        edges = scene.graph.matrix.tocoo()
+        length = np.linalg.norm(scene.xyz[edges.row] - scene.xyz[edges.col], axis=1)
+        assert edges.nnz > 5 * scene.num_voxels
+        assert np.all(edges.data >= length - 1e-5) and np.median(length) < 0.1
+    assert len(stream._scan_cache) <= 2  # each file voxelised and graphed once
