@@ -372,7 +372,7 @@ def test_corrupt_autosave_without_a_previous_generation_starts_empty(harness, tm
     h = harness()
     fingerprint = annotation.cloud_fingerprint(cloud().xyz)
     newest = annotation.autosave_path(tmp_path / "autosave", fingerprint)
-    newest.parent.mkdir()
+    newest.parent.mkdir(exist_ok=True)   # the worker may have created it already
     newest.write_bytes(b"PK\x03\x04 not really a zip")
     h.worker.submit_cloud(cloud())
     snapshot = h.wait_snapshots(1)

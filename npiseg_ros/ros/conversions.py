@@ -230,8 +230,9 @@ def cloud_to_arrays(msg: PointCloud2, max_points: int | None = None) -> CloudArr
     if "intensity" in fields:
         with np.errstate(over="ignore", invalid="ignore"):
             intensity = _first(points["intensity"]).astype(np.float32)
-        # A missing or overflowing value becomes 0 rather than NaN through the whole network.
-        intensity[~np.isfinite(intensity)] = 0.0
+        # A missing or overflowing value of a point that is used becomes 0 rather than NaN
+        # through the whole network (dropped points keep theirs: nothing reads them).
+        intensity[~np.isfinite(intensity) & np.isfinite(xyz).all(axis=1)] = 0.0
     return CloudArrays(
         xyz=xyz,
         colors=_colors(msg, fields, points),
