@@ -125,3 +125,17 @@ def test_voxelize_inverse_map_and_first_point():
         assert voxels.representative[voxel] == members.min()
     with pytest.raises(ValueError, match="non-empty"):
         voxelize(np.zeros((0, 3)), 0.1)
+
+
+def test_key_major_attention_equals_the_generic_path():
+    """Scene->click attention (many queries, few keys) takes a key-major softmax; it must give
+    what the generic path gives (float64: the maths, not one CPU's rounding)."""
+    from npiseg_ros.core.decoder import AttentionBlock
+
+    torch.manual_seed(0)
+    block = AttentionBlock(32, 4, 0.0).double().eval()
+    points, clicks = torch.randn(600, 32).double(), torch.randn(7, 32).double()
+    point_pos, click_pos = torch.randn(600, 32).double(), torch.randn(7, 32).double()
+    fast = block(points, clicks, point_pos, click_pos)
+    generic = block(points, clicks, point_pos, click_pos, torch.zeros(600, 7).double())
+    torch.testing.assert_close(fast, generic, rtol=1e-10, atol=1e-12)

@@ -62,6 +62,14 @@ class AttentionBlock(nn.Module):
         # Plain softmax attention: SDPA's CPU fallback re-checks the mask for fully masked
         # rows on every call (a pass over heads x Q x V), which _attention_mask already rules out.
         scale = q.shape[-1] ** -0.5
+        if allowed is None and k.shape[1] * 8 <= length_q:
+            # Many queries, few keys (scene->click: V points over ~10 clicks): the softmax over
+            # a short last dimension is slow on CPU; in key-major layout (heads, keys, queries)
+            # it reduces over the short leading dimension of contiguous rows. Same maths.
+            weights = torch.matmul(k, q.transpose(1, 2) * scale).softmax(dim=1)
+            attended = torch.matmul(weights.transpose(1, 2), v)
+            attended = self.out_proj(attended.transpose(0, 1).reshape(length_q, dim))
+            return self.norm(query + self.dropout(attended))
         if allowed is None:
             logits = torch.matmul(q * scale, k.transpose(1, 2))
         else:
