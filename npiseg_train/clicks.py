@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from npiseg_ros.core.geodesic import VoxelGraph, distance_limit
+from npiseg_ros.core.geodesic import ClickDistanceCache, VoxelGraph, distance_limit
 from npiseg_ros.core.model import NPISeg3D, SceneEmbedding
 from npiseg_ros.core.voxelize import voxelize
 from npiseg_ros.eval.simulator import SimulatedClick, initial_clicks
@@ -160,25 +160,21 @@ def random_clicks(xyz: np.ndarray, targets: np.ndarray, rng: np.random.Generator
 
 
 class ClickDistances:
-    """Graph distances of clicked voxels for a model with the geodesic prior, one Dijkstra per
-    new voxel (the session caches the same way). ``None`` graph: the model has no prior."""
+    """Graph distances of clicked voxels as tensors, for a model with the geodesic prior
+    (``core.geodesic.ClickDistanceCache``, as the session uses). Without a prior: None."""
 
     def __init__(self, model: NPISeg3D, graph: VoxelGraph | None) -> None:
         self.graph = graph if model.prior is not None else None
-        self.limit = (distance_limit(float(model.prior.log_radius.detach().exp()))
-                      if self.graph is not None else 0.0)
-        self._rows: dict[int, np.ndarray] = {}
+        self._cache = None
+        if self.graph is not None:
+            limit = distance_limit(float(model.prior.log_radius.detach().exp()))
+            self._cache = ClickDistanceCache(self.graph, limit)
 
     def __call__(self, click_voxels: np.ndarray | torch.Tensor) -> torch.Tensor | None:
         """(K, V) float32 distances, or None without a prior."""
-        if self.graph is None:
+        if self._cache is None:
             return None
-        voxels = [int(v) for v in np.asarray(click_voxels).reshape(-1)]
-        missing = sorted(set(voxels) - set(self._rows))
-        if missing:
-            for voxel, row in zip(missing, self.graph.distances(missing, limit=self.limit)):
-                self._rows[voxel] = row
-        return torch.from_numpy(np.stack([self._rows[v] for v in voxels]))
+        return torch.from_numpy(self._cache.rows(np.asarray(click_voxels)))
 
 
 @torch.no_grad()

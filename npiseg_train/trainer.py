@@ -165,7 +165,6 @@ class Trainer:
                                   input_mode=model_config.input_mode,
                                   graph_config=(model_config.graph_config()
                                                 if model_config.geodesic_prior else None))
-        self.step = 0
         self.train_log = ScalarLog(self.out / "train.csv", TRAIN_FIELDS)
         self.val_log = ScalarLog(self.out / "val.csv", VAL_FIELDS)
         self._val_samples: dict[str, list] | None = None

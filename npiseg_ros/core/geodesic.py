@@ -20,7 +20,8 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
 from scipy.spatial import cKDTree
 
-__all__ = ["GraphConfig", "VoxelGraph", "build_voxel_graph", "distance_limit"]
+__all__ = ["GraphConfig", "VoxelGraph", "build_voxel_graph", "distance_limit",
+           "ClickDistanceCache"]
 
 EDGE_EPSILON = 1e-9
 """Added to every edge cost: scipy drops explicit zeros, which would disconnect duplicates."""
@@ -106,6 +107,25 @@ class VoxelGraph:
         """The graph induced on ``voxels`` (indices into this graph), renumbered 0..n-1."""
         voxels = np.asarray(voxels, dtype=np.int64)
         return VoxelGraph(self.matrix[voxels][:, voxels])
+
+
+class ClickDistanceCache:
+    """Graph distances from clicked voxels, one single-source Dijkstra per NEW voxel (a click
+    sequence adds one voxel at a time; the session and the training loop both ask for all)."""
+
+    def __init__(self, graph: VoxelGraph, limit: float) -> None:
+        self.graph = graph
+        self.limit = float(limit)
+        self._rows: dict[int, np.ndarray] = {}
+
+    def rows(self, voxels: np.ndarray | list[int]) -> np.ndarray:
+        """(K, V) float32 distances from each of ``voxels`` (in their order)."""
+        voxels = [int(v) for v in np.asarray(voxels).reshape(-1)]
+        missing = sorted(set(voxels) - set(self._rows))
+        if missing:
+            for voxel, row in zip(missing, self.graph.distances(missing, limit=self.limit)):
+                self._rows[voxel] = row
+        return np.stack([self._rows[v] for v in voxels])
 
 
 def build_voxel_graph(points: np.ndarray, colors: np.ndarray | None = None,

@@ -1,6 +1,7 @@
 """NPISeg3D: encode a scene once, decode labels + uncertainty for any set of clicks."""
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -161,11 +162,11 @@ class NPISeg3D(nn.Module):
                 raise ValueError("a model with the geodesic prior needs click_distances of shape "
                                  f"(K, V) = ({click_voxels.shape[0]}, {scene.num_voxels})")
             click_distances = click_distances.to(points.dtype)
-            label_distances = self.prior.label_distances(click_distances, click_labels,
+            nearest = self.prior.nearest_click_distances(click_distances, click_labels,
                                                          num_classes)
+            label_distances = self.prior.cap_background(nearest)
             prior_logits = self.prior.logits(label_distances)
-            points = points + self.prior.point_features(label_distances, click_distances,
-                                                        click_labels)
+            points = points + self.prior.point_features(nearest, label_distances)
         if self.previous_mask is not None:
             points = points + self.previous_mask(previous_labels, click_features, click_labels,
                                                  num_classes, scene.num_voxels)
@@ -253,11 +254,9 @@ class NPISeg3D(nn.Module):
             # The inference path: latents from the prior networks (the scene sample from the
             # scene prior, the object latents from the object prior), with gradient, so the
             # segmentation loss trains what the node runs (the posterior gets its own loss).
-            prior_latent = latent
-            if self.scene_latent is not None or self.object_latent is not None:
-                prior_latent = self._prior_latent(embeddings, query_labels, num_classes,
-                                                  prior_prototypes, alpha, num_samples,
-                                                  generator)
+            # (a probabilistic model has at least one of the two latents)
+            prior_latent = self._prior_latent(embeddings, query_labels, num_classes,
+                                              prior_prototypes, alpha, num_samples, generator)
             prior_mean, _, _ = self._sample_statistics(
                 points, self._modulate(prior_latent, embeddings, query_labels), segments,
                 per_sample_softmax=False, prior_logits=prior_logits)
@@ -313,9 +312,8 @@ class NPISeg3D(nn.Module):
         # over short leading dimensions of contiguous rows (several times faster on CPU than
         # slicing the last dimension of (n, S, Q)). Results are returned as (V, .) views.
         means, variances, probabilities = [], [], []
-        offsets = (None,) * len(range(0, points.shape[0], _ROW_CHUNK))
-        if prior_logits is not None:
-            offsets = prior_logits.split(_ROW_CHUNK)
+        offsets = (itertools.repeat(None) if prior_logits is None
+                   else prior_logits.split(_ROW_CHUNK))
         for chunk, offset in zip(points.split(_ROW_CHUNK), offsets):
             mean = centre @ chunk.T                                                  # (Q, n)
             spread = (deviations @ chunk.T).view(num_samples, num_queries, -1)       # (S, Q, n)

@@ -47,6 +47,12 @@ class GeodesicPrior(nn.Module):
     def label_distances(self, click_distances: Tensor, click_labels: Tensor,
                         num_classes: int) -> Tensor:
         """(K, V) per-click distances -> (V, C) per-label distances (background capped at R)."""
+        return self.cap_background(self.nearest_click_distances(click_distances, click_labels,
+                                                                num_classes))
+
+    def nearest_click_distances(self, click_distances: Tensor, click_labels: Tensor,
+                                num_classes: int) -> Tensor:
+        """(V, C) distance to each label's nearest click (MAX_DISTANCE for a label without)."""
         distances = click_distances.clamp(max=MAX_DISTANCE)
         rows = []
         for label in range(num_classes):
@@ -55,7 +61,10 @@ class GeodesicPrior(nn.Module):
                 rows.append(distances.new_full(distances.shape[1:], MAX_DISTANCE))
             else:
                 rows.append(mine.amin(dim=0))
-        per_label = torch.stack(rows, dim=1)
+        return torch.stack(rows, dim=1)
+
+    def cap_background(self, per_label: Tensor) -> Tensor:
+        """Background's distance capped at the learned radius R (region growing's rule)."""
         radius = self.log_radius.exp()
         background = torch.minimum(per_label[:, 0], radius.expand_as(per_label[:, 0]))
         return torch.cat([background.unsqueeze(1), per_label[:, 1:]], dim=1)
@@ -64,15 +73,12 @@ class GeodesicPrior(nn.Module):
         """(V, C) prior logits -k log(D + eps)."""
         return -self.log_sharpness.exp() * torch.log(label_distances + self.epsilon)
 
-    def point_features(self, label_distances: Tensor, click_distances: Tensor,
-                       click_labels: Tensor) -> Tensor:
-        """(V, d) embedding of where a voxel sits relative to the clicks."""
-        distances = click_distances.clamp(max=MAX_DISTANCE)
-        is_object = click_labels > 0
-        nearest_object = (distances[is_object].amin(dim=0) if bool(is_object.any())
-                          else distances.new_full(distances.shape[1:], MAX_DISTANCE))
-        nearest_background = (distances[~is_object].amin(dim=0) if bool((~is_object).any())
-                              else distances.new_full(distances.shape[1:], MAX_DISTANCE))
+    def point_features(self, nearest: Tensor, label_distances: Tensor) -> Tensor:
+        """(V, d) embedding of where a voxel sits relative to the clicks, from the (V, C)
+        nearest-click distances and the per-label distances with the background capped."""
+        nearest_background = nearest[:, 0]
+        nearest_object = (nearest[:, 1:].amin(dim=1) if nearest.shape[1] > 1
+                          else torch.full_like(nearest_background, MAX_DISTANCE))
         logs = torch.log(label_distances + self.epsilon)
         two = torch.topk(logs, k=min(2, logs.shape[1]), dim=1, largest=False).values
         margin = (two[:, -1] - two[:, 0]) if two.shape[1] > 1 else torch.zeros_like(two[:, 0])

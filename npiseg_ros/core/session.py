@@ -7,14 +7,14 @@ method either succeeds or raises a typed error leaving the session as it was.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from npiseg_ros.core.config import UNCERTAINTY_MODES
 from npiseg_ros.core.errors import ClickRejectedError, ConfigError, InvalidCloudError, NoCloudError
-from npiseg_ros.core.geodesic import VoxelGraph, build_voxel_graph, distance_limit
+from npiseg_ros.core.geodesic import ClickDistanceCache, build_voxel_graph, distance_limit
 from npiseg_ros.core.model import NPISeg3D, SceneEmbedding
 from npiseg_ros.core.suggest import suggest_next_click
 from npiseg_ros.core.types import (BACKGROUND_ID, INVALID_LABEL, Click, CloudSummary, ObjectStats,
@@ -36,9 +36,8 @@ class _Cloud:
     voxel_of_point: np.ndarray   # (N,) int64 voxel of each input point, -1 if dropped
     voxel_xyz: torch.Tensor      # (V, 3) on device, representative point of each voxel
     embedding: SceneEmbedding
-    graph: VoxelGraph | None = None  # voxel graph of the geodesic prior (prior models only)
-    # graph distances from a clicked voxel to every voxel, computed once per clicked voxel
-    distance_rows: dict[int, np.ndarray] = field(default_factory=dict)
+    # graph distances of clicked voxels over the voxel graph (geodesic-prior models only)
+    distances: ClickDistanceCache | None = None
 
 
 @dataclass
@@ -163,15 +162,17 @@ class SegmentationSession:
         coords = torch.from_numpy(voxels.coords).to(self.device)
         with torch.inference_mode():
             embedding = self.model.encode(voxel_features, coords, voxel_xyz)
-        graph = None
+        distances = None
         if self.model.config.geodesic_prior:
             voxel_colors = None
             if colors is not None:
                 voxel_colors = _as_colors(colors, xyz.shape[0])[representative]
             graph = build_voxel_graph(xyz[representative], voxel_colors,
                                       self.model.config.graph_config())
+            limit = distance_limit(float(self.model.prior.log_radius.detach().exp()))
+            distances = ClickDistanceCache(graph, limit)
         self._cloud = _Cloud(xyz, valid, valid_index, voxels, voxel_of_point, voxel_xyz, embedding,
-                             graph)
+                             distances)
         self._forget_clicks()
         return CloudSummary(num_points=int(xyz.shape[0]),
                             num_dropped=int(xyz.shape[0] - valid_index.size),
@@ -326,14 +327,9 @@ class SegmentationSession:
 
     def _click_distances(self, cloud: _Cloud) -> torch.Tensor | None:
         """(K, V) graph distances of the clicks (prior models), one Dijkstra per NEW voxel."""
-        if cloud.graph is None:
+        if cloud.distances is None:
             return None
-        missing = sorted({c.voxel_index for c in self._clicks} - set(cloud.distance_rows))
-        if missing:
-            limit = distance_limit(float(self.model.prior.log_radius.detach().exp()))
-            for voxel, row in zip(missing, cloud.graph.distances(missing, limit=limit)):
-                cloud.distance_rows[voxel] = row
-        rows = np.stack([cloud.distance_rows[c.voxel_index] for c in self._clicks])
+        rows = cloud.distances.rows([c.voxel_index for c in self._clicks])
         return torch.from_numpy(rows).to(self.device)
 
     def _full_resolution(self, cloud: _Cloud, voxel_labels: np.ndarray,
