@@ -8,7 +8,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-__all__ = ["PACKAGE_ROOT", "share_candidates", "share_path", "shipped_checkpoint"]
+__all__ = ["PACKAGE_ROOT", "share_candidates", "share_path", "shipped_checkpoint",
+           "shipped_rgb_checkpoint"]
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 """Directory holding the ``npiseg_ros`` package (the repository root in a source checkout)."""
@@ -49,12 +50,24 @@ def share_path(relative: str) -> Path:
 
 
 DEFAULT_CHECKPOINT = "npiseg_prior.safetensors"
-"""The default model (docs/training.md): best measured on real LiDAR sweeps and rooms."""
+"""The default model (docs/training.md): the best measured on real LiDAR sweeps."""
+
+RGB_CHECKPOINT = "npiseg_prior_indoor.safetensors"
+"""The model for clouds WITH colours (RGB-D rooms), when shipped (docs/training.md): the
+default model fine-tuned mostly on the real indoor training rooms."""
 
 
 def shipped_checkpoint() -> str:
     """The checkpoint shipped with the package (``checkpoints/*.safetensors``):
-    ``DEFAULT_CHECKPOINT`` when installed, else the first by name; empty when none is."""
-    found = sorted(share_path("checkpoints").glob("*.safetensors"))
+    ``DEFAULT_CHECKPOINT`` when installed, else the first by name (never the RGB model);
+    empty when none is."""
+    found = sorted(path for path in share_path("checkpoints").glob("*.safetensors")
+                   if path.name != RGB_CHECKPOINT)
     preferred = [path for path in found if path.name == DEFAULT_CHECKPOINT]
     return str((preferred or found)[0]) if found else ""
+
+
+def shipped_rgb_checkpoint() -> str:
+    """The shipped model for coloured clouds (``RGB_CHECKPOINT``), or empty when not shipped."""
+    path = share_path("checkpoints") / RGB_CHECKPOINT
+    return str(path) if path.is_file() else ""

@@ -1,6 +1,7 @@
 """``npiseg-train``: train NPISeg3D from a YAML config (single process or under torchrun).
 
     npiseg-train --config config/train_joint.yaml [--resume runs/joint] [--max-steps N]
+                 [--init checkpoints/npiseg_prior.safetensors]
                  [--out DIR] [--time-limit-min M] [--export checkpoints/model.safetensors]
     torchrun --nproc_per_node 2 -m npiseg_train.cli --config ...      # DDP (gloo on CPU)
 
@@ -32,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", help="run folder (default: run.out of the config)")
     parser.add_argument("--time-limit-min", type=float,
                         help="stop (with a checkpoint) after this many minutes of training")
+    parser.add_argument("--init", help="model checkpoint whose weights start a new run "
+                        "(fine-tuning; overrides run.init_from; ignored with --resume)")
     parser.add_argument("--export", help="copy the final model-only checkpoint here")
     parser.add_argument("--no-progress", action="store_true", help="hide the tqdm bar")
     return parser
@@ -49,6 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 stop_at = args.max_steps
             else:
                 config = config.replace_run(max_steps=args.max_steps)
+        if args.init:
+            config = config.replace_run(init_from=args.init)
+        if args.resume and config.run.init_from:
+            config = config.replace_run(init_from="")  # the run's own state is loaded instead
         out = Path(args.out or config.run.out)
         context = init_distributed(config.run.device)
     except (NPISegError, ValueError, OSError) as error:

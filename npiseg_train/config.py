@@ -43,6 +43,10 @@ class DataSection:
             the 8 exact grid symmetries, flips and quarter turns about z).
         kinds: scene kinds to generate (``synth``), drawn in turn per batch slot.
         roots: benchmark folders (``benchmark``) or scan folders (``scans``).
+        root_weights: ``scans``: probability weight of each root (a root is drawn by weight,
+            then one of its files uniformly), so a domain with few files (6 indoor rooms
+            against 33 LiDAR sweeps) gets the share of steps it needs; empty = every file
+            equally likely.
         seed: seed of the training-scene stream (validation uses ``val_seed``).
         max_voxels: voxel cap per training scene; larger scenes are cropped to the nearest
             voxels (horizontal distance) around a random anchor object.
@@ -60,6 +64,7 @@ class DataSection:
     source: str = "synth"
     kinds: tuple[str, ...] = ("lidar",)
     roots: tuple[str, ...] = ()
+    root_weights: tuple[float, ...] = ()
     seed: int = 0
     max_voxels: int = 25000
     min_object_voxels: int = 20
@@ -81,6 +86,13 @@ class DataSection:
             raise ConfigError(f"data.kinds must be a non-empty subset of {SCENE_KINDS}")
         if self.source in ("benchmark", "scans") and not self.roots:
             raise ConfigError(f"data.source {self.source!r} needs data.roots")
+        if self.root_weights:
+            if self.source != "scans" or len(self.root_weights) != len(self.roots):
+                raise ConfigError("data.root_weights needs data.source 'scans' and one weight "
+                                  f"per root ({len(self.roots)}), got {list(self.root_weights)}")
+            if min(self.root_weights) < 0 or sum(self.root_weights) <= 0:
+                raise ConfigError("data.root_weights must be >= 0 with a positive sum, got "
+                                  f"{list(self.root_weights)}")
         if self.max_voxels < 100:
             raise ConfigError(f"data.max_voxels must be >= 100, got {self.max_voxels}")
 
@@ -167,6 +179,10 @@ class RunSection:
         device: ``auto``, ``cpu`` or ``cuda``.
         time_budget_min: total training minutes of the run across resumes (0 = progress by
             steps only); the run ends when the budget or ``max_steps`` is used up.
+        init_from: a model checkpoint (``.safetensors``) whose weights start the run
+            (fine-tuning, e.g. a per-domain model from the joint one); its model config must
+            equal this run's. Optimiser, step and schedule start fresh. Ignored on resume
+            (the run's own state is loaded instead).
     """
 
     max_steps: int = 1000
@@ -181,6 +197,7 @@ class RunSection:
     sparse_backend: str = "auto"
     device: str = "auto"
     time_budget_min: float = 0.0
+    init_from: str = ""
 
 
 @dataclass(frozen=True)

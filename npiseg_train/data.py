@@ -229,15 +229,31 @@ def cloud_points(cloud: LabelledCloud) -> Points:
             "intensity": cloud.intensity, "labels": cloud.labels.astype(np.int64)}
 
 
-def scan_files(roots: tuple[str, ...] | list[str]) -> list[Path]:
-    """Every ``.npz`` / ``.ply`` / ``.pcd`` scan in the folders, sorted per folder."""
-    files = []
+def scan_files_per_root(roots: tuple[str, ...] | list[str]) -> list[list[Path]]:
+    """Every ``.npz`` / ``.ply`` / ``.pcd`` scan of each folder, sorted, one list per folder."""
+    per_root = []
     for root in roots:
         found = sorted(p for p in Path(root).iterdir() if p.suffix in (".npz", ".ply", ".pcd"))
         if not found:
             raise FileNotFoundError(f"{root}: no .npz / .ply / .pcd scans")
-        files += found
-    return files
+        per_root.append(found)
+    return per_root
+
+
+def scan_files(roots: tuple[str, ...] | list[str]) -> list[Path]:
+    """Every ``.npz`` / ``.ply`` / ``.pcd`` scan in the folders, sorted per folder."""
+    return [path for found in scan_files_per_root(roots) for path in found]
+
+
+def file_probabilities(per_root: list[list[Path]], root_weights: tuple[float, ...]) -> np.ndarray:
+    """Probability of each file (in ``scan_files`` order): root by weight, then uniform."""
+    if not root_weights:
+        total = sum(len(found) for found in per_root)
+        return np.full(total, 1.0 / total)
+    weights = np.asarray(root_weights, dtype=np.float64)
+    weights = weights / weights.sum()
+    return np.concatenate([np.full(len(found), w / len(found))
+                           for w, found in zip(weights, per_root)])
 
 
 @dataclass(frozen=True)
@@ -332,8 +348,12 @@ class SceneStream:
         self._scenes: list[tuple[str, str]] = []
         self._scan_files: list[Path] = []
         self._scan_cache: dict[int, CachedScan] = {}
+        self._file_probabilities: np.ndarray | None = None
         if config.source == "scans":
-            self._scan_files = scan_files(config.roots)
+            per_root = scan_files_per_root(config.roots)
+            self._scan_files = [path for found in per_root for path in found]
+            if config.root_weights:
+                self._file_probabilities = file_probabilities(per_root, config.root_weights)
         if config.source == "benchmark":
             self._scenes = [(root, name) for root in config.roots
                             for name in benchmark_scene_names(root)]
@@ -348,7 +368,10 @@ class SceneStream:
         # Unique index per (step, rank, slot): the on-the-fly stream never repeats a scene.
         index = (step * world_size + rank) * batch_size + slot
         if self.config.source == "scans":
-            choice = int(rng.integers(len(self._scan_files)))
+            if self._file_probabilities is None:  # the unweighted stream of earlier runs
+                choice = int(rng.integers(len(self._scan_files)))
+            else:
+                choice = int(rng.choice(len(self._scan_files), p=self._file_probabilities))
             if choice not in self._scan_cache:
                 self._scan_cache[choice] = cache_scan(
                     self._scan_files[choice], voxel_size=self.voxel_size,

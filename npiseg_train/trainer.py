@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from npiseg_ros.core.backbone import build_backbone
 from npiseg_ros.core.build import build_model
-from npiseg_ros.core.checkpoint import save_checkpoint
+from npiseg_ros.core.checkpoint import load_checkpoint_into, save_checkpoint
 from npiseg_ros.core.model import NPISeg3D
 from npiseg_ros.core.sparse.backends import available_backends
 from npiseg_train.clicks import (ClickDistances, ClickSample, choose_targets, corrective_rounds,
@@ -144,6 +144,9 @@ class Trainer:
         self.show_progress = show_progress
         torch.manual_seed(config.run.seed)  # identical initial weights on every rank
         self.model = build_model(config.model.model_config())
+        if config.run.init_from:
+            # fine-tuning: weights only; a different model config is refused
+            load_checkpoint_into(self.model, config.run.init_from)
         self.backend = use_backend(self.model, config.run.sparse_backend)
         self.model.to(self.context.device).train()
         self.loss_module = wrap_module(ScenesLoss(self.model, config.clicks.corrective_policy),

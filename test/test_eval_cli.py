@@ -103,3 +103,22 @@ def test_whole_scan_samples_have_1_3_and_5_neighbouring_objects(tmp_path):
         assert not chosen or max(chosen) <= min(rest)  # the anchor's nearest neighbours
     again = [s.object_ids for s in dataset_samples(tmp_path, "scans", "multi", seed=0)]
     assert again == [s.object_ids for s in samples]
+
+
+def test_rgb_checkpoint_is_recorded_and_refused_with_a_baseline(benchmark_folder, tmp_path,
+                                                                  capsys):
+    torch = pytest.importorskip("torch")
+    checkpoint = pytest.importorskip("npiseg_ros.core.checkpoint")
+    build = pytest.importorskip("npiseg_ros.core.build")
+    torch.manual_seed(0)
+    path = checkpoint.save_checkpoint(tmp_path / "tiny.safetensors",
+                                      build.build_model(build.tiny_config()))
+    out = tmp_path / "model.json"
+    assert main(["--data", str(benchmark_folder), "--format", "benchmark", "--checkpoint",
+                 str(path), "--rgb-checkpoint", str(path), "--max-clicks", "1", "--limit", "1",
+                 "--num-samples", "1", "--out", str(out), "--no-progress"]) == 0
+    assert json.loads(out.read_text())["config"]["rgb_checkpoint"] == str(path)
+    with pytest.raises(SystemExit):
+        main(["--data", str(benchmark_folder), "--format", "benchmark", "--baseline", "graph",
+              "--rgb-checkpoint", str(path), "--out", str(out)])
+    assert "--rgb-checkpoint goes with a model" in capsys.readouterr().err

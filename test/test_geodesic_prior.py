@@ -129,3 +129,24 @@ def test_prior_model_fits_real_training_crops(tmp_path):
     assert np.isfinite(first + last).all()
     assert np.mean(last) < 0.7 * np.mean(first), (first, last)
     assert abs(float(trainer.model.prior.correction_gate.detach())) > 0.01  # correction on
+
+
+def test_closed_form_smallest_eigenvectors_agree_with_eigh_including_degenerate_ones():
+    """The graph's normals: closed form where the smallest eigenvalue is separated, eigh where
+    it is not (a line, an isotropic blob, a zero matrix); always eigh's vector up to sign."""
+    from npiseg_ros.core.geodesic import smallest_eigenvectors
+
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(500, 11, 3)) * np.array([3.0, 1.0, 0.05])  # flattish patches
+    rotations = np.linalg.qr(rng.normal(size=(500, 3, 3)))[0]
+    points = points @ rotations
+    local = points - points.mean(axis=1, keepdims=True)
+    matrices = np.matmul(local.transpose(0, 2, 1), local)
+    line = np.outer([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])  # rank 1: two zero eigenvalues
+    matrices = np.concatenate([matrices, [line, np.eye(3), np.zeros((3, 3)),
+                                          np.diag([1.0, 1.0, 1e-9])]])
+    vectors = smallest_eigenvectors(matrices)
+    reference = np.linalg.eigh(matrices)[1][:, :, 0]
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-9)
+    np.testing.assert_allclose(np.abs(np.einsum("vi,vi->v", vectors, reference)), 1.0,
+                               atol=1e-9)

@@ -30,8 +30,12 @@ def test_sample_statistics_match_naive_per_sample_loop(model):
     labels = torch.tensor([0, 0, 0, 1, 1, 2, 3, 3, 3])
     segments = _label_segments(labels, 4)
     with torch.no_grad():
-        mean, variance, probabilities = model._sample_statistics(points, modulated, segments,
-                                                                 per_sample_softmax=True)
+        mean, unused, probabilities = model._sample_statistics(points, modulated, segments,
+                                                               per_sample_softmax=True)
+        same_mean, variance, _ = model._sample_statistics(points, modulated, segments,
+                                                          per_sample_softmax=False)
+    assert unused is None  # entropy uncertainty does not need the variance
+    torch.testing.assert_close(same_mean, mean)
     cosine = torch.stack([torch.nn.functional.cosine_similarity(
         points[:, None, :], modulated[s][None], dim=-1) for s in range(7)])  # (S, V, Q)
     torch.testing.assert_close(mean, cosine.mean(0), rtol=1e-5, atol=1e-5)

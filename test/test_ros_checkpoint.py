@@ -144,3 +144,34 @@ def test_node_process_stops_with_the_reason(tmp_path, parameters, expected):
     assert "Traceback" not in log
     if "missing" in expected:
         assert str(ROOT / "checkpoints" / "missing.safetensors") in log  # a place tried
+
+
+def test_rgb_checkpoint_auto_pairs_with_checkpoint_auto_only(monkeypatch, tmp_path):
+    """``rgb_checkpoint: auto`` adds the shipped indoor model only when the node also runs the
+    shipped default (``checkpoint: auto``); empty = none; a missing file is an error."""
+    from npiseg_ros.ros.session_factory import resolve_rgb_checkpoint
+
+    indoor = tmp_path / "indoor.safetensors"
+    indoor.write_bytes(b"x")
+    monkeypatch.setattr(session_factory, "shipped_rgb_checkpoint", lambda: str(indoor))
+    assert resolve_rgb_checkpoint("auto", "auto") == indoor
+    assert resolve_rgb_checkpoint("auto", "mine.safetensors") is None
+    assert resolve_rgb_checkpoint("", "auto") is None
+    assert resolve_rgb_checkpoint(str(indoor), "mine.safetensors") == indoor
+    with pytest.raises(CheckpointError, match="rgb_checkpoint"):
+        resolve_rgb_checkpoint(str(tmp_path / "missing.safetensors"), "auto")
+    monkeypatch.setattr(session_factory, "shipped_rgb_checkpoint", lambda: "")
+    assert resolve_rgb_checkpoint("auto", "auto") is None
+
+
+def test_the_rgb_model_is_never_the_default_checkpoint(tmp_path):
+    """With only the indoor model installed, ``auto`` must not silently run it on sweeps."""
+    prefix = tmp_path / "prefix"
+    installed = _resources_installed_at(prefix)
+    folder = prefix / "share" / "npiseg_ros" / "checkpoints"
+    folder.mkdir(parents=True)
+    (folder / installed.RGB_CHECKPOINT).write_bytes(b"x")
+    assert installed.shipped_checkpoint() == ""
+    assert installed.shipped_rgb_checkpoint() == str(folder / installed.RGB_CHECKPOINT)
+    (folder / "model.safetensors").write_bytes(b"x")
+    assert installed.shipped_checkpoint() == str(folder / "model.safetensors")

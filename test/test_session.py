@@ -238,3 +238,39 @@ def test_checkpoint_from_another_config_is_refused(model, tmp_path):
     other = build_model(tiny_config(input_mode="intensity"))
     with pytest.raises(CheckpointError, match="input_mode"):
         load_checkpoint_into(other, path)
+
+
+def test_rgb_model_takes_coloured_clouds_and_the_default_model_the_rest(model, scene):
+    """A session with an ``rgb_model`` decodes a cloud whose colours carry colour with it, and
+    a colourless, all-zero or grey cloud (LiDAR in colour-requiring formats) with ``model``:
+    each gives exactly what a one-model session of that model gives."""
+    from npiseg_ros.core.session import has_chroma
+
+    torch.manual_seed(1)
+    rgb_model = build_model(tiny_config()).eval()
+    xyz, rgb, _ = scene
+    assert has_chroma(rgb)
+    grey = np.repeat(rgb.mean(axis=1, keepdims=True), 3, axis=1)
+    cases = [(rgb, rgb_model, "rgb"), (None, model, "default"),
+             (np.zeros_like(rgb), model, "default"), (grey, model, "default")]
+    for colors, expected_model, role in cases:
+        both = SegmentationSession(model, num_samples=2, rgb_model=rgb_model)
+        alone = SegmentationSession(expected_model, num_samples=2)
+        predictions = []
+        for session in (both, alone):
+            summary = session.set_cloud(xyz, colors=colors)
+            _click_objects(session, scene)
+            predictions.append(session.predict())
+        assert summary.model == "default"  # the one-model session
+        assert both.active_model is expected_model
+        assert both.set_cloud(xyz, colors=colors).model == role
+        np.testing.assert_array_equal(predictions[0].labels, predictions[1].labels)
+        np.testing.assert_array_equal(predictions[0].uncertainty, predictions[1].uncertainty)
+
+
+def test_rgb_model_with_another_voxel_size_is_refused(model):
+    import dataclasses
+
+    other = build_model(dataclasses.replace(tiny_config(), voxel_size=0.1))
+    with pytest.raises(ConfigError, match="voxel size"):
+        SegmentationSession(model, rgb_model=other)

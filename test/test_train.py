@@ -237,3 +237,52 @@ def test_scan_source_crops_cached_scans_with_exact_symmetries_and_their_graph(tm
         assert edges.nnz > 5 * scene.num_voxels
         assert np.all(edges.data >= length - 1e-5) and np.median(length) < 0.1
     assert len(stream._scan_cache) <= 2  # each file voxelised and graphed once
+
+
+def test_root_weights_draw_roots_by_weight_then_files_uniformly(tmp_path):
+    from npiseg_train.data import file_probabilities, scan_files_per_root
+
+    roots = []
+    for name, count in (("many", 6), ("few", 2)):
+        root = tmp_path / name
+        root.mkdir()
+        for index in range(count):
+            (root / f"s{index}.npz").write_bytes(b"")
+        roots.append(str(root))
+    per_root = scan_files_per_root(roots)
+    np.testing.assert_allclose(file_probabilities(per_root, ()), np.full(8, 1 / 8))
+    weighted = file_probabilities(per_root, (1.0, 3.0))
+    np.testing.assert_allclose(weighted[:6], 0.25 / 6)
+    np.testing.assert_allclose(weighted[6:], 0.75 / 2)
+    base = tiny_config(tmp_path, tmp_path / "out").to_dict()
+    for data, message in (({"root_weights": [1.0, 2.0]}, "one weight per root"),
+                          ({"source": "scans", "roots": roots, "root_weights": [0.0, 0.0]},
+                           "positive sum"),
+                          ({"source": "scans", "roots": roots, "root_weights": [1.0]},
+                           "one weight per root")):
+        values = {**base, "data": {**base["data"], **data}}
+        with pytest.raises(Exception, match=message):
+            config_from_dict(values)
+
+
+def test_init_from_starts_a_run_from_a_checkpoint_and_refuses_another_config(box_root,
+                                                                              tmp_path):
+    from npiseg_ros.core.build import build_model
+    from npiseg_ros.core.checkpoint import save_checkpoint
+    from npiseg_ros.core.errors import CheckpointError
+
+    config = tiny_config(box_root, tmp_path / "a")
+    torch.manual_seed(123)  # weights a fresh run (seed 0) would not build
+    source = build_model(config.model.model_config())
+    path = save_checkpoint(tmp_path / "start.safetensors", source)
+    trainer = Trainer(config.replace_run(init_from=str(path)), tmp_path / "a",
+                      show_progress=False)
+    for name, value in source.state_dict().items():
+        torch.testing.assert_close(trainer.model.state_dict()[name], value, rtol=0, atol=0)
+    assert trainer.step == 0
+    other = build_model(config_from_dict({**config.to_dict(),
+                                          "model": {"preset": "tiny", "overrides": {
+                                              "input_mode": "none"}}}).model.model_config())
+    wrong = save_checkpoint(tmp_path / "other.safetensors", other)
+    with pytest.raises(CheckpointError, match="another model config"):
+        Trainer(config.replace_run(init_from=str(wrong)), tmp_path / "b", show_progress=False)

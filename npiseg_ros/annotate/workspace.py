@@ -56,18 +56,25 @@ def load_shipped_session(checkpoint: str | None = None, device: str = "cpu",
                          num_samples: int = 10, seed: int = 0) -> tuple[SegmentationSession, str]:
     """A session on the shipped checkpoint (or ``checkpoint``). Never an untrained model.
 
+    Without ``checkpoint`` the session also gets the shipped RGB (indoor) model for coloured
+    clouds, as the node's ``checkpoint: auto`` does.
+
     Raises:
         SourceError: no checkpoint shipped and none given.
     """
     from npiseg_ros.core.checkpoint import load_model
-    from npiseg_ros.resources import shipped_checkpoint
+    from npiseg_ros.resources import shipped_checkpoint, shipped_rgb_checkpoint
 
     path = checkpoint or shipped_checkpoint()
     if not path:
         raise SourceError("no shipped checkpoint found (checkpoints/*.safetensors) and none given "
                           "with --checkpoint; the tool does not run an untrained model")
     model = load_model(path, device=device)
-    return SegmentationSession(model, device=device, num_samples=num_samples, seed=seed), path
+    rgb_path = "" if checkpoint else shipped_rgb_checkpoint()
+    rgb_model = load_model(rgb_path, device=device) if rgb_path else None
+    session = SegmentationSession(model, device=device, num_samples=num_samples, seed=seed,
+                                  rgb_model=rgb_model)
+    return session, path + (f" (coloured clouds: {rgb_path})" if rgb_path else "")
 
 
 @dataclass

@@ -21,7 +21,7 @@ from scipy.sparse.csgraph import dijkstra
 from scipy.spatial import cKDTree
 
 __all__ = ["GraphConfig", "VoxelGraph", "build_voxel_graph", "distance_limit",
-           "ClickDistanceCache"]
+           "ClickDistanceCache", "smallest_eigenvectors"]
 
 EDGE_EPSILON = 1e-9
 """Added to every edge cost: scipy drops explicit zeros, which would disconnect duplicates."""
@@ -63,8 +63,46 @@ def _normals(points: np.ndarray, neighbourhoods: np.ndarray) -> np.ndarray:
     local = points[neighbourhoods]
     local = local - local.mean(axis=1, keepdims=True)
     covariance = np.matmul(local.transpose(0, 2, 1), local)  # batched GEMM: ~3x an einsum
-    _, vectors = np.linalg.eigh(covariance)
-    return vectors[:, :, 0]
+    return smallest_eigenvectors(covariance)
+
+
+def smallest_eigenvectors(matrices: np.ndarray, separation: float = 1e-3) -> np.ndarray:
+    """(V, 3) unit eigenvector of the smallest eigenvalue of each symmetric (V, 3, 3) matrix.
+
+    Closed form, ~3x faster than ``np.linalg.eigh`` on a sweep's 90k neighbourhoods: the
+    eigenvalues from the trigonometric solution of the characteristic cubic, the eigenvector as
+    the longest cross product of two rows of ``A - lambda_min I``. Where that vector is not
+    well defined (the two smallest eigenvalues closer than ``separation`` x the eigenvalue
+    spread: points on a line, an isotropic blob), those matrices go through ``eigh``, so the
+    result is ``eigh``'s up to sign and rounding everywhere.
+    """
+    a00, a11, a22 = matrices[:, 0, 0], matrices[:, 1, 1], matrices[:, 2, 2]
+    a01, a02, a12 = matrices[:, 0, 1], matrices[:, 0, 2], matrices[:, 1, 2]
+    mean = (a00 + a11 + a22) / 3.0
+    b00, b11, b22 = a00 - mean, a11 - mean, a22 - mean
+    off = a01 * a01 + a02 * a02 + a12 * a12
+    scale = np.sqrt((b00 * b00 + b11 * b11 + b22 * b22 + 2.0 * off) / 6.0)
+    safe = np.where(scale > 0, scale, 1.0)
+    determinant = (b00 * (b11 * b22 - a12 * a12) - a01 * (a01 * b22 - a12 * a02)
+                   + a02 * (a01 * a12 - b11 * a02)) / safe ** 3
+    angle = np.arccos(np.clip(determinant / 2.0, -1.0, 1.0)) / 3.0
+    largest = mean + 2.0 * scale * np.cos(angle)
+    smallest = mean + 2.0 * scale * np.cos(angle + 2.0 * np.pi / 3.0)
+    middle = 3.0 * mean - largest - smallest
+    shifted = matrices - smallest[:, None, None] * np.eye(3)
+    rows = shifted[:, 0], shifted[:, 1], shifted[:, 2]
+    crosses = np.stack([np.cross(rows[0], rows[1]), np.cross(rows[0], rows[2]),
+                        np.cross(rows[1], rows[2])], axis=1)
+    lengths = np.einsum("vki,vki->vk", crosses, crosses)
+    best = lengths.argmax(axis=1)
+    index = np.arange(len(matrices))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        vectors = crosses[index, best] / np.sqrt(lengths[index, best])[:, None]
+    unclear = ~(middle - smallest > separation * (largest - smallest))
+    unclear |= ~np.isfinite(vectors).all(axis=1)
+    if unclear.any():
+        vectors[unclear] = np.linalg.eigh(matrices[unclear])[1][:, :, 0]
+    return vectors
 
 
 class VoxelGraph:
@@ -141,7 +179,7 @@ def build_voxel_graph(points: np.ndarray, colors: np.ndarray | None = None,
     if len(points) == 1:
         return VoxelGraph(csr_matrix((1, 1)))
     k = min(config.num_neighbours + 1, len(points))
-    length, neighbours = cKDTree(points).query(points, k=k)
+    length, neighbours = cKDTree(points).query(points, k=k, workers=-1)  # exact, all cores
     length, neighbours = length[:, 1:], neighbours[:, 1:]
     cost = length.copy()
     if k >= 4 and config.normal_weight > 0:

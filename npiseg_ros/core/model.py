@@ -294,12 +294,17 @@ class NPISeg3D(nn.Module):
 
     def _sample_statistics(self, points: Tensor, modulated: Tensor, segments: list[tuple[int, int]],
                            per_sample_softmax: bool,
-                           prior_logits: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """Mean and variance over the S samples of the (V, Q) similarities, and (V, C) probabilities.
+                           prior_logits: Tensor | None = None) -> tuple[Tensor, Tensor | None,
+                                                                        Tensor]:
+        """Mean (V, Q) over the S samples of the similarities, their variance (V, Q) and the
+        (V, C) probabilities.
 
         The similarity is linear in the (normalised) prototype, so the sample mean is one product
-        with the mean prototype, and the variance is the mean square of products with the
-        centred prototypes: one (V, d) x (d, S*Q) GEMM instead of S separate passes. Rows are
+        with the mean prototype. With ``per_sample_softmax`` (entropy uncertainty) the
+        probabilities are the mean over samples of each sample's softmax: one (S*Q, d) x (d, n)
+        GEMM gives every sample's similarities, and the variance is not computed (None: that
+        uncertainty does not use it). Otherwise the variance is the mean square of products with
+        the centred prototypes, and the probabilities the softmax of the mean. Rows are
         processed in chunks to bound memory at O(chunk * S * Q).
         """
         if self.config.mask_head == "cosine":
@@ -307,7 +312,10 @@ class NPISeg3D(nn.Module):
             modulated = F.normalize(modulated, dim=-1)
         num_samples, num_queries, dim = modulated.shape
         centre = modulated.mean(dim=0)
-        deviations = (modulated - centre).reshape(num_samples * num_queries, dim)
+        if per_sample_softmax:
+            rows = modulated.reshape(num_samples * num_queries, dim)
+        else:
+            rows = (modulated - centre).reshape(num_samples * num_queries, dim)
         # Query-major layout (Q, n): per-label maxima and the softmax over labels then reduce
         # over short leading dimensions of contiguous rows (several times faster on CPU than
         # slicing the last dimension of (n, S, Q)). Results are returned as (V, .) views.
@@ -315,20 +323,19 @@ class NPISeg3D(nn.Module):
         offsets = (itertools.repeat(None) if prior_logits is None
                    else prior_logits.split(_ROW_CHUNK))
         for chunk, offset in zip(points.split(_ROW_CHUNK), offsets):
-            mean = centre @ chunk.T                                                  # (Q, n)
-            spread = (deviations @ chunk.T).view(num_samples, num_queries, -1)       # (S, Q, n)
-            means.append(mean)
-            variances.append(spread.square().mean(dim=0))
-            if per_sample_softmax:
-                per_label = _max_per_label_rows(mean.unsqueeze(0) + spread, segments)  # (S, C, n)
-                if offset is not None:
-                    offset = offset.T.unsqueeze(0)
-                per_sample = self._combine(offset, per_label)
-                probabilities.append(per_sample.softmax(dim=1).mean(dim=0).T)
-        mean, variance = torch.cat(means, dim=1).T, torch.cat(variances, dim=1).T
+            means.append(centre @ chunk.T)                                           # (Q, n)
+            products = (rows @ chunk.T).view(num_samples, num_queries, -1)           # (S, Q, n)
+            if not per_sample_softmax:
+                variances.append(products.square().mean(dim=0))
+                continue
+            per_label = _max_per_label_rows(products, segments)                      # (S, C, n)
+            if offset is not None:
+                offset = offset.T.unsqueeze(0)
+            probabilities.append(self._combine(offset, per_label).softmax(dim=1).mean(dim=0).T)
+        mean = torch.cat(means, dim=1).T
         if per_sample_softmax:
-            return mean, variance, torch.cat(probabilities)
-        return (mean, variance,
+            return mean, None, torch.cat(probabilities)
+        return (mean, torch.cat(variances, dim=1).T,
                 self._combine(prior_logits, _max_per_label(mean, segments)).softmax(dim=1))
 
     def _object_context(self, embeddings: Tensor, labels: Tensor, num_classes: int) -> Tensor:

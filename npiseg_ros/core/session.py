@@ -16,7 +16,7 @@ from npiseg_ros.core.config import UNCERTAINTY_MODES
 from npiseg_ros.core.errors import ClickRejectedError, ConfigError, InvalidCloudError, NoCloudError
 from npiseg_ros.core.geodesic import ClickDistanceCache, build_voxel_graph, distance_limit
 from npiseg_ros.core.model import NPISeg3D, SceneEmbedding
-from npiseg_ros.core.suggest import suggest_next_click
+from npiseg_ros.core.suggest import region_cells, suggest_next_click
 from npiseg_ros.core.types import (BACKGROUND_ID, INVALID_LABEL, Click, CloudSummary, ObjectStats,
                                    Prediction)
 from npiseg_ros.core.voxelize import Voxelization, voxelize
@@ -36,8 +36,12 @@ class _Cloud:
     voxel_of_point: np.ndarray   # (N,) int64 voxel of each input point, -1 if dropped
     voxel_xyz: torch.Tensor      # (V, 3) on device, representative point of each voxel
     embedding: SceneEmbedding
+    model: NPISeg3D              # the model that encoded this cloud (and decodes its clicks)
     # graph distances of clicked voxels over the voxel graph (geodesic-prior models only)
     distances: ClickDistanceCache | None = None
+    # (P,) suggestion cube of every valid point, binned once (10 voxel edges per cube)
+    region_of_point: np.ndarray | None = None
+    points_per_voxel: np.ndarray | None = None  # (V,) valid points in each voxel
 
 
 @dataclass
@@ -64,13 +68,19 @@ class SegmentationSession:
             ``auto`` (the model's choice: entropy with the geodesic prior, else variance).
         max_points: clouds with more points are rejected (None = no limit).
         voxel_size: voxel edge in metres; None uses the model's (what it was trained at).
+        rgb_model: an optional second model for clouds that come WITH colours (RGB-D rooms:
+            the shipped indoor model); ``set_cloud`` picks it when the colours carry colour
+            (:func:`has_chroma`: not all grey, so the zero / grey colours a LiDAR sweep gets
+            in colour-requiring formats do not count) and ``model`` otherwise (LiDAR sweeps);
+            that cloud's clicks decode with the same model. Its voxel size must equal
+            ``model``'s.
     """
 
     def __init__(self, model: NPISeg3D, *, device: str | torch.device | None = None,
                  num_samples: int = 10, scene_weight: float | None = None,
                  max_click_distance: float = DEFAULT_MAX_CLICK_DISTANCE_M, seed: int = 0,
                  uncertainty: str = "auto", max_points: int | None = None,
-                 voxel_size: float | None = None) -> None:
+                 voxel_size: float | None = None, rgb_model: NPISeg3D | None = None) -> None:
         if num_samples < 1:
             raise ConfigError(f"num_samples must be >= 1, got {num_samples}")
         if scene_weight is not None and not 0.0 <= scene_weight <= 1.0:
@@ -84,8 +94,12 @@ class SegmentationSession:
             raise ConfigError(f"max_points must be >= 1 or None, got {max_points}")
         if voxel_size is not None and not voxel_size > 0:
             raise ConfigError(f"voxel_size must be > 0 metres or None, got {voxel_size}")
+        if rgb_model is not None and rgb_model.config.voxel_size != model.config.voxel_size:
+            raise ConfigError(f"rgb_model voxel size {rgb_model.config.voxel_size} m differs from "
+                              f"the model's {model.config.voxel_size} m")
         self.device = resolve_device(device, model)
         self.model = model.to(self.device).eval()
+        self.rgb_model = None if rgb_model is None else rgb_model.to(self.device).eval()
         self.num_samples = int(num_samples)
         self.scene_weight = scene_weight
         self.max_click_distance = float(max_click_distance)
@@ -102,6 +116,17 @@ class SegmentationSession:
     @property
     def has_cloud(self) -> bool:
         return self._cloud is not None
+
+    @property
+    def active_model(self) -> NPISeg3D:
+        """The model of the current cloud (``rgb_model`` for a coloured one), else ``model``."""
+        return self.model if self._cloud is None else self._cloud.model
+
+    def model_for(self, colors: np.ndarray | None) -> NPISeg3D:
+        """The model ``set_cloud`` uses for a cloud with these colours (or none)."""
+        if self.rgb_model is not None and colors is not None and has_chroma(colors):
+            return self.rgb_model
+        return self.model
 
     @property
     def num_points(self) -> int:
@@ -145,7 +170,10 @@ class SegmentationSession:
         if self.max_points is not None and xyz.shape[0] > self.max_points:
             raise InvalidCloudError(f"cloud has {xyz.shape[0]} points, more than max_points="
                                     f"{self.max_points}; crop or downsample it, or raise the limit")
-        features = self._input_features(xyz.shape[0], colors, intensity)
+        if colors is not None:
+            colors = _as_colors(colors, xyz.shape[0])
+        model = self.model_for(colors)
+        features = self._input_features(model, xyz.shape[0], colors, intensity)
         valid = np.isfinite(xyz).all(axis=1)
         valid_index = np.flatnonzero(valid)
         if valid_index.size == 0:
@@ -161,30 +189,28 @@ class SegmentationSession:
         voxel_features = torch.from_numpy(features[representative]).to(self.device)
         coords = torch.from_numpy(voxels.coords).to(self.device)
         with torch.inference_mode():
-            embedding = self.model.encode(voxel_features, coords, voxel_xyz)
+            embedding = model.encode(voxel_features, coords, voxel_xyz)
         distances = None
-        if self.model.config.geodesic_prior:
-            voxel_colors = None
-            if colors is not None:
-                voxel_colors = _as_colors(colors, xyz.shape[0])[representative]
+        if model.config.geodesic_prior:
+            voxel_colors = None if colors is None else colors[representative]
             graph = build_voxel_graph(xyz[representative], voxel_colors,
-                                      self.model.config.graph_config())
-            limit = distance_limit(float(self.model.prior.log_radius.detach().exp()))
+                                      model.config.graph_config())
+            limit = distance_limit(float(model.prior.log_radius.detach().exp()))
             distances = ClickDistanceCache(graph, limit)
         self._cloud = _Cloud(xyz, valid, valid_index, voxels, voxel_of_point, voxel_xyz, embedding,
-                             distances)
+                             model, distances)
         self._forget_clicks()
         return CloudSummary(num_points=int(xyz.shape[0]),
                             num_dropped=int(xyz.shape[0] - valid_index.size),
                             num_voxels=voxels.num_voxels,
-                            encode_ms=(time.perf_counter() - start) * 1e3)
+                            encode_ms=(time.perf_counter() - start) * 1e3,
+                            model="rgb" if model is not self.model else "default")
 
-    def _input_features(self, num_points: int, colors: np.ndarray | None,
+    @staticmethod
+    def _input_features(model: NPISeg3D, num_points: int, colors: np.ndarray | None,
                         intensity: np.ndarray | None) -> np.ndarray:
         """(N, in_channels) float32 features for the model's input mode."""
-        mode = self.model.config.input_mode
-        if colors is not None:
-            colors = _as_colors(colors, num_points)
+        mode = model.config.input_mode
         if intensity is not None:
             intensity = _as_intensity(intensity, num_points)
         if mode == "rgb":
@@ -313,7 +339,7 @@ class SegmentationSession:
         generator = torch.Generator(device=self.device).manual_seed(self.seed)
         distances = self._click_distances(cloud)
         with torch.inference_mode():
-            output = self.model.decode(cloud.embedding, click_voxels, click_labels, previous,
+            output = cloud.model.decode(cloud.embedding, click_voxels, click_labels, previous,
                                        num_samples=self.num_samples, generator=generator,
                                        scene_weight=self.scene_weight,
                                        uncertainty=self.uncertainty,
@@ -344,22 +370,35 @@ class SegmentationSession:
         if voxel_confidence is not None:
             confidence = np.full(cloud.xyz.shape[0], np.nan, np.float32)
             confidence[cloud.valid_index] = voxel_confidence[inverse]
-        stats = {}
         clicks_per_object: dict[int, int] = {}
         for click in self._clicks:
             clicks_per_object[click.object_id] = clicks_per_object.get(click.object_id, 0) + 1
+        # per-object point counts and uncertainty sums in one pass over the voxels (every
+        # point of a voxel shares its label and uncertainty) instead of one pass per object
+        if cloud.points_per_voxel is None:
+            cloud.points_per_voxel = np.bincount(cloud.voxels.point_to_voxel,
+                                                 minlength=cloud.voxels.num_voxels)
+        points_per_voxel = cloud.points_per_voxel
+        size = int(voxel_labels.max(initial=0)) + 1
+        counts = np.bincount(voxel_labels, weights=points_per_voxel, minlength=size)
+        sums = np.bincount(voxel_labels, weights=points_per_voxel * voxel_uncertainty.astype(
+            np.float64), minlength=size)
+        stats = {}
         for object_id in sorted({BACKGROUND_ID, *clicks_per_object}):
-            members = labels == object_id
-            count = int(members.sum())
+            count = int(counts[object_id]) if object_id < size else 0
             stats[object_id] = ObjectStats(
                 object_id=object_id, num_points=count,
-                mean_uncertainty=float(uncertainty[members].mean()) if count else 0.0,
+                mean_uncertainty=float(sums[object_id] / count) if count else 0.0,
                 num_clicks=clicks_per_object.get(object_id, 0))
         suggestion = None
         if self._clicks:
+            if cloud.region_of_point is None:
+                cloud.region_of_point = region_cells(cloud.xyz[cloud.valid_index],
+                                                     10 * cloud.voxels.voxel_size)
             suggestion = suggest_next_click(cloud.xyz[cloud.valid_index],
                                             uncertainty[cloud.valid_index],
-                                            region_size=10 * cloud.voxels.voxel_size)
+                                            region_size=10 * cloud.voxels.voxel_size,
+                                            cell_of_point=cloud.region_of_point)
         return Prediction(labels=labels, uncertainty=uncertainty, object_stats=stats,
                           suggested_click=suggestion, decode_ms=decode_ms,
                           num_clicks=len(self._clicks), confidence=confidence)
@@ -394,6 +433,21 @@ def _as_points(xyz: np.ndarray) -> np.ndarray:
     if not np.issubdtype(xyz.dtype, np.number):
         raise InvalidCloudError(f"xyz must be numeric, got dtype {xyz.dtype}")
     return np.ascontiguousarray(xyz, dtype=np.float32)
+
+
+CHROMA_THRESHOLD = 0.02
+"""A point has colour when its RGB channels differ by more than this (of the [0, 1] range)."""
+
+
+def has_chroma(colors: np.ndarray) -> bool:
+    """Whether (N, 3) colours in [0, 1] carry colour: some point's channels differ by more than
+    ``CHROMA_THRESHOLD``. All-zero, constant or grey (R = G = B) colours, what LiDAR sweeps get
+    in formats that require colours, do not."""
+    colors = np.asarray(colors)
+    if colors.size == 0:
+        return False
+    spread = colors.max(axis=1) - colors.min(axis=1)
+    return bool(np.nanmax(spread) > CHROMA_THRESHOLD) if np.isfinite(spread).any() else False
 
 
 def _as_colors(colors: np.ndarray, num_points: int) -> np.ndarray:

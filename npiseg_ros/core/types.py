@@ -45,12 +45,15 @@ class CloudSummary:
         num_dropped: points dropped because a coordinate was NaN or infinite.
         num_voxels: occupied voxels after voxelisation.
         encode_ms: wall time of voxelisation + backbone, milliseconds.
+        model: which of the session's models took the cloud: ``default`` or ``rgb`` (the
+            session's ``rgb_model``, for a cloud with colours).
     """
 
     num_points: int
     num_dropped: int
     num_voxels: int
     encode_ms: float
+    model: str = "default"
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from npiseg_ros.core.errors import NPISegError
 from npiseg_ros.eval.baselines import BASELINES, build_baseline
-from npiseg_ros.resources import shipped_checkpoint
+from npiseg_ros.resources import shipped_checkpoint, shipped_rgb_checkpoint
 from npiseg_ros.eval.evaluate import evaluate, format_table, report_to_json
 from npiseg_ros.eval.interactive import Segmenter
 from npiseg_ros.eval.samples import dataset_samples
@@ -29,12 +29,15 @@ __all__ = ["main", "run_evaluation", "build_segmenter"]
 
 def build_segmenter(*, checkpoint: str | None = None, baseline: str | None = None,
                     device: str = "cpu", seed: int = 0, num_samples: int = 10,
-                    mc_dropout: int = 0) -> tuple[Segmenter, float]:
+                    mc_dropout: int = 0,
+                    rgb_checkpoint: str | None = None) -> tuple[Segmenter, float]:
     """The segmenter to evaluate and the voxel size (metres) its simulator should use.
 
     Exactly one of ``checkpoint`` (a safetensors checkpoint, loaded without unpickling) and
-    ``baseline`` (a name in ``BASELINES``) must be given. ``mc_dropout`` > 0 turns a checkpoint
-    trained with dropout into the MC-dropout baseline with that many passes.
+    ``baseline`` (a name in ``BASELINES``) must be given. ``rgb_checkpoint`` adds a second
+    model for scans with colours (the session's ``rgb_model``), as the node does with
+    ``checkpoint: auto``. ``mc_dropout`` > 0 turns a checkpoint trained with dropout into the
+    MC-dropout baseline with that many passes.
     """
     if (checkpoint is None) == (baseline is None):
         raise NPISegError("give exactly one of checkpoint and baseline")
@@ -46,27 +49,29 @@ def build_segmenter(*, checkpoint: str | None = None, baseline: str | None = Non
     from npiseg_ros.eval.session_adapter import SessionSegmenter
 
     model = load_model(checkpoint, device=device)
-    session = SegmentationSession(model, device=device, num_samples=num_samples, seed=seed)
+    rgb_model = load_model(rgb_checkpoint, device=device) if rgb_checkpoint else None
+    session = SegmentationSession(model, device=device, num_samples=num_samples, seed=seed,
+                                  rgb_model=rgb_model)
     return (SessionSegmenter(session, mc_dropout_samples=mc_dropout),
             float(model.config.voxel_size))
 
 
 def run_evaluation(*, data: str, data_format: str, mode: str, out: str,
                    checkpoint: str | None = None, baseline: str | None = None,
-                   max_clicks: int = 20, seed: int = 0, plots: str | None = None,
+                   rgb_checkpoint: str | None = None, max_clicks: int = 20, seed: int = 0, plots: str | None = None,
                    limit: int | None = None, device: str = "cpu", num_samples: int = 10,
                    mc_dropout: int = 0, uncertainty_user: bool = False,
                    click_level: str = "voxel", click_coordinates: str = "grid",
                    show_progress: bool = True) -> dict[str, Any]:
     """Evaluate, write the JSON report (and PNGs), print the table; returns the report dict."""
     config = dict(data=str(data), format=data_format, mode=mode, checkpoint=checkpoint,
-                  baseline=baseline, max_clicks_per_object=max_clicks, seed=seed, limit=limit,
+                  rgb_checkpoint=rgb_checkpoint, baseline=baseline, max_clicks_per_object=max_clicks, seed=seed, limit=limit,
                   device=device, num_samples=num_samples, mc_dropout=mc_dropout,
                   uncertainty_user=uncertainty_user, click_level=click_level,
                   click_coordinates=click_coordinates)
     segmenter, voxel_size = build_segmenter(checkpoint=checkpoint, baseline=baseline,
                                             device=device, seed=seed, num_samples=num_samples,
-                                            mc_dropout=mc_dropout)
+                                            mc_dropout=mc_dropout, rgb_checkpoint=rgb_checkpoint)
     samples = dataset_samples(data, data_format, mode, seed=seed)
     if limit is not None:
         samples = itertools.islice(samples, limit)
@@ -123,6 +128,11 @@ def _parser() -> argparse.ArgumentParser:
     model.add_argument("--checkpoint",
                        help="safetensors checkpoint of an NPISeg3D model (default: the shipped "
                             "checkpoints/*.safetensors)")
+    parser.add_argument("--rgb-checkpoint",
+                        help="model for scans WITH colours (RGB-D rooms); 'none' = the "
+                             "--checkpoint model for every scan (default: with no --checkpoint, "
+                             "the shipped indoor model when there is one, as the node's "
+                             "checkpoint: auto; else none)")
     model.add_argument("--baseline", choices=sorted(BASELINES), help="non-learned baseline")
     parser.add_argument("--max-clicks", type=int, default=20, help="clicks per object budget")
     parser.add_argument("--seed", type=int, default=0)
@@ -149,13 +159,18 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns the exit status (2 on bad input, with the reason)."""
     args = _parser().parse_args(argv)
+    rgb_checkpoint = None if args.rgb_checkpoint in (None, "none") else args.rgb_checkpoint
+    if args.baseline is not None and rgb_checkpoint:
+        _parser().error("--rgb-checkpoint goes with a model, not with --baseline")
     if args.checkpoint is None and args.baseline is None:
         args.checkpoint = shipped_checkpoint() or None
         if args.checkpoint is None:
             _parser().error("no shipped checkpoint found: give --checkpoint or --baseline")
+        if args.rgb_checkpoint is None:  # the shipped default, as the node's checkpoint: auto
+            rgb_checkpoint = shipped_rgb_checkpoint() or None
     kwargs = dict(data=args.data, data_format=args.format, mode=args.mode, out=args.out,
                   checkpoint=args.checkpoint, baseline=args.baseline,
-                  max_clicks=args.max_clicks, seed=args.seed, plots=args.plots,
+                  rgb_checkpoint=rgb_checkpoint, max_clicks=args.max_clicks, seed=args.seed, plots=args.plots,
                   limit=args.limit, device=args.device, num_samples=args.num_samples,
                   mc_dropout=args.mc_dropout, uncertainty_user=args.uncertainty_user,
                   click_level=args.click_level, click_coordinates=args.click_coordinates,

@@ -42,6 +42,9 @@ class SessionSegmenter:
     def __init__(self, session: SegmentationSession, *, mc_dropout_samples: int = 0) -> None:
         if mc_dropout_samples < 0:
             raise DatasetFormatError("mc_dropout_samples must be >= 0")
+        if mc_dropout_samples and session.rgb_model is not None:
+            raise DatasetFormatError("MC dropout evaluates one model: give a session without an "
+                                     "rgb_model (npiseg-eval --rgb-checkpoint none)")
         if mc_dropout_samples and not session.model.config.dropout > 0:
             raise DatasetFormatError(
                 "MC dropout needs a model trained with dropout > 0 (config.dropout is 0)")

@@ -35,6 +35,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "with the package; a relative path is tried from the working directory, then "
               "the package share folder. None found: the node stops and lists the paths "
               "tried", read_only=True),
+    ParamSpec("rgb_checkpoint", "auto", "Model for clouds whose colours carry colour (RGB-D "
+              "rooms; grey or zero colours do not count): auto = the shipped indoor model when "
+              "checkpoint is auto and it is installed, else none; empty = the checkpoint model "
+              "for every cloud; or a .safetensors path (looked up like checkpoint)",
+              read_only=True),
     ParamSpec("allow_untrained", False, "Tests only: when no checkpoint is found, run an "
               "UNTRAINED model_preset model (meaningless labels) instead of stopping",
               read_only=True),
@@ -125,6 +130,7 @@ class NodeSettings:
     """Typed snapshot of every parameter (see ``PARAMETERS`` for meanings and units)."""
 
     checkpoint: str
+    rgb_checkpoint: str
     allow_untrained: bool
     model_preset: str
     device: str

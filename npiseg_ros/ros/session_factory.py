@@ -9,9 +9,9 @@ import torch
 from npiseg_ros.core.errors import CheckpointError
 from npiseg_ros.core.session import SegmentationSession
 from npiseg_ros.ros.params import NodeSettings
-from npiseg_ros.resources import share_candidates, shipped_checkpoint
+from npiseg_ros.resources import share_candidates, shipped_checkpoint, shipped_rgb_checkpoint
 
-__all__ = ["build_session", "resolve_checkpoint", "AUTO_CHECKPOINT"]
+__all__ = ["build_session", "resolve_checkpoint", "resolve_rgb_checkpoint", "AUTO_CHECKPOINT"]
 
 AUTO_CHECKPOINT = "auto"
 """``checkpoint`` value meaning: the checkpoint shipped with the package (``checkpoints/``)."""
@@ -62,6 +62,30 @@ def resolve_checkpoint(checkpoint: str, allow_untrained: bool = False,
     raise CheckpointError(f"{reason}; {hint}")
 
 
+def resolve_rgb_checkpoint(rgb_checkpoint: str, checkpoint: str,
+                           cwd: Path | None = None) -> Path | None:
+    """The model file for coloured clouds the ``rgb_checkpoint`` parameter names, or None.
+
+    - ``auto``: the shipped indoor model when ``checkpoint`` is ``auto`` too and the package
+      ships one (:func:`npiseg_ros.resources.shipped_rgb_checkpoint`); else None (a user who
+      names their own ``checkpoint`` gets that model for every cloud);
+    - empty: None (the ``checkpoint`` model for every cloud);
+    - a path: looked up like ``checkpoint``; not found is an error.
+
+    Raises:
+        CheckpointError: a named file that does not exist.
+    """
+    if rgb_checkpoint == AUTO_CHECKPOINT:
+        found = shipped_rgb_checkpoint() if checkpoint == AUTO_CHECKPOINT else ""
+        return Path(found) if found else None
+    if not rgb_checkpoint:
+        return None
+    try:
+        return resolve_checkpoint(rgb_checkpoint, cwd=cwd)
+    except CheckpointError as error:
+        raise CheckpointError(f"rgb_checkpoint: {error}") from None
+
+
 def _load_model(settings: NodeSettings):
     """The model named by ``settings.checkpoint`` (see :func:`resolve_checkpoint`), or an
     untrained ``model_preset`` model when none is found and ``allow_untrained`` is set."""
@@ -85,6 +109,13 @@ def build_session(settings: NodeSettings) -> tuple[SegmentationSession, str]:
         CheckpointError / ConfigError: unreadable checkpoint, unknown preset or device.
     """
     model, description = _load_model(settings)
+    rgb_model = None
+    rgb_path = resolve_rgb_checkpoint(settings.rgb_checkpoint, settings.checkpoint)
+    if rgb_path is not None:
+        from npiseg_ros.core.checkpoint import load_model
+
+        rgb_model = load_model(rgb_path, device="cpu")
+        description += f"; clouds with colours: checkpoint {rgb_path}"
     if settings.voxel_size > 0 and settings.voxel_size != model.config.voxel_size:
         log.warning("voxel_size %.3f m overrides the model's %.3f m; it was trained at the latter",
                     settings.voxel_size, model.config.voxel_size)
@@ -92,5 +123,5 @@ def build_session(settings: NodeSettings) -> tuple[SegmentationSession, str]:
         model, device=settings.device, num_samples=settings.num_samples,
         scene_weight=settings.scene_weight, max_click_distance=settings.max_click_distance,
         seed=settings.seed, max_points=settings.max_points,
-        voxel_size=settings.voxel_size if settings.voxel_size > 0 else None)
+        voxel_size=settings.voxel_size if settings.voxel_size > 0 else None, rgb_model=rgb_model)
     return session, f"{description} on {session.device}"

@@ -228,6 +228,8 @@ class AnnotationWorker:
         self._decoded_at = []
         self._cloud, self._fingerprint, self._summary = cloud, fingerprint, summary
         self._prediction = None
+        if summary.model == "rgb":
+            self._log_info("cloud has colours: segmenting it with the RGB (indoor) model")
         if summary.num_dropped:
             self._log_info(f"dropped {summary.num_dropped} of {summary.num_points} points "
                            "with non-finite coordinates")
