@@ -146,6 +146,10 @@ class OptimSection:
         prior_lr_scale: learning-rate factor of the geodesic prior's scalars (radius,
             sharpness, attention decay, correction gate): single numbers that Adam would
             otherwise move by only ~lr per step.
+        ema_decay: exponential moving average of the weights (0 = off). With it, the run's
+            exported ``model.safetensors`` (what evaluation and shipping use) and its
+            validation hold the averaged weights, warmed up as min(decay, (1 + n) / (10 + n))
+            after n updates; the training checkpoint keeps both for an exact resume.
     """
 
     lr: float = 5e-4
@@ -159,10 +163,13 @@ class OptimSection:
     prior_lr_scale: float = 10.0
     schedule: str = "step"
     min_lr_factor: float = 0.05
+    ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
         if self.schedule not in ("step", "cosine"):
             raise ConfigError(f"optim.schedule must be 'step' or 'cosine', got {self.schedule!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"optim.ema_decay must be in [0, 1), got {self.ema_decay}")
 
 
 @dataclass(frozen=True)

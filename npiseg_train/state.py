@@ -25,6 +25,8 @@ from npiseg_ros.core.model import NPISeg3D
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
+EMA_FILE = "ema.safetensors"
+"""The averaged weights of a run with ``optim.ema_decay`` > 0 (same format as the model)."""
 
 
 def capture_rng() -> dict[str, Any]:
@@ -53,15 +55,18 @@ def save_training_state(directory: str | os.PathLike, model: NPISeg3D,
                         optimiser: torch.optim.Optimizer,
                         scheduler: torch.optim.lr_scheduler.LRScheduler, step: int,
                         config: dict[str, Any], metadata: dict[str, Any],
-                        extra: dict[str, float] | None = None) -> Path:
+                        extra: dict[str, float] | None = None,
+                        ema_model: NPISeg3D | None = None) -> Path:
     """Write model + optimiser + scheduler + RNG + step (+ ``extra`` numbers, e.g. the
-    training seconds spent) atomically to ``directory``."""
+    training seconds spent, + the EMA weights) atomically to ``directory``."""
     directory = Path(directory)
     staging = directory.with_name(directory.name + ".saving")
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
     save_checkpoint(staging / MODEL_FILE, model, {**metadata, "step": step})
+    if ema_model is not None:
+        save_checkpoint(staging / EMA_FILE, ema_model, {**metadata, "step": step})
     torch.save({"step": int(step), "optimiser": optimiser.state_dict(),
                 "scheduler": scheduler.state_dict(), "rng": capture_rng(), "config": config,
                 "extra": dict(extra or {})},
@@ -79,8 +84,12 @@ def save_training_state(directory: str | os.PathLike, model: NPISeg3D,
 
 def load_training_state(directory: str | os.PathLike, model: NPISeg3D,
                         optimiser: torch.optim.Optimizer,
-                        scheduler: torch.optim.lr_scheduler.LRScheduler) -> dict[str, Any]:
+                        scheduler: torch.optim.lr_scheduler.LRScheduler,
+                        ema_model: NPISeg3D | None = None) -> dict[str, Any]:
     """Restore everything ``save_training_state`` wrote; returns the state dict (step, config).
+
+    ``ema_model`` (a run with EMA) gets the saved averaged weights, or the model's own when
+    the checkpoint has none (a run that turns EMA on when resumed starts averaging there).
 
     Raises:
         CheckpointError: missing files or a model of another config.
@@ -94,6 +103,10 @@ def load_training_state(directory: str | os.PathLike, model: NPISeg3D,
         raise CheckpointError(f"{directory} holds a model of another config: {config} "
                               f"vs {model.config}")
     load_weights(model, tensors, source=str(directory / MODEL_FILE))
+    if ema_model is not None:
+        if (directory / EMA_FILE).is_file():
+            _, tensors, _ = read_checkpoint(directory / EMA_FILE)
+        load_weights(ema_model, tensors, source=str(directory / EMA_FILE))
     state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
     optimiser.load_state_dict(state["optimiser"])
     scheduler.load_state_dict(state["scheduler"])

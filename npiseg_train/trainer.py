@@ -6,6 +6,7 @@ decode with gradient whose latents come from the posterior (``targets=``), paper
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections import Counter
@@ -149,6 +150,10 @@ class Trainer:
             load_checkpoint_into(self.model, config.run.init_from)
         self.backend = use_backend(self.model, config.run.sparse_backend)
         self.model.to(self.context.device).train()
+        # the averaged weights (optim.ema_decay > 0): a copy of the model updated after every
+        # optimiser step; it is what the run exports and validates
+        self.ema_model = (copy.deepcopy(self.model).eval().requires_grad_(False)
+                          if config.optim.ema_decay > 0 else None)
         self.loss_module = wrap_module(ScenesLoss(self.model, config.clicks.corrective_policy),
                                        self.context)
         optim = config.optim
@@ -195,6 +200,26 @@ class Trainer:
         fraction = self.config.optim.lr_drop_fraction
         return max(1, int(round(fraction * self.config.run.max_steps)))
 
+    def update_ema(self) -> None:
+        """ema = d * ema + (1 - d) * weights, d = min(ema_decay, (1 + n) / (10 + n)) at the
+        n-th update (n = step - 1); integer buffers are copied."""
+        if self.ema_model is None:
+            return
+        n = self.step - 1
+        decay = min(self.config.optim.ema_decay, (1.0 + n) / (10.0 + n))
+        with torch.no_grad():
+            for average, current in zip(self.ema_model.state_dict().values(),
+                                        self.model.state_dict().values()):
+                if average.is_floating_point():
+                    average.mul_(decay).add_(current.detach(), alpha=1.0 - decay)
+                else:
+                    average.copy_(current)
+
+    @property
+    def export_model(self) -> NPISeg3D:
+        """The weights a run exports and validates: the EMA when enabled, else the model."""
+        return self.model if self.ema_model is None else self.ema_model
+
     # ------------------------------------------------------------------ state
     def save(self) -> Path:
         """Checkpoint (rank 0) the full training state and export the bare model."""
@@ -203,9 +228,10 @@ class Trainer:
             metadata = self._metadata()
             save_training_state(path, self.model, self.optimiser, self.scheduler, self.step,
                                 self.config.to_dict(), metadata,
-                                {"elapsed_s": self.elapsed_s})
-            save_checkpoint(self.out / "model.safetensors", self.model,
-                            {**metadata, "step": self.step})
+                                {"elapsed_s": self.elapsed_s}, ema_model=self.ema_model)
+            save_checkpoint(self.out / "model.safetensors", self.export_model,
+                            {**metadata, "step": self.step,
+                             "weights": "ema" if self.ema_model is not None else "last"})
             plot_curves(self.train_log, self.val_log, self.out / "curves.png")
         barrier(self.context)
         return path
@@ -215,7 +241,8 @@ class Trainer:
         directory = Path(directory)
         if (directory / "checkpoint").is_dir():
             directory = directory / "checkpoint"
-        state = load_training_state(directory, self.model, self.optimiser, self.scheduler)
+        state = load_training_state(directory, self.model, self.optimiser, self.scheduler,
+                                    ema_model=self.ema_model)
         self.step = int(state["step"])
         self.elapsed_s = float(state.get("extra", {}).get("elapsed_s", 0.0))
         # The schedule follows this config's max_steps (identical when it is unchanged), so a
@@ -275,6 +302,7 @@ class Trainer:
         self.scheduler.step()
         average_buffers(self.model, self.context)
         self.step += 1
+        self.update_ema()
         self.elapsed_s += time.perf_counter() - start
         row = {"step": self.step, "loss": float(loss.detach()), **logs, "kl_weight": kl_weight,
                "lr": lr, "grad_norm": float(grad_norm),
@@ -294,7 +322,7 @@ class Trainer:
                                      for root in self.config.data.val_roots}
             for root, samples in self._val_samples.items():
                 start = time.perf_counter()
-                summary = validate(self.model, samples,
+                summary = validate(self.export_model, samples,
                                    max_clicks=self.config.run.val_max_clicks,
                                    seed=self.config.run.seed)
                 row = {"step": self.step, "folder": root, **summary,

@@ -286,3 +286,40 @@ def test_init_from_starts_a_run_from_a_checkpoint_and_refuses_another_config(box
     wrong = save_checkpoint(tmp_path / "other.safetensors", other)
     with pytest.raises(CheckpointError, match="another model config"):
         Trainer(config.replace_run(init_from=str(wrong)), tmp_path / "b", show_progress=False)
+
+
+def test_ema_weights_follow_the_warmed_up_average_are_exported_and_resume(box_root, tmp_path,
+                                                                           one_thread):
+    from npiseg_ros.core.checkpoint import read_checkpoint
+
+    config = tiny_config(box_root, tmp_path / "a", max_steps=4, checkpoint_every=2)
+    config = config_from_dict({**config.to_dict(),
+                               "optim": {**config.to_dict()["optim"], "ema_decay": 0.5}})
+    trainer = Trainer(config, tmp_path / "a", show_progress=False)
+    expected = {n: t.clone() for n, t in trainer.model.state_dict().items()}
+    for n in range(2):
+        trainer.train_step()
+        decay = min(0.5, (1.0 + n) / (10.0 + n))
+        for name, value in trainer.model.state_dict().items():
+            if value.is_floating_point():
+                expected[name] = decay * expected[name] + (1.0 - decay) * value
+            else:
+                expected[name] = value.clone()
+    averaged = trainer.ema_model.state_dict()
+    for name, value in expected.items():
+        torch.testing.assert_close(averaged[name], value)
+    assert not torch.equal(averaged["logit_scale"], trainer.model.state_dict()["logit_scale"])
+    trainer.save()
+    _, exported, metadata = read_checkpoint(tmp_path / "a" / "model.safetensors")
+    assert metadata["weights"] == "ema"
+    torch.testing.assert_close(exported["logit_scale"], averaged["logit_scale"])
+    shutil.copytree(tmp_path / "a" / "checkpoint", tmp_path / "at_step_2")
+    trainer.train(max_steps=4)
+
+    resumed = Trainer(config.replace_run(out=str(tmp_path / "b")), tmp_path / "b",
+                      show_progress=False)
+    resumed.resume(tmp_path / "at_step_2")
+    resumed.train(max_steps=4)
+    for (name, a), b in zip(trainer.ema_model.state_dict().items(),
+                            resumed.ema_model.state_dict().values()):
+        assert torch.equal(a, b), name
