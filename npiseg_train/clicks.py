@@ -226,7 +226,7 @@ def corrective_rounds(model: NPISeg3D, scene: SceneEmbedding, xyz: np.ndarray,
     if policy == "prior" and (distances is None or distances.graph is None):
         raise ValueError("the 'prior' corrective policy needs a model with the geodesic prior")
     device = scene.features.device
-    detached = SceneEmbedding(scene.features.detach(), scene.positions.detach())
+    detached = scene.detach()
     voxels = torch.from_numpy(sample.click_voxels).to(device)
     labels = torch.from_numpy(sample.click_labels).to(device)
     previous: torch.Tensor | None = None

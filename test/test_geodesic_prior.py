@@ -150,3 +150,85 @@ def test_closed_form_smallest_eigenvectors_agree_with_eigh_including_degenerate_
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-9)
     np.testing.assert_allclose(np.abs(np.einsum("vi,vi->v", vectors, reference)), 1.0,
                                atol=1e-9)
+
+
+def _coarse_model(stride: int, seed: int = 0):
+    """The prior preset decoding on cells of stride^3 voxels (same parameters as stride 1)."""
+    import dataclasses
+
+    torch.manual_seed(seed)
+    model = build_model(dataclasses.replace(preset_config("prior"), decode_stride=stride))
+    with torch.no_grad():  # a working correction, so the decoder's output matters
+        model.prior.correction_gate.fill_(0.7)
+    return model.eval()
+
+
+def _decode_all(model, coords, voxel_xyz, clicks, click_labels, previous=None, **kwargs):
+    scene = model.encode(torch.ones(len(coords), 1), torch.from_numpy(coords),
+                         torch.from_numpy(voxel_xyz))
+    graph = build_voxel_graph(voxel_xyz, None, model.config.graph_config())
+    with torch.no_grad():
+        return scene, model.decode(
+            scene, clicks, click_labels, previous, num_samples=3,
+            generator=torch.Generator().manual_seed(0),
+            click_distances=torch.from_numpy(graph.distances(clicks.numpy())), **kwargs)
+
+
+@pytest.mark.parametrize("uncertainty", ["entropy", "variance"])
+def test_coarse_decoding_with_one_voxel_per_cell_equals_full_resolution(uncertainty):
+    """Cells of 2^3 voxels over a cloud whose voxels all lie in different cells: the tokens
+    are the voxels (in another order), so every output equals the full-resolution decode."""
+    xyz, _, labels = floor_with_boxes(seed=2, num_boxes=2)
+    voxels = voxelize(xyz, 0.05)
+    keep = np.flatnonzero((voxels.coords % 2 == 0).all(axis=1))  # one voxel per 2^3 cell
+    keep = np.random.default_rng(0).permutation(keep)  # cells come out in another order
+    coords, voxel_xyz = voxels.coords[keep], xyz[voxels.representative][keep]
+    voxel_labels = labels[voxels.representative][keep]
+    clicks = torch.tensor([int(np.flatnonzero(voxel_labels == o)[0]) for o in (1, 2, 0)])
+    click_labels = torch.tensor([1, 2, 0])
+    previous = torch.from_numpy(np.minimum(voxel_labels, 2))
+    fine_scene, fine = _decode_all(_coarse_model(1), coords, voxel_xyz, clicks, click_labels,
+                                   previous, uncertainty=uncertainty)
+    coarse_scene, coarse = _decode_all(_coarse_model(2), coords, voxel_xyz, clicks,
+                                       click_labels, previous, uncertainty=uncertainty)
+    assert fine_scene.cells is None and coarse_scene.cells.num_cells == len(coords)
+    assert not torch.equal(coarse_scene.cells.of_voxel, torch.arange(len(coords)))  # reordered
+    for name in ("logits", "probabilities", "uncertainty"):
+        torch.testing.assert_close(getattr(coarse, name), getattr(fine, name),
+                                   rtol=1e-4, atol=1e-5, msg=name)
+    for a, b in zip(coarse.auxiliary_logits, fine.auxiliary_logits):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_coarse_decoding_reads_out_every_voxel_and_trains():
+    """Several voxels per cell: labels for all V voxels from far fewer tokens, voxels of one
+    cell differ through their own prior logits, and the training loss reaches the backbone."""
+    model = _coarse_model(4)
+    xyz, _, labels = floor_with_boxes(seed=1, num_boxes=2)
+    voxels = voxelize(xyz, 0.05)
+    voxel_xyz = xyz[voxels.representative]
+    targets = torch.from_numpy(labels[voxels.representative])
+    clicks = torch.tensor([int(np.flatnonzero(targets.numpy() == o)[0]) for o in (1, 2, 0)])
+    click_labels = torch.tensor([1, 2, 0])
+    scene, output = _decode_all(model, voxels.coords, voxel_xyz, clicks, click_labels)
+    cells = scene.cells
+    assert cells.num_cells < voxels.num_voxels / 4
+    assert output.logits.shape == (voxels.num_voxels, 3)
+    assert torch.isfinite(output.uncertainty).all()
+    shared = cells.of_voxel == cells.of_voxel[clicks[0]]
+    assert shared.sum() > 1 and output.logits[shared].std(dim=0).max() > 0
+    model.train()
+    scene = model.encode(torch.ones(voxels.num_voxels, 1), torch.from_numpy(voxels.coords),
+                         torch.from_numpy(voxel_xyz))
+    graph = build_voxel_graph(voxel_xyz, None, model.config.graph_config())
+    output = model.decode(scene, clicks, click_labels, num_samples=2,
+                          generator=torch.Generator().manual_seed(0), targets=targets,
+                          click_distances=torch.from_numpy(graph.distances(clicks.numpy())))
+    weights = click_distance_weights(torch.from_numpy(voxel_xyz),
+                                     torch.from_numpy(voxel_xyz)[clicks])
+    loss = segmentation_loss(output.prior_path_logits, targets, weights)
+    for logits in output.auxiliary_logits:
+        assert logits.shape == (voxels.num_voxels, 3)
+        loss = loss + segmentation_loss(logits, targets, weights)
+    loss.backward()
+    assert float(model.backbone.parameters().__next__().grad.abs().sum()) > 0

@@ -60,6 +60,11 @@ class ModelConfig:
             than R from every click of an object starts as background.
         graph_neighbours, graph_normal_weight, graph_color_weight: the voxel graph
             (``core.geodesic.GraphConfig``).
+        decode_stride: 1 = the click-attention decoder runs on every voxel; s > 1 = on cells
+            of s x s x s voxels (mean backbone feature and position per cell; the geodesic
+            prior's distances min-pooled per cell) and the labels are read out per voxel:
+            the cell's learned similarities plus the voxel's own full-resolution prior logits
+            (``docs/model.md``, "Coarse decoding"). Cuts the per-click cost with the cell count.
     """
 
     backbone: str = "small"
@@ -86,6 +91,7 @@ class ModelConfig:
     graph_neighbours: int = 10
     graph_normal_weight: float = 10.0
     graph_color_weight: float = 10.0
+    decode_stride: int = 1
 
     def __post_init__(self) -> None:
         _check_choice("input_mode", self.input_mode, INPUT_MODES)
@@ -100,7 +106,8 @@ class ModelConfig:
         if not self.voxel_size > 0:
             raise ConfigError(f"voxel_size must be > 0 metres, got {self.voxel_size}")
         for name in ("hidden_dim", "num_heads", "ffn_dim", "num_decoder_layers",
-                     "num_background_queries", "fourier_features", "graph_neighbours"):
+                     "num_background_queries", "fourier_features", "graph_neighbours",
+                     "decode_stride"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")

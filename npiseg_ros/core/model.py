@@ -23,20 +23,60 @@ _ROW_CHUNK = 32768
 
 
 @dataclass
+class DecodeCells:
+    """The coarse tokens of a model with ``decode_stride`` > 1 (``ModelConfig``).
+
+    Attributes:
+        of_voxel: (V,) int64 cell of every voxel.
+        features: (N, d) mean backbone feature of each cell's voxels.
+        positions: (N, d) position encoding of each cell's mean voxel position.
+        first_voxel: (N,) int64 lowest voxel index in each cell (its previous label).
+    """
+
+    of_voxel: Tensor
+    features: Tensor
+    positions: Tensor
+    first_voxel: Tensor
+
+    @property
+    def num_cells(self) -> int:
+        return int(self.features.shape[0])
+
+    def min_pool(self, values: Tensor, dim: int) -> Tensor:
+        """Minimum over each cell's voxels along ``dim`` (a V-long dimension of ``values``)."""
+        shape = list(values.shape)
+        shape[dim] = self.num_cells
+        index_shape = [1] * values.dim()
+        index_shape[dim] = -1
+        index = self.of_voxel.view(index_shape).expand_as(values)
+        return values.new_empty(shape).scatter_reduce_(dim, index, values, "amin",
+                                                       include_self=False)
+
+
+@dataclass
 class SceneEmbedding:
     """Backbone output for one scene, computed once and reused by every decode.
 
     Attributes:
         features: (V, d) float point features.
         positions: (V, d) float Fourier encodings of the voxel positions.
+        cells: the decoder's coarse tokens (``decode_stride`` > 1), else None.
     """
 
     features: Tensor
     positions: Tensor
+    cells: DecodeCells | None = None
 
     @property
     def num_voxels(self) -> int:
         return int(self.features.shape[0])
+
+    def detach(self) -> "SceneEmbedding":
+        cells = self.cells
+        if cells is not None:
+            cells = DecodeCells(cells.of_voxel, cells.features.detach(),
+                                cells.positions.detach(), cells.first_voxel)
+        return SceneEmbedding(self.features.detach(), self.positions.detach(), cells)
 
 
 @dataclass
@@ -118,8 +158,26 @@ class NPISeg3D(nn.Module):
         scenes = []
         for index in torch.unique(coords[:, 0]).tolist():
             rows = coords[:, 0] == index
-            scenes.append(SceneEmbedding(point_features[rows], self.position_codes(xyz[rows])))
+            cells = None
+            if self.config.decode_stride > 1:
+                cells = self._cells(coords[rows, 1:], point_features[rows], xyz[rows])
+            scenes.append(SceneEmbedding(point_features[rows], self.position_codes(xyz[rows]),
+                                         cells))
         return scenes
+
+    def _cells(self, coords: Tensor, features: Tensor, xyz: Tensor) -> DecodeCells:
+        """Group one scene's voxels into cells of ``decode_stride``^3 voxels."""
+        keys = torch.div(coords, self.config.decode_stride, rounding_mode="floor")
+        _, of_voxel = torch.unique(keys, dim=0, return_inverse=True)
+        num_cells = int(of_voxel.max()) + 1
+        counts = torch.bincount(of_voxel, minlength=num_cells).to(features.dtype).unsqueeze(1)
+        mean_features = features.new_zeros(num_cells, features.shape[1]).index_add_(
+            0, of_voxel, features) / counts
+        mean_xyz = xyz.new_zeros(num_cells, 3).index_add_(0, of_voxel, xyz) / counts.to(xyz.dtype)
+        voxel_index = torch.arange(of_voxel.shape[0], device=of_voxel.device)
+        first = voxel_index.new_full((num_cells,), of_voxel.shape[0]).scatter_reduce_(
+            0, of_voxel, voxel_index, "amin")
+        return DecodeCells(of_voxel, mean_features, self.position_codes(mean_xyz), first)
 
     # ------------------------------------------------------------------ decode
     def decode(self, scene: SceneEmbedding, click_voxels: Tensor, click_labels: Tensor,
@@ -154,8 +212,12 @@ class NPISeg3D(nn.Module):
         if uncertainty == "auto":
             uncertainty = "entropy" if self.prior is not None else "variance"
         click_features = scene.features[click_voxels]
-        points = scene.features
-        prior_logits = attention_bias = None
+        cells = scene.cells
+        # decoder tokens: every voxel, or the cells of decode_stride^3 voxels
+        points = scene.features if cells is None else cells.features
+        token_positions = scene.positions if cells is None else cells.positions
+        num_tokens = points.shape[0]
+        prior_logits = token_prior_logits = attention_bias = token_distances = None
         if self.prior is not None:
             if click_distances is None or click_distances.shape != (click_voxels.shape[0],
                                                                     scene.num_voxels):
@@ -165,11 +227,19 @@ class NPISeg3D(nn.Module):
             nearest = self.prior.nearest_click_distances(click_distances, click_labels,
                                                          num_classes)
             label_distances = self.prior.cap_background(nearest)
-            prior_logits = self.prior.logits(label_distances)
+            prior_logits = token_prior_logits = self.prior.logits(label_distances)
+            token_distances = click_distances
+            if cells is not None:  # the prior at the cells: each cell's nearest voxel
+                nearest = cells.min_pool(nearest, 0)
+                label_distances = self.prior.cap_background(nearest)
+                token_prior_logits = self.prior.logits(label_distances)
+                token_distances = cells.min_pool(click_distances, 1)
             points = points + self.prior.point_features(nearest, label_distances)
         if self.previous_mask is not None:
+            if previous_labels is not None and cells is not None:
+                previous_labels = previous_labels[cells.first_voxel]
             points = points + self.previous_mask(previous_labels, click_features, click_labels,
-                                                 num_classes, scene.num_voxels)
+                                                 num_classes, num_tokens)
         background = torch.zeros_like(click_labels[:1]).expand(self.background_queries.shape[0])
         # Queries sorted by label (stable: click order kept within a label) so that every
         # label owns a contiguous run; attention is permutation-equivariant, so this changes
@@ -179,18 +249,22 @@ class NPISeg3D(nn.Module):
         query_pos = torch.cat([scene.positions[click_voxels], self.background_positions])[order]
         segments = _label_segments(query_labels, num_classes)
         if self.prior is not None:
-            attention_bias = self.prior.attention_bias(click_distances,
+            attention_bias = self.prior.attention_bias(token_distances,
                                                        self.background_queries.shape[0])[order]
 
         def predict(layer_points: Tensor, layer_queries: Tensor) -> Tensor:
             similarity = self._similarity(layer_points, self._embed(layer_queries))
-            return self._combine(prior_logits, _max_per_label(similarity, segments))
+            return self._combine(token_prior_logits, _max_per_label(similarity, segments))
 
-        points, queries, auxiliary = self.decoder(points, scene.positions, queries, query_pos,
+        points, queries, auxiliary = self.decoder(points, token_positions, queries, query_pos,
                                                   query_labels, predict, attention_bias)
+        if cells is not None:  # per voxel: the cell's correction on the voxel's own prior
+            auxiliary = [self._to_voxels(logits, token_prior_logits, prior_logits, cells)
+                         for logits in auxiliary]
         embeddings = self._embed(queries)
         if self.modulator is None:
-            logits = predict(points, queries)
+            logits = self._to_voxels(predict(points, queries), token_prior_logits, prior_logits,
+                                     cells)
             probabilities = logits.softmax(dim=1)
             if uncertainty == "entropy":
                 spread = _entropy(probabilities)
@@ -199,7 +273,19 @@ class NPISeg3D(nn.Module):
             return DecodeOutput(logits, probabilities, spread, auxiliary)
         return self._decode_probabilistic(points, embeddings, query_labels, segments,
                                           num_samples, generator, scene_weight, targets,
-                                          uncertainty, auxiliary, prior_logits)
+                                          uncertainty, auxiliary, prior_logits,
+                                          None if cells is None else cells.of_voxel)
+
+    @staticmethod
+    def _to_voxels(token_logits: Tensor, token_prior: Tensor | None, voxel_prior: Tensor | None,
+                   cells: DecodeCells | None) -> Tensor:
+        """(tokens, C) logits -> (V, C): a cell's learned part added to each voxel's own prior
+        logits (the combination is additive, see ``_combine``)."""
+        if cells is None:
+            return token_logits
+        if token_prior is None:
+            return token_logits[cells.of_voxel]
+        return voxel_prior + (token_logits - token_prior)[cells.of_voxel]
 
     def _combine(self, prior_logits: Tensor | None, similarity: Tensor) -> Tensor:
         """(V, C) logits from per-label similarities: alone (scaled), or as the gated
@@ -213,14 +299,16 @@ class NPISeg3D(nn.Module):
                               generator: torch.Generator | None, scene_weight: float | None,
                               targets: Tensor | None, uncertainty: str,
                               auxiliary: list[Tensor],
-                              prior_logits: Tensor | None = None) -> DecodeOutput:
+                              prior_logits: Tensor | None = None,
+                              cell_of_voxel: Tensor | None = None) -> DecodeOutput:
         alpha = self.config.scene_weight if scene_weight is None else float(scene_weight)
         num_classes = len(segments)
         prior_prototypes = label_means(embeddings, query_labels, num_classes)
         target_rows = target_labels = None
         if targets is not None:
             target_rows, target_labels = _sample_targets(targets, num_classes, generator)
-            target_embeddings = self._embed(points[target_rows])
+            token_rows = target_rows if cell_of_voxel is None else cell_of_voxel[target_rows]
+            target_embeddings = self._embed(points[token_rows])
         kl_scene = kl_objects = points.new_zeros(())
 
         scene_sample = None
@@ -259,12 +347,13 @@ class NPISeg3D(nn.Module):
                                               prior_prototypes, alpha, num_samples, generator)
             prior_mean, _, _ = self._sample_statistics(
                 points, self._modulate(prior_latent, embeddings, query_labels), segments,
-                per_sample_softmax=False, prior_logits=prior_logits)
+                per_sample_softmax=False, prior_logits=prior_logits, cell_of_row=cell_of_voxel)
             prior_path_logits = self._combine(prior_logits, _max_per_label(prior_mean, segments))
 
         mean, variance, probabilities = self._sample_statistics(
             points, self._modulate(latent, embeddings, query_labels), segments,
-            per_sample_softmax=uncertainty == "entropy", prior_logits=prior_logits)
+            per_sample_softmax=uncertainty == "entropy", prior_logits=prior_logits,
+            cell_of_row=cell_of_voxel)
         logits = self._combine(prior_logits, _max_per_label(mean, segments))
         if uncertainty == "entropy":
             spread = _entropy(probabilities)
@@ -293,9 +382,9 @@ class NPISeg3D(nn.Module):
         return gamma[:, query_labels] * embeddings + beta[:, query_labels]
 
     def _sample_statistics(self, points: Tensor, modulated: Tensor, segments: list[tuple[int, int]],
-                           per_sample_softmax: bool,
-                           prior_logits: Tensor | None = None) -> tuple[Tensor, Tensor | None,
-                                                                        Tensor]:
+                           per_sample_softmax: bool, prior_logits: Tensor | None = None,
+                           cell_of_row: Tensor | None = None
+                           ) -> tuple[Tensor, Tensor | None, Tensor]:
         """Mean (V, Q) over the S samples of the similarities, their variance (V, Q) and the
         (V, C) probabilities.
 
@@ -306,10 +395,16 @@ class NPISeg3D(nn.Module):
         uncertainty does not use it). Otherwise the variance is the mean square of products with
         the centred prototypes, and the probabilities the softmax of the mean. Rows are
         processed in chunks to bound memory at O(chunk * S * Q).
+
+        With ``cell_of_row`` (V,) the ``points`` are decoder cells: the similarities are
+        computed per cell and every output row V takes its cell's (``_cell_statistics``).
         """
         if self.config.mask_head == "cosine":
             points = F.normalize(points, dim=-1)
             modulated = F.normalize(modulated, dim=-1)
+        if cell_of_row is not None:
+            return self._cell_statistics(points, modulated, segments, per_sample_softmax,
+                                         prior_logits, cell_of_row)
         num_samples, num_queries, dim = modulated.shape
         centre = modulated.mean(dim=0)
         if per_sample_softmax:
@@ -337,6 +432,36 @@ class NPISeg3D(nn.Module):
             return mean, None, torch.cat(probabilities)
         return (mean, torch.cat(variances, dim=1).T,
                 self._combine(prior_logits, _max_per_label(mean, segments)).softmax(dim=1))
+
+    def _cell_statistics(self, cells: Tensor, modulated: Tensor, segments: list[tuple[int, int]],
+                         per_sample_softmax: bool, prior_logits: Tensor | None,
+                         cell_of_row: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
+        """``_sample_statistics`` on (N, d) cell features (already normalised) for (V,) rows:
+        similarities, their per-label maxima and variances once per cell; the per-voxel work is
+        a gather plus the softmax over labels with each voxel's own prior logits."""
+        num_samples, num_queries, dim = modulated.shape
+        centre = modulated.mean(dim=0)
+        mean = (centre @ cells.T).T[cell_of_row]                                     # (V, Q)
+        if not per_sample_softmax:
+            deviations = (modulated - centre).reshape(num_samples * num_queries, dim)
+            variance = torch.cat([(deviations @ chunk.T).view(num_samples, num_queries, -1)
+                                  .square().mean(dim=0) for chunk in cells.split(_ROW_CHUNK)],
+                                 dim=1).T[cell_of_row]
+            return (mean, variance,
+                    self._combine(prior_logits, _max_per_label(mean, segments)).softmax(dim=1))
+        rows = modulated.reshape(num_samples * num_queries, dim)
+        per_label = torch.cat([_max_per_label_rows((rows @ chunk.T).view(
+            num_samples, num_queries, -1), segments) for chunk in cells.split(_ROW_CHUNK)],
+            dim=2)                                                                   # (S, C, N)
+        offsets = (itertools.repeat(None) if prior_logits is None
+                   else prior_logits.split(_ROW_CHUNK))
+        probabilities = []
+        for voxels, offset in zip(cell_of_row.split(_ROW_CHUNK), offsets):
+            if offset is not None:
+                offset = offset.T.unsqueeze(0)
+            probabilities.append(self._combine(offset, per_label[:, :, voxels])
+                                 .softmax(dim=1).mean(dim=0).T)
+        return mean, None, torch.cat(probabilities)
 
     def _object_context(self, embeddings: Tensor, labels: Tensor, num_classes: int) -> Tensor:
         if self.config.object_context == "sum":
