@@ -69,6 +69,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         trainer = Trainer(config, out, context, show_progress=not args.no_progress)
         if args.resume:
             trainer.resume(args.resume)
+        elif config.run.init_from and context.is_main:
+            changed = ", ".join(f"{name} {old!r} -> {new!r}"
+                                for name, (old, new) in trainer.init_differences.items())
+            print(f"npiseg-train: weights from {config.run.init_from}"
+                  + (f" (config changed: {changed})" if changed else ""), flush=True)
         if context.is_main:
             print(f"npiseg-train: {out} from step {trainer.step}, backend {trainer.backend}, "
                   f"{context.world_size} process(es) on {context.device}", flush=True)

@@ -187,9 +187,10 @@ class RunSection:
         time_budget_min: total training minutes of the run across resumes (0 = progress by
             steps only); the run ends when the budget or ``max_steps`` is used up.
         init_from: a model checkpoint (``.safetensors``) whose weights start the run
-            (fine-tuning, e.g. a per-domain model from the joint one); its model config must
-            equal this run's. Optimiser, step and schedule start fresh. Ignored on resume
-            (the run's own state is loaded instead).
+            (fine-tuning, e.g. a per-domain model from the joint one); its weights must fit
+            this run's model exactly, config fields that change no parameter (e.g.
+            ``decode_stride``) may differ. Optimiser, step and schedule start fresh. Ignored
+            on resume (the run's own state is loaded instead).
     """
 
     max_steps: int = 1000

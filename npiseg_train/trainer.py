@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from npiseg_ros.core.backbone import build_backbone
 from npiseg_ros.core.build import build_model
-from npiseg_ros.core.checkpoint import load_checkpoint_into, save_checkpoint
+from npiseg_ros.core.checkpoint import init_weights_from, save_checkpoint
 from npiseg_ros.core.model import NPISeg3D
 from npiseg_ros.core.sparse.backends import available_backends
 from npiseg_train.clicks import (ClickDistances, ClickSample, choose_targets, corrective_rounds,
@@ -145,9 +145,11 @@ class Trainer:
         self.show_progress = show_progress
         torch.manual_seed(config.run.seed)  # identical initial weights on every rank
         self.model = build_model(config.model.model_config())
+        self.init_differences: dict[str, tuple[Any, Any]] = {}
         if config.run.init_from:
-            # fine-tuning: weights only; a different model config is refused
-            load_checkpoint_into(self.model, config.run.init_from)
+            # fine-tuning: weights only, which must fit exactly; config fields that change no
+            # parameter (decode_stride, ...) may differ and are reported
+            self.init_differences = init_weights_from(self.model, config.run.init_from)
         self.backend = use_backend(self.model, config.run.sparse_backend)
         self.model.to(self.context.device).train()
         # the averaged weights (optim.ema_decay > 0): a copy of the model updated after every

@@ -265,8 +265,8 @@ def test_root_weights_draw_roots_by_weight_then_files_uniformly(tmp_path):
             config_from_dict(values)
 
 
-def test_init_from_starts_a_run_from_a_checkpoint_and_refuses_another_config(box_root,
-                                                                              tmp_path):
+def test_init_from_starts_a_run_from_a_checkpoint_and_refuses_weights_that_do_not_fit(
+        box_root, tmp_path):
     from npiseg_ros.core.build import build_model
     from npiseg_ros.core.checkpoint import save_checkpoint
     from npiseg_ros.core.errors import CheckpointError
@@ -284,8 +284,15 @@ def test_init_from_starts_a_run_from_a_checkpoint_and_refuses_another_config(box
                                           "model": {"preset": "tiny", "overrides": {
                                               "input_mode": "none"}}}).model.model_config())
     wrong = save_checkpoint(tmp_path / "other.safetensors", other)
-    with pytest.raises(CheckpointError, match="another model config"):
+    with pytest.raises(CheckpointError, match="does not fit"):
         Trainer(config.replace_run(init_from=str(wrong)), tmp_path / "b", show_progress=False)
+    # a field that changes no parameter may differ: it is reported
+    coarse = config_from_dict({**config.to_dict(), "model": {
+        "preset": "tiny", "overrides": {"input_mode": "rgb", "decode_stride": 2}}})
+    trainer = Trainer(coarse.replace_run(init_from=str(path)), tmp_path / "c",
+                      show_progress=False)
+    assert trainer.init_differences == {"decode_stride": (1, 2)}
+    assert trainer.train_step()["loss"] > 0
 
 
 def test_ema_weights_follow_the_warmed_up_average_are_exported_and_resume(box_root, tmp_path,

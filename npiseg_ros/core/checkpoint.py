@@ -164,6 +164,20 @@ def load_weights(model: NPISeg3D, tensors: dict[str, torch.Tensor], source: str)
     model.load_state_dict(tensors, strict=True)
 
 
+def init_weights_from(model: NPISeg3D, path: str | os.PathLike) -> dict[str, tuple[Any, Any]]:
+    """Start ``model`` (fine-tuning) from a checkpoint's weights; the configs may differ in
+    fields that change no parameter (e.g. ``decode_stride``, graph weights), but every weight
+    must fit exactly. Returns the differing config fields: name -> (checkpoint, model).
+
+    Raises:
+        CheckpointError: unreadable file, or weights that do not fit the model.
+    """
+    config, tensors, _ = read_checkpoint(path)
+    load_weights(model, tensors, source=str(path))
+    return {name: (value, getattr(model.config, name))
+            for name, value in config.to_dict().items() if getattr(model.config, name) != value}
+
+
 def load_checkpoint_into(model: NPISeg3D, path: str | os.PathLike) -> dict[str, Any]:
     """Load weights into an existing model, refusing checkpoints made for another config."""
     config, tensors, metadata = read_checkpoint(path)
