@@ -46,6 +46,12 @@ def browser():
     driver.quit()
 
 
+RENDERED = ("document.body.dataset.frame === window.npiseg.state.frame_name && "
+            "document.body.dataset.version === String(window.npiseg.state.version)")
+"""The page has drawn its current state (``apply`` sets the state first, then fetches the
+cloud and labels and only then renders the panel, error line included)."""
+
+
 def _wait(driver, script: str, *args):
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -225,20 +231,21 @@ def test_step_through_a_bag_in_the_page_carrying_clicks(browser, tmp_path):
         _wait(browser, "return window.npiseg.state.clicks.length === 1")
         browser.find_element(By.ID, "next").click()
         _wait(browser, "return window.npiseg.state.position === 1 && "
-                       "window.npiseg.state.clicks.length === 1")
+                       "window.npiseg.state.clicks.length === 1 && " + RENDERED)
         assert "carried 1 clicks" in browser.find_element(By.ID, "carry").text
         assert "through /tf poses" in browser.find_element(By.ID, "carry").text
         browser.find_element(By.ID, "cloud").send_keys("d")  # the all-NaN frame
-        _wait(browser, "return window.npiseg.state.position === 2")
+        _wait(browser, "return window.npiseg.state.position === 2 && " + RENDERED)
         assert "NaN" in browser.find_element(By.ID, "error").text
         browser.save_screenshot(str(ARTIFACTS / "browser_bad_frame.png"))
         browser.find_element(By.ID, "cloud").send_keys("d")  # and on: the tool keeps running
-        _wait(browser, "return window.npiseg.state.position === 3 && window.npiseg.state.ok")
+        _wait(browser, "return window.npiseg.state.position === 3 && window.npiseg.state.ok && "
+                       + RENDERED)
         assert browser.find_element(By.ID, "error").text == ""
         browser.find_element(By.ID, "gotoframe").send_keys("1")  # jump back: frame 1 resumes
         browser.find_element(By.ID, "goto").click()
         _wait(browser, "return window.npiseg.state.position === 0 && "
-                       "window.npiseg.state.clicks.length === 1")
+                       "window.npiseg.state.clicks.length === 1 && " + RENDERED)
         assert "resumed 1 clicks" in browser.find_element(By.ID, "notice").text
     finally:
         tool.stop()
