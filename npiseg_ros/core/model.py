@@ -393,18 +393,16 @@ class NPISeg3D(nn.Module):
         probabilities are the mean over samples of each sample's softmax: one (S*Q, d) x (d, n)
         GEMM gives every sample's similarities, and the variance is not computed (None: that
         uncertainty does not use it). Otherwise the variance is the mean square of products with
-        the centred prototypes, and the probabilities the softmax of the mean. Rows are
-        processed in chunks to bound memory at O(chunk * S * Q).
+        the centred prototypes, and the probabilities the softmax of the mean. The products are
+        formed in chunks of rows, bounding memory at O(chunk * S * Q).
 
-        With ``cell_of_row`` (V,) the ``points`` are decoder cells: the similarities are
-        computed per cell and every output row V takes its cell's (``_cell_statistics``).
+        With ``cell_of_row`` (V,) the ``points`` are decoder cells: similarities, their
+        per-label maxima and variances are computed once per cell, and every output row takes
+        its cell's, with its own prior logits in the softmax over labels.
         """
         if self.config.mask_head == "cosine":
             points = F.normalize(points, dim=-1)
             modulated = F.normalize(modulated, dim=-1)
-        if cell_of_row is not None:
-            return self._cell_statistics(points, modulated, segments, per_sample_softmax,
-                                         prior_logits, cell_of_row)
         num_samples, num_queries, dim = modulated.shape
         centre = modulated.mean(dim=0)
         if per_sample_softmax:
@@ -414,54 +412,37 @@ class NPISeg3D(nn.Module):
         # Query-major layout (Q, n): per-label maxima and the softmax over labels then reduce
         # over short leading dimensions of contiguous rows (several times faster on CPU than
         # slicing the last dimension of (n, S, Q)). Results are returned as (V, .) views.
-        means, variances, probabilities = [], [], []
         offsets = (itertools.repeat(None) if prior_logits is None
-                   else prior_logits.split(_ROW_CHUNK))
-        for chunk, offset in zip(points.split(_ROW_CHUNK), offsets):
+                   else iter(prior_logits.split(_ROW_CHUNK)))       # (n, C) per output chunk
+        means, spreads, probabilities = [], [], []
+        for chunk in points.split(_ROW_CHUNK):
             means.append(centre @ chunk.T)                                           # (Q, n)
             products = (rows @ chunk.T).view(num_samples, num_queries, -1)           # (S, Q, n)
             if not per_sample_softmax:
-                variances.append(products.square().mean(dim=0))
-                continue
-            per_label = _max_per_label_rows(products, segments)                      # (S, C, n)
-            if offset is not None:
-                offset = offset.T.unsqueeze(0)
-            probabilities.append(self._combine(offset, per_label).softmax(dim=1).mean(dim=0).T)
+                spreads.append(products.square().mean(dim=0))                        # (Q, n)
+            elif cell_of_row is None:  # each row is its own token: finish the chunk here
+                probabilities.append(self._mean_softmax(_max_per_label_rows(products, segments),
+                                                        next(offsets)))
+            else:
+                spreads.append(_max_per_label_rows(products, segments))              # (S, C, n)
         mean = torch.cat(means, dim=1).T
-        if per_sample_softmax:
-            return mean, None, torch.cat(probabilities)
-        return (mean, torch.cat(variances, dim=1).T,
-                self._combine(prior_logits, _max_per_label(mean, segments)).softmax(dim=1))
-
-    def _cell_statistics(self, cells: Tensor, modulated: Tensor, segments: list[tuple[int, int]],
-                         per_sample_softmax: bool, prior_logits: Tensor | None,
-                         cell_of_row: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
-        """``_sample_statistics`` on (N, d) cell features (already normalised) for (V,) rows:
-        similarities, their per-label maxima and variances once per cell; the per-voxel work is
-        a gather plus the softmax over labels with each voxel's own prior logits."""
-        num_samples, num_queries, dim = modulated.shape
-        centre = modulated.mean(dim=0)
-        mean = (centre @ cells.T).T[cell_of_row]                                     # (V, Q)
+        if cell_of_row is not None:
+            mean = mean[cell_of_row]
         if not per_sample_softmax:
-            deviations = (modulated - centre).reshape(num_samples * num_queries, dim)
-            variance = torch.cat([(deviations @ chunk.T).view(num_samples, num_queries, -1)
-                                  .square().mean(dim=0) for chunk in cells.split(_ROW_CHUNK)],
-                                 dim=1).T[cell_of_row]
-            return (mean, variance,
+            variance = torch.cat(spreads, dim=1).T
+            return (mean, variance if cell_of_row is None else variance[cell_of_row],
                     self._combine(prior_logits, _max_per_label(mean, segments)).softmax(dim=1))
-        rows = modulated.reshape(num_samples * num_queries, dim)
-        per_label = torch.cat([_max_per_label_rows((rows @ chunk.T).view(
-            num_samples, num_queries, -1), segments) for chunk in cells.split(_ROW_CHUNK)],
-            dim=2)                                                                   # (S, C, N)
-        offsets = (itertools.repeat(None) if prior_logits is None
-                   else prior_logits.split(_ROW_CHUNK))
-        probabilities = []
-        for voxels, offset in zip(cell_of_row.split(_ROW_CHUNK), offsets):
-            if offset is not None:
-                offset = offset.T.unsqueeze(0)
-            probabilities.append(self._combine(offset, per_label[:, :, voxels])
-                                 .softmax(dim=1).mean(dim=0).T)
+        if cell_of_row is not None:  # every row takes its cell's per-label similarities
+            per_label = torch.cat(spreads, dim=2)                                   # (S, C, N)
+            probabilities = [self._mean_softmax(per_label[:, :, cells], offset) for cells, offset
+                             in zip(cell_of_row.split(_ROW_CHUNK), offsets)]
         return mean, None, torch.cat(probabilities)
+
+    def _mean_softmax(self, per_label: Tensor, prior_logits: Tensor | None) -> Tensor:
+        """(S, C, n) per-sample label similarities (+ the rows' (n, C) prior logits) -> (n, C)
+        mean over the samples of the softmax over labels."""
+        offset = None if prior_logits is None else prior_logits.T.unsqueeze(0)
+        return self._combine(offset, per_label).softmax(dim=1).mean(dim=0).T
 
     def _object_context(self, embeddings: Tensor, labels: Tensor, num_classes: int) -> Tensor:
         if self.config.object_context == "sum":

@@ -444,10 +444,8 @@ def has_chroma(colors: np.ndarray) -> bool:
     ``CHROMA_THRESHOLD``. All-zero, constant or grey (R = G = B) colours, what LiDAR sweeps get
     in formats that require colours, do not."""
     colors = np.asarray(colors)
-    if colors.size == 0:
-        return False
-    spread = colors.max(axis=1) - colors.min(axis=1)
-    return bool(np.nanmax(spread) > CHROMA_THRESHOLD) if np.isfinite(spread).any() else False
+    spread = colors.max(axis=1, initial=-np.inf) - colors.min(axis=1, initial=np.inf)
+    return bool(np.any(spread[np.isfinite(spread)] > CHROMA_THRESHOLD))
 
 
 def _as_colors(colors: np.ndarray, num_points: int) -> np.ndarray:
