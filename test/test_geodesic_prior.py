@@ -200,6 +200,21 @@ def test_coarse_decoding_with_one_voxel_per_cell_equals_full_resolution(uncertai
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
+def test_cells_number_the_occupied_cells_in_coordinate_order():
+    """The packed-key grouping equals the row-wise unique of floor(coords / stride), negative
+    coordinates included: the same cells in the same (x, y, z) lexicographic order."""
+    model = _coarse_model(4)
+    coords = torch.from_numpy(np.random.default_rng(3).integers(-40, 40, size=(3000, 3)))
+    coords = torch.unique(coords, dim=0)[torch.randperm(2000, generator=torch.Generator()
+                                                       .manual_seed(0))]
+    cells = model._cells(coords, torch.randn(len(coords), 32, generator=torch.Generator()
+                                             .manual_seed(1)), coords.float() * 0.05)
+    expected, of_voxel = torch.unique(torch.div(coords, 4, rounding_mode="floor"), dim=0,
+                                      return_inverse=True)
+    assert torch.equal(cells.of_voxel, of_voxel) and cells.num_cells == len(expected)
+    assert torch.equal(cells.of_voxel[cells.first_voxel], torch.arange(len(expected)))
+
+
 def test_coarse_decoding_reads_out_every_voxel_and_trains():
     """Several voxels per cell: labels for all V voxels from far fewer tokens, voxels of one
     cell differ through their own prior logits, and the training loss reaches the backbone."""
