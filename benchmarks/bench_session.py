@@ -89,8 +89,7 @@ def run_case(preset: str, scene_name: str, backend: str, samples: int, repeats: 
     return {
         "preset": preset, "scene": scene_name, "backend": backend, "samples": samples,
         "decode_stride": model.config.decode_stride,
-        "decode_tokens": (int(summary.num_voxels) if session._cloud.embedding.cells is None
-                          else session._cloud.embedding.cells.num_cells),
+        "decode_tokens": session.num_decode_tokens,
         "points": int(summary.num_points), "voxels": int(summary.num_voxels),
         "encode_ms_median": statistics.median(encode_ms[1:]), "encode_ms_min": min(encode_ms[1:]),
         "decode_ms_after_clicks": decode_ms, "predict_ms_after_clicks": predict_ms,

@@ -247,3 +247,14 @@ def test_coarse_decoding_reads_out_every_voxel_and_trains():
         loss = loss + segmentation_loss(logits, targets, weights)
     loss.backward()
     assert float(model.backbone.parameters().__next__().grad.abs().sum()) > 0
+
+
+def test_session_reports_the_decoder_tokens_of_its_cloud():
+
+    xyz, rgb, _ = floor_with_boxes(seed=1, num_boxes=2)
+    fine, coarse = SegmentationSession(_coarse_model(1)), SegmentationSession(_coarse_model(4))
+    assert fine.num_decode_tokens == coarse.num_decode_tokens == 0
+    fine.set_cloud(xyz, colors=rgb)
+    coarse.set_cloud(xyz, colors=rgb)
+    assert fine.num_decode_tokens == fine.num_voxels == coarse.num_voxels
+    assert 0 < coarse.num_decode_tokens < coarse.num_voxels / 4

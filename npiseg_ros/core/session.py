@@ -137,6 +137,15 @@ class SegmentationSession:
         return 0 if self._cloud is None else self._cloud.voxels.num_voxels
 
     @property
+    def num_decode_tokens(self) -> int:
+        """Tokens the click-attention decoder runs on for this cloud: its voxels, or its cells
+        of ``decode_stride``^3 voxels (coarse decoding); 0 without a cloud."""
+        if self._cloud is None:
+            return 0
+        cells = self._cloud.embedding.cells
+        return self.num_voxels if cells is None else cells.num_cells
+
+    @property
     def point_to_voxel(self) -> np.ndarray | None:
         """(N,) int64 voxel index of every input point (-1 for dropped points), or None."""
         return None if self._cloud is None else self._cloud.voxel_of_point
