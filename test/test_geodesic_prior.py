@@ -250,7 +250,6 @@ def test_coarse_decoding_reads_out_every_voxel_and_trains():
 
 
 def test_session_reports_the_decoder_tokens_of_its_cloud():
-
     xyz, rgb, _ = floor_with_boxes(seed=1, num_boxes=2)
     fine, coarse = SegmentationSession(_coarse_model(1)), SegmentationSession(_coarse_model(4))
     assert fine.num_decode_tokens == coarse.num_decode_tokens == 0
