@@ -33,6 +33,7 @@ def test_baseline_run_writes_report_table_and_plots(benchmark_folder, tmp_path, 
     assert 0.0 <= metrics["IoU@1"] <= metrics["IoU@3"] + 0.5 and 1 <= metrics["NoC@90"] <= 3
     samples = report["samples"]["oracle"]
     assert [s["num_objects"] for s in samples] == [2, 1]
+    assert [s["model"] for s in samples] == [None, None] and "samples_per_model" not in metrics
     assert samples[0]["num_clicks"][0] == 2 and samples[0]["num_clicks"][-1] <= 6
     assert len(report["mean_iou_curve"]["oracle"]) == 3
     assert report["latency"]["oracle"]["num_predictions"] == sum(
@@ -117,7 +118,12 @@ def test_rgb_checkpoint_is_recorded_and_refused_with_a_baseline(benchmark_folder
     assert main(["--data", str(benchmark_folder), "--format", "benchmark", "--checkpoint",
                  str(path), "--rgb-checkpoint", str(path), "--max-clicks", "1", "--limit", "1",
                  "--num-samples", "1", "--out", str(out), "--no-progress"]) == 0
-    assert json.loads(out.read_text())["config"]["rgb_checkpoint"] == str(path)
+    report = json.loads(out.read_text())
+    assert report["config"]["rgb_checkpoint"] == str(path)
+    roles = [sample["model"] for sample in report["samples"]["oracle"]]
+    assert roles and set(roles) <= {"default", "rgb"}  # which model ran each sample
+    assert report["metrics"]["oracle"]["samples_per_model"] == {
+        role: roles.count(role) for role in set(roles)}
     with pytest.raises(SystemExit):
         main(["--data", str(benchmark_folder), "--format", "benchmark", "--baseline", "graph",
               "--rgb-checkpoint", str(path), "--out", str(out)])

@@ -51,7 +51,8 @@ def test_state_reports_objects_clicks_and_errors():
              2: ObjectStats(2, 0, 0.0, 1)}
     prediction = Prediction(np.zeros(100, np.int32), np.zeros(100, np.float32), stats,
                             (1.0, 2.0, 3.0), 12.5, 4)
-    snapshot = Snapshot(_Cloud(), "abc", CloudSummary(100, 2, 60, 300.0), CLICKS, prediction, 1)
+    snapshot = Snapshot(_Cloud(), "abc", CloudSummary(100, 2, 60, 300.0, model="rgb"), CLICKS,
+                        prediction, 1)
     error = ErrorInfo("click rejected: far", Time(sec=9), 3)
     state = build_state(snapshot, 2, error, Time(sec=10), pending_clicks=1)
     assert list(state.object_ids) == [1, 2] and state.num_clicks == 4
@@ -59,6 +60,7 @@ def test_state_reports_objects_clicks_and_errors():
     assert math.isnan(state.objects[2].mean_uncertainty)
     assert state.has_suggestion and state.suggested_click.z == 3.0
     assert (state.num_points, state.num_dropped, state.num_voxels) == (100, 2, 60)
+    assert state.model == "rgb"
     assert state.cloud_stamp.sec == 7 and state.header.frame_id == "lidar"
     assert state.last_error == "click rejected: far" and state.error_count == 3
     assert state.pending_clicks == 1 and state.last_decode_ms == 12.5
@@ -67,3 +69,4 @@ def test_state_reports_objects_clicks_and_errors():
 def test_state_before_any_cloud():
     state = build_state(None, 1, ErrorInfo(), Time(sec=1), pending_clicks=0)
     assert state.num_points == 0 and state.active_object == 1 and state.last_error == ""
+    assert state.model == ""

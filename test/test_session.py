@@ -262,7 +262,7 @@ def test_rgb_model_takes_coloured_clouds_and_the_default_model_the_rest(model, s
             _click_objects(session, scene)
             predictions.append(session.predict())
         assert summary.model == "default"  # the one-model session
-        assert both.active_model is expected_model
+        assert both.active_model is expected_model and both.active_model_role == role
         assert both.set_cloud(xyz, colors=colors).model == role
         np.testing.assert_array_equal(predictions[0].labels, predictions[1].labels)
         np.testing.assert_array_equal(predictions[0].uncertainty, predictions[1].uncertainty)

@@ -122,6 +122,14 @@ class SegmentationSession:
         """The model of the current cloud (``rgb_model`` for a coloured one), else ``model``."""
         return self.model if self._cloud is None else self._cloud.model
 
+    @property
+    def active_model_role(self) -> str | None:
+        """Which model encoded the current cloud and decodes its clicks: ``"rgb"`` (the
+        ``rgb_model``), ``"default"`` (``model``), or None without a cloud."""
+        if self._cloud is None:
+            return None
+        return "rgb" if self._cloud.model is not self.model else "default"
+
     def model_for(self, colors: np.ndarray | None) -> NPISeg3D:
         """The model ``set_cloud`` uses for a cloud with these colours (or none)."""
         if self.rgb_model is not None and colors is not None and has_chroma(colors):
@@ -213,7 +221,7 @@ class SegmentationSession:
                             num_dropped=int(xyz.shape[0] - valid_index.size),
                             num_voxels=voxels.num_voxels,
                             encode_ms=(time.perf_counter() - start) * 1e3,
-                            model="rgb" if model is not self.model else "default")
+                            model=self.active_model_role)
 
     @staticmethod
     def _input_features(model: NPISeg3D, num_points: int, colors: np.ndarray | None,

@@ -148,7 +148,11 @@ def report_to_json(report: EvaluationReport, config: dict[str, Any]) -> dict[str
             "noc_at": {str(round(q * 100)): noc_at(r.curve, q, budget) for q in NOC_THRESHOLDS},
             "auroc": r.auroc, "ece": r.ece, "predict_ms": r.predict_ms,
             "set_cloud_ms": r.set_cloud_ms, "fallback_clicks": r.fallback_clicks,
-            "clicks": r.clicks} for r in results]
+            "model": r.model, "clicks": r.clicks} for r in results]
+        roles = [r.model for r in results if r.model is not None]
+        if roles:  # how many samples each of the session's models ran
+            out["metrics"][user]["samples_per_model"] = {
+                role: roles.count(role) for role in sorted(set(roles))}
     return _clean(out)
 
 

@@ -61,6 +61,8 @@ class InteractiveResult:
         predict_ms: (T,) wall time of each ``predict``, milliseconds.
         fallback_clicks: clicks of the uncertainty-guided user that fell back to the oracle
             (no suggestion available).
+        model: which of the segmenter's models ran the sample (a session's
+            ``active_model_role``: ``"default"`` or ``"rgb"``), None for segmenters without one.
         final_labels, final_uncertainty: the last prediction (kept only on request).
     """
 
@@ -76,6 +78,7 @@ class InteractiveResult:
     set_cloud_ms: float
     predict_ms: np.ndarray
     fallback_clicks: int = 0
+    model: str | None = None
     final_labels: np.ndarray | None = field(default=None, repr=False)
     final_uncertainty: np.ndarray | None = field(default=None, repr=False)
 
@@ -228,6 +231,6 @@ def run_interactive(segmenter: Segmenter, sample: Sample, *, max_clicks_per_obje
         curve=ClickCurve(num_objects=num_objects, num_clicks=tuple(totals), scores=tuple(scores)),
         object_ious=np.stack(per_object), clicks=clicks, auroc=np.asarray(auroc),
         ece=np.asarray(ece), set_cloud_ms=set_cloud_ms, predict_ms=np.asarray(latency),
-        fallback_clicks=fallbacks,
+        fallback_clicks=fallbacks, model=getattr(segmenter, "active_model_role", None),
         final_labels=labels if keep_prediction else None,
         final_uncertainty=uncertainty if keep_prediction else None)

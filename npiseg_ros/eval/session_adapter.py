@@ -97,6 +97,11 @@ class SessionSegmenter:
         self._point_to_voxel = self.session.point_to_voxel
         return summary
 
+    @property
+    def active_model_role(self) -> str | None:
+        """The session's model for the current cloud (``"default"`` / ``"rgb"``)."""
+        return self.session.active_model_role
+
     def reset(self) -> None:
         self.session.reset()
 

@@ -39,6 +39,7 @@ def build_state(snapshot: Snapshot | None, active_object: int, error: ErrorInfo,
     state.cloud_fingerprint = snapshot.fingerprint
     state.num_points, state.num_dropped = summary.num_points, summary.num_dropped
     state.num_voxels = summary.num_voxels
+    state.model = summary.model
     state.num_clicks = len(snapshot.clicks)
     state.object_ids = [oid for oid in sorted(prediction.object_stats) if oid != BACKGROUND_ID]
     state.objects = [
