@@ -26,6 +26,9 @@ MAX_OBJECT_ID = 65535
 
 DEFAULT_MAX_CLICK_DISTANCE_M = 0.5
 
+SUGGESTION_REGION_VOXELS = 10
+"""Edge of the suggestion's regions (``suggest_next_click``), in voxel edges."""
+
 
 @dataclass
 class _Cloud:
@@ -38,10 +41,12 @@ class _Cloud:
     embedding: SceneEmbedding
     model: NPISeg3D              # the model that encoded this cloud (and decodes its clicks)
     # graph distances of clicked voxels over the voxel graph (geodesic-prior models only)
-    distances: ClickDistanceCache | None = None
-    # (P,) suggestion cube of every valid point, binned once (10 voxel edges per cube)
-    region_of_point: np.ndarray | None = None
-    points_per_voxel: np.ndarray | None = None  # (V,) valid points in each voxel
+    distances: ClickDistanceCache | None
+    # Per-cloud work that every predict needs, done once in set_cloud (while the user looks at
+    # the cloud) instead of in the first click's predict:
+    valid_xyz: np.ndarray        # (P, 3) the valid points
+    region_of_point: np.ndarray  # (P,) suggestion cube of every valid point (10 voxel edges)
+    points_per_voxel: np.ndarray  # (V,) valid points in each voxel
 
 
 @dataclass
@@ -195,8 +200,9 @@ class SegmentationSession:
         valid_index = np.flatnonzero(valid)
         if valid_index.size == 0:
             raise InvalidCloudError(f"all {xyz.shape[0]} points have NaN/inf coordinates")
+        valid_xyz = xyz[valid_index]
         try:
-            voxels = voxelize(xyz[valid_index], self.voxel_size)
+            voxels = voxelize(valid_xyz, self.voxel_size)
         except ValueError as error:
             raise InvalidCloudError(str(error)) from error
         voxel_of_point = np.full(xyz.shape[0], -1, dtype=np.int64)
@@ -215,7 +221,9 @@ class SegmentationSession:
             limit = distance_limit(float(model.prior.log_radius.detach().exp()))
             distances = ClickDistanceCache(graph, limit)
         self._cloud = _Cloud(xyz, valid, valid_index, voxels, voxel_of_point, voxel_xyz, embedding,
-                             model, distances)
+                             model, distances, valid_xyz,
+                             region_cells(valid_xyz, SUGGESTION_REGION_VOXELS * self.voxel_size),
+                             np.bincount(voxels.point_to_voxel, minlength=voxels.num_voxels))
         self._forget_clicks()
         return CloudSummary(num_points=int(xyz.shape[0]),
                             num_dropped=int(xyz.shape[0] - valid_index.size),
@@ -296,7 +304,7 @@ class SegmentationSession:
             target = np.asarray(position, dtype=np.float64).reshape(-1)
             if target.shape != (3,) or not np.isfinite(target).all():
                 raise ClickRejectedError(f"click position must be 3 finite numbers, got {position!r}")
-            squared = np.square(cloud.xyz[cloud.valid_index] - target).sum(axis=1)
+            squared = np.square(cloud.valid_xyz - target).sum(axis=1)
             nearest = int(np.argmin(squared))
             index = int(cloud.valid_index[nearest])
             distance = float(np.sqrt(squared[nearest]))
@@ -382,7 +390,8 @@ class SegmentationSession:
         uncertainty = np.full(cloud.xyz.shape[0], np.nan, np.float32)
         inverse = cloud.voxels.point_to_voxel
         labels[cloud.valid_index] = voxel_labels[inverse]
-        uncertainty[cloud.valid_index] = voxel_uncertainty[inverse]
+        valid_uncertainty = voxel_uncertainty[inverse]
+        uncertainty[cloud.valid_index] = valid_uncertainty
         confidence = None
         if voxel_confidence is not None:
             confidence = np.full(cloud.xyz.shape[0], np.nan, np.float32)
@@ -392,9 +401,6 @@ class SegmentationSession:
             clicks_per_object[click.object_id] = clicks_per_object.get(click.object_id, 0) + 1
         # per-object point counts and uncertainty sums in one pass over the voxels (every
         # point of a voxel shares its label and uncertainty) instead of one pass per object
-        if cloud.points_per_voxel is None:
-            cloud.points_per_voxel = np.bincount(cloud.voxels.point_to_voxel,
-                                                 minlength=cloud.voxels.num_voxels)
         points_per_voxel = cloud.points_per_voxel
         size = int(voxel_labels.max(initial=0)) + 1
         counts = np.bincount(voxel_labels, weights=points_per_voxel, minlength=size)
@@ -409,12 +415,9 @@ class SegmentationSession:
                 num_clicks=clicks_per_object.get(object_id, 0))
         suggestion = None
         if self._clicks:
-            if cloud.region_of_point is None:
-                cloud.region_of_point = region_cells(cloud.xyz[cloud.valid_index],
-                                                     10 * cloud.voxels.voxel_size)
-            suggestion = suggest_next_click(cloud.xyz[cloud.valid_index],
-                                            uncertainty[cloud.valid_index],
-                                            region_size=10 * cloud.voxels.voxel_size,
+            suggestion = suggest_next_click(cloud.valid_xyz, valid_uncertainty,
+                                            region_size=SUGGESTION_REGION_VOXELS
+                                            * cloud.voxels.voxel_size,
                                             cell_of_point=cloud.region_of_point)
         return Prediction(labels=labels, uncertainty=uncertainty, object_stats=stats,
                           suggested_click=suggestion, decode_ms=decode_ms,
