@@ -8,12 +8,13 @@ per-click decode ms with S = --samples after 1, 5 and 20 clicks (the model's dec
 whole ``predict`` incl. full-resolution mapping and the next-click suggestion), peak RSS.
 Scenes: the 150k-point coloured room and the 120k-point 64-beam LiDAR-like scan of
 ``bench_backbone.py``, and ``kitti``: the bundled real 124,668-point SemanticKITTI sweep
-(``../shared/data/semantickitti``). Preset ``shipped`` is the shipped checkpoint
-(``npiseg_ros.resources.shipped_checkpoint``); other presets have random weights (speed does
-not depend on them, except through how many voxels a prior model's correction touches).
-``--decode-strides 1 4`` also times coarse decoding (``ModelConfig.decode_stride``) with the
-same weights; for the shipped model trained at stride 1 that measures speed only (its labels
-are not what a model fine-tuned at that stride would give).
+(``../shared/data/semantickitti``). Preset ``shipped`` is the default shipped checkpoint
+(``npiseg_ros.resources.shipped_checkpoint``: the coarse-decoding model), ``shipped-rgb`` the
+one for coloured clouds (``shipped_rgb_checkpoint``: full-resolution decoding); other presets
+have random weights (speed does not depend on them, except through how many voxels a prior
+model's correction touches). ``--decode-strides 1 4`` also times other decode strides
+(``ModelConfig.decode_stride``) with the same weights: speed only (the labels are not what a
+model trained at that stride would give).
 Goals (issue 9, not tests): per-click ``predict`` <= 50 ms, encode <= 0.5 s, 2 threads.
 """
 from __future__ import annotations
@@ -59,11 +60,14 @@ def scene(name: str) -> dict:
 def run_case(preset: str, scene_name: str, backend: str, samples: int, repeats: int,
              decode_stride: int = 0) -> dict:
     torch.manual_seed(0)
-    if preset == "shipped":
+    if preset in ("shipped", "shipped-rgb"):  # the default model / the one for coloured clouds
         from npiseg_ros.core.checkpoint import load_model
-        from npiseg_ros.resources import shipped_checkpoint
+        from npiseg_ros.resources import shipped_checkpoint, shipped_rgb_checkpoint
 
-        model = load_model(shipped_checkpoint(), backend=backend)
+        path = shipped_checkpoint() if preset == "shipped" else shipped_rgb_checkpoint()
+        if not path:
+            raise SystemExit(f"no {preset} checkpoint is installed")
+        model = load_model(path, backend=backend)
     else:
         model = build_model(preset_config(preset), backend=backend)
     if decode_stride:

@@ -74,7 +74,7 @@ class SegmentationSession:
         max_points: clouds with more points are rejected (None = no limit).
         voxel_size: voxel edge in metres; None uses the model's (what it was trained at).
         rgb_model: an optional second model for clouds that come WITH colours (RGB-D rooms:
-            the shipped indoor model); ``set_cloud`` picks it when the colours carry colour
+            the shipped RGB-cloud model); ``set_cloud`` picks it when the colours carry colour
             (:func:`has_chroma`: not all grey, so the zero / grey colours a LiDAR sweep gets
             in colour-requiring formats do not count) and ``model`` otherwise (LiDAR sweeps);
             that cloud's clicks decode with the same model. Its voxel size must equal

@@ -131,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rgb-checkpoint",
                         help="model for scans WITH colours (RGB-D rooms); 'none' = the "
                              "--checkpoint model for every scan (default: with no --checkpoint, "
-                             "the shipped indoor model when there is one, as the node's "
+                             "the shipped RGB-cloud model when there is one, as the node's "
                              "checkpoint: auto; else none)")
     model.add_argument("--baseline", choices=sorted(BASELINES), help="non-learned baseline")
     parser.add_argument("--max-clicks", type=int, default=20, help="clicks per object budget")

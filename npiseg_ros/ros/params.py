@@ -36,7 +36,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "the package share folder. None found: the node stops and lists the paths "
               "tried", read_only=True),
     ParamSpec("rgb_checkpoint", "auto", "Model for clouds whose colours carry colour (RGB-D "
-              "rooms; grey or zero colours do not count): auto = the shipped indoor model when "
+              "rooms; grey or zero colours do not count): auto = the shipped RGB-cloud model when "
               "checkpoint is auto and it is installed, else none; empty = the checkpoint model "
               "for every cloud; or a .safetensors path (looked up like checkpoint)",
               read_only=True),

@@ -66,7 +66,7 @@ def resolve_rgb_checkpoint(rgb_checkpoint: str, checkpoint: str,
                            cwd: Path | None = None) -> Path | None:
     """The model file for coloured clouds the ``rgb_checkpoint`` parameter names, or None.
 
-    - ``auto``: the shipped indoor model when ``checkpoint`` is ``auto`` too and the package
+    - ``auto``: the shipped RGB-cloud model when ``checkpoint`` is ``auto`` too and the package
       ships one (:func:`npiseg_ros.resources.shipped_rgb_checkpoint`); else None (a user who
       names their own ``checkpoint`` gets that model for every cloud);
     - empty: None (the ``checkpoint`` model for every cloud);
