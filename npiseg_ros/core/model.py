@@ -16,6 +16,7 @@ from npiseg_ros.core.decoder import (ClickAttentionDecoder, FourierPositionEncod
 from npiseg_ros.core.neural_process import (Gaussian, ObjectLatent, PrototypeModulator,
                                             SceneLatent, label_means, label_sums)
 from npiseg_ros.core.prior import GeodesicPrior
+from npiseg_ros.core.sparse.coords import lexicographic_keys
 
 TARGET_POINTS_PER_LABEL = 50
 _ROW_CHUNK = 32768
@@ -168,13 +169,9 @@ class NPISeg3D(nn.Module):
     def _cells(self, coords: Tensor, features: Tensor, xyz: Tensor) -> DecodeCells:
         """Group one scene's voxels into cells of ``decode_stride``^3 voxels."""
         cell = torch.div(coords, self.config.decode_stride, rounding_mode="floor")
-        # One int64 key per cell, increasing in (x, y, z) lexicographic order: the same cell
-        # numbering as torch.unique(cell, dim=0), ~50x faster on CPU (a 1-D sort instead of
-        # the row-wise unique). Cell extents of a scene are far below 2^21 per axis.
-        cell = cell - cell.min(dim=0).values
-        extent = cell.max(dim=0).values + 1
-        keys = (cell[:, 0] * extent[1] + cell[:, 1]) * extent[2] + cell[:, 2]
-        _, of_voxel = torch.unique(keys, return_inverse=True)
+        # Cells numbered in (x, y, z) order, as torch.unique(cell, dim=0) would, by one 1-D
+        # unique of their keys (~50x faster on CPU than the row-wise unique).
+        _, of_voxel = torch.unique(lexicographic_keys(cell), return_inverse=True)
         num_cells = int(of_voxel.max()) + 1
         counts = torch.bincount(of_voxel, minlength=num_cells).to(features.dtype).unsqueeze(1)
         mean_features = features.new_zeros(num_cells, features.shape[1]).index_add_(

@@ -222,7 +222,7 @@ class SegmentationSession:
             distances = ClickDistanceCache(graph, limit)
         self._cloud = _Cloud(xyz, valid, valid_index, voxels, voxel_of_point, voxel_xyz, embedding,
                              model, distances, valid_xyz,
-                             region_cells(valid_xyz, SUGGESTION_REGION_VOXELS * self.voxel_size),
+                             region_cells(valid_xyz, _suggestion_region_m(voxels)),
                              np.bincount(voxels.point_to_voxel, minlength=voxels.num_voxels))
         self._forget_clicks()
         return CloudSummary(num_points=int(xyz.shape[0]),
@@ -416,8 +416,7 @@ class SegmentationSession:
         suggestion = None
         if self._clicks:
             suggestion = suggest_next_click(cloud.valid_xyz, valid_uncertainty,
-                                            region_size=SUGGESTION_REGION_VOXELS
-                                            * cloud.voxels.voxel_size,
+                                            region_size=_suggestion_region_m(cloud.voxels),
                                             cell_of_point=cloud.region_of_point)
         return Prediction(labels=labels, uncertainty=uncertainty, object_stats=stats,
                           suggested_click=suggestion, decode_ms=decode_ms,
@@ -442,6 +441,11 @@ def resolve_device(device: str | torch.device | None, model: torch.nn.Module) ->
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r} requested but CUDA is not available; use cpu or auto")
     return resolved
+
+
+def _suggestion_region_m(voxels: Voxelization) -> float:
+    """Edge in metres of the suggestion's regions for a cloud voxelised as ``voxels``."""
+    return SUGGESTION_REGION_VOXELS * voxels.voxel_size
 
 
 def _as_points(xyz: np.ndarray) -> np.ndarray:

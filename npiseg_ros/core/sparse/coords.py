@@ -18,6 +18,7 @@ Everything stays on the coordinates' device; the only host syncs are the boundin
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,6 +27,7 @@ from torch import Tensor
 
 __all__ = [
     "DENSE_GRID_MAX_CELLS",
+    "lexicographic_keys",
     "CoordinateLevel",
     "KernelMap",
     "kernel_offsets",
@@ -75,6 +77,25 @@ def check_coords(coords: Tensor, num_rows: int | None = None) -> None:
         raise ValueError(f"coords has {coords.shape[0]} rows but features have {num_rows}")
 
 
+def lexicographic_keys(coords: Tensor) -> Tensor:
+    """``(N,)`` int64 mixed-radix keys of ``(N, D)`` int64 rows over their bounding box: the key
+    order is the lexicographic row order, and equal rows get equal keys (a 1-D sort or unique
+    of the keys is that of the rows, many times faster on CPU than a row-wise one).
+
+    Raises:
+        ValueError: the bounding box has too many cells for 64-bit keys.
+    """
+    if coords.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.int64, device=coords.device)
+    low = coords.min(dim=0).values
+    extent = [int(v) for v in (coords.max(dim=0).values - low + 1).tolist()]
+    if math.prod(extent) >= _MAX_KEY:
+        raise ValueError(f"coordinate bounding box {extent} is too large for 64-bit keys")
+    radix = torch.tensor([math.prod(extent[i + 1:]) for i in range(len(extent))],
+                         dtype=torch.int64, device=coords.device)
+    return ((coords - low) * radix).sum(dim=1)
+
+
 def spatial_order(coords: Tensor) -> Tensor:
     """Permutation ``(N,)`` int64 sorting ``coords`` lexicographically by ``(batch, x, y, z)``.
 
@@ -83,18 +104,7 @@ def spatial_order(coords: Tensor) -> Tensor:
     access of an arbitrary input order, and makes results independent of the input row order.
     """
     check_coords(coords)
-    if coords.shape[0] == 0:
-        return torch.zeros(0, dtype=torch.int64, device=coords.device)
-    low = coords.min(dim=0).values
-    extent = [int(v) for v in (coords.max(dim=0).values - low + 1).tolist()]
-    if extent[0] * extent[1] * extent[2] * extent[3] >= _MAX_KEY:
-        raise ValueError(f"coordinate bounding box {extent} is too large for 64-bit keys")
-    radix = torch.tensor(
-        [extent[1] * extent[2] * extent[3], extent[2] * extent[3], extent[3], 1],
-        dtype=torch.int64,
-        device=coords.device,
-    )
-    return torch.argsort(((coords - low) * radix).sum(dim=1))
+    return torch.argsort(lexicographic_keys(coords))
 
 
 @dataclass(frozen=True)
@@ -274,16 +284,7 @@ class CoordinateLevel:
             self.coords[:, 1:] - coarse[:, 1:] * step, self.stride, rounding_mode="floor"
         )
         slot = child[:, 0] * 4 + child[:, 1] * 2 + child[:, 2]
-        low = coarse.min(dim=0).values
-        extent = [int(v) for v in (coarse.max(dim=0).values - low + 1).tolist()]
-        if extent[0] * extent[1] * extent[2] * extent[3] >= _MAX_KEY:
-            raise ValueError(f"coordinate bounding box {extent} is too large for 64-bit keys")
-        radix = torch.tensor(
-            [extent[1] * extent[2] * extent[3], extent[2] * extent[3], extent[3], 1],
-            dtype=torch.int64,
-            device=self.device,
-        )
-        keys = ((coarse - low) * radix).sum(dim=1)
+        keys = lexicographic_keys(coarse)
         # Sorted unique keys: the parent order depends only on the coordinate set, never on the
         # input row order, so coarse levels are bit-identical under row permutations.
         unique_keys, parent_index = torch.unique(keys, sorted=True, return_inverse=True)
