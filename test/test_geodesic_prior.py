@@ -257,3 +257,45 @@ def test_session_reports_the_decoder_tokens_of_its_cloud():
     coarse.set_cloud(xyz, colors=rgb)
     assert fine.num_decode_tokens == fine.num_voxels == coarse.num_voxels
     assert 0 < coarse.num_decode_tokens < coarse.num_voxels / 4
+
+
+def test_session_pools_each_click_once_and_decodes_as_the_model_pools():
+    """A coarse session pools every clicked voxel's distances over the cells once and reuses
+    them for later clicks (and after undo); each predict equals the decode that pools all
+    clicks itself (minima are exact, so the outputs are identical)."""
+    xyz, rgb, labels = floor_with_boxes(seed=1, num_boxes=2)
+    cached, pooling = (SegmentationSession(_coarse_model(4), num_samples=3) for _ in range(2))
+    pooling._click_distances = lambda cloud: (  # every predict pools all its clicks itself
+        torch.from_numpy(cloud.distances.rows([c.voxel_index for c in pooling.clicks])), None)
+    for session in (cached, pooling):
+        session.set_cloud(xyz, colors=rgb)
+    points = [int(np.flatnonzero(labels == o)[k]) for o, k in ((1, 0), (2, 0), (0, 0), (1, 7))]
+    for step, (point, object_id) in enumerate(zip(points, (1, 2, 0, 1))):
+        outputs = []
+        for session in (cached, pooling):
+            session.add_click(point_index=point, object_id=object_id)
+            if step == 2:  # undo and redo: the cached rows stay valid
+                session.undo()
+                session.predict()
+                session.add_click(point_index=point, object_id=object_id)
+            outputs.append(session.predict())
+        np.testing.assert_array_equal(outputs[0].labels, outputs[1].labels)
+        np.testing.assert_array_equal(outputs[0].uncertainty, outputs[1].uncertainty)
+    assert len(cached._cloud.cell_distances) == len(set(
+        cached._cloud.voxel_of_point[points]))
+    assert not pooling._cloud.cell_distances
+
+
+def test_decode_rejects_cell_distances_of_the_wrong_shape():
+    model = _coarse_model(4)
+    xyz, _, labels = floor_with_boxes(seed=1, num_boxes=1)
+    voxels = voxelize(xyz, 0.05)
+    voxel_xyz = xyz[voxels.representative]
+    scene = model.encode(torch.ones(voxels.num_voxels, 1), torch.from_numpy(voxels.coords),
+                         torch.from_numpy(voxel_xyz))
+    distances = torch.from_numpy(build_voxel_graph(voxel_xyz, None, model.config.graph_config())
+                                 .distances([0, 5]))
+    with pytest.raises(ValueError, match="cell_click_distances"):
+        model.decode(scene, torch.tensor([0, 5]), torch.tensor([1, 0]), num_samples=2,
+                     click_distances=distances,
+                     cell_click_distances=torch.zeros(2, scene.cells.num_cells + 1))

@@ -38,7 +38,8 @@ def test_sample_statistics_match_naive_per_sample_loop(model):
     torch.testing.assert_close(same_mean, mean)
     cosine = torch.stack([torch.nn.functional.cosine_similarity(
         points[:, None, :], modulated[s][None], dim=-1) for s in range(7)])  # (S, V, Q)
-    torch.testing.assert_close(mean, cosine.mean(0), rtol=1e-5, atol=1e-5)
+    naive_mean_max = torch.stack([cosine.mean(0)[:, labels == c].amax(-1) for c in range(4)], -1)
+    torch.testing.assert_close(mean, naive_mean_max, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(variance, cosine.var(0, unbiased=False), rtol=1e-4, atol=1e-6)
     naive_max = torch.stack([cosine[..., labels == c].amax(-1) for c in range(4)], -1)
     expected = (naive_max * model._scale()).softmax(-1).mean(0)
@@ -132,7 +133,7 @@ def test_voxelize_inverse_map_and_first_point():
 
 
 def test_key_major_attention_equals_the_generic_path():
-    """Scene->click attention (many queries, few keys) takes a key-major softmax; it must give
+    """Scene->click attention (many queries, few keys) runs as block-diagonal GEMMs; it must give
     what the generic path gives (float64: the maths, not one CPU's rounding)."""
     from npiseg_ros.core.decoder import AttentionBlock
 
@@ -143,3 +144,46 @@ def test_key_major_attention_equals_the_generic_path():
     fast = block(points, clicks, point_pos, click_pos)
     generic = block(points, clicks, point_pos, click_pos, torch.zeros(600, 7).double())
     torch.testing.assert_close(fast, generic, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("per_sample_softmax", [True, False])
+def test_sample_statistics_in_small_blocks_match_naive_cell_readout(monkeypatch,
+                                                                   per_sample_softmax):
+    """Coarse read-out with blocks far smaller than the inputs (several GEMM and row blocks):
+    every row takes its cell's per-label similarities on its own prior logits."""
+    import dataclasses
+
+    import npiseg_ros.core.model as model_module
+    from npiseg_ros.core.build import preset_config
+
+    monkeypatch.setattr(model_module, "_GEMM_CHUNK", 7)
+    monkeypatch.setattr(model_module, "_GEMM_BLOCK", 16)
+    monkeypatch.setattr(model_module, "_ROW_CHUNK", 5)
+    torch.manual_seed(0)
+    prior_model = build_model(dataclasses.replace(preset_config("prior"), decode_stride=2)).eval()
+    with torch.no_grad():
+        prior_model.prior.correction_gate.fill_(0.7)
+    generator = torch.Generator().manual_seed(2)
+    cells = torch.randn(40, 32, generator=generator)
+    modulated = torch.randn(5, 6, 32, generator=generator)  # S = 5, Q = 6
+    labels = torch.tensor([0, 0, 1, 2, 2, 2])
+    segments = _label_segments(labels, 3)
+    cell_of_row = torch.randint(0, 40, (100,), generator=generator)
+    prior_logits = torch.randn(100, 3, generator=generator) * 3
+    with torch.no_grad():
+        mean, variance, probabilities = prior_model._sample_statistics(
+            cells, modulated, segments, per_sample_softmax, prior_logits, cell_of_row)
+        gain = prior_model._gain(prior_logits)
+    cosine = torch.nn.functional.cosine_similarity(
+        cells[None, :, None, :], modulated[:, None, :, :], dim=-1)        # (S, N, Q)
+    per_label = torch.stack([cosine[..., labels == c].amax(-1) for c in range(3)], -1)
+    mean_per_label = torch.stack([cosine.mean(0)[:, labels == c].amax(-1) for c in range(3)], -1)
+    torch.testing.assert_close(mean, mean_per_label[cell_of_row], rtol=1e-5, atol=1e-5)
+    if per_sample_softmax:
+        expected = (prior_logits + gain * per_label[:, cell_of_row]).softmax(-1).mean(0)
+        assert variance is None
+    else:
+        expected = (prior_logits + gain * mean_per_label[cell_of_row]).softmax(-1)
+        torch.testing.assert_close(variance, cosine.var(0, unbiased=False)[cell_of_row],
+                                   rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(probabilities, expected, rtol=1e-5, atol=1e-6)

@@ -56,20 +56,33 @@ class AttentionBlock(nn.Module):
         """query (Lq, d), key/value source (Lk, d), allowed (Lq, Lk) additive mask or None."""
         heads = self.num_heads
         length_q, dim = query.shape
-        q = self.query_proj(query + query_pos).view(length_q, heads, -1).transpose(0, 1)
-        k = self.key_proj(key + key_pos).view(key.shape[0], heads, -1).transpose(0, 1)
-        v = self.value_proj(key).view(key.shape[0], heads, -1).transpose(0, 1)
+        length_k = key.shape[0]
+        q = self.query_proj(query + query_pos)
+        k = self.key_proj(key + key_pos)
+        v = self.value_proj(key)
         # Plain softmax attention: SDPA's CPU fallback re-checks the mask for fully masked
         # rows on every call (a pass over heads x Q x V), which _attention_mask already rules out.
-        scale = q.shape[-1] ** -0.5
-        if allowed is None and k.shape[1] * 8 <= length_q:
-            # Many queries, few keys (scene->click: V points over ~10 clicks): the softmax over
-            # a short last dimension is slow on CPU; in key-major layout (heads, keys, queries)
-            # it reduces over the short leading dimension of contiguous rows. Same maths.
-            weights = torch.matmul(k, q.transpose(1, 2) * scale).softmax(dim=1)
-            attended = torch.matmul(weights.transpose(1, 2), v)
-            attended = self.out_proj(attended.transpose(0, 1).reshape(length_q, dim))
+        scale = (dim // heads) ** -0.5
+        if allowed is None and length_k * 8 <= length_q:
+            # Many queries, few keys (scene->click: V points over ~10 clicks). Per-head batched
+            # products of shape (V, 8) x (8, keys) are slow on CPU; with the keys and values laid
+            # out block-diagonally, (heads * keys, d) with head h's rows non-zero only in head
+            # h's columns, every head's logits come from ONE (heads * keys, d) x (d, V) GEMM and
+            # the attended values from one (V, heads * keys) x (heads * keys, d) GEMM, already
+            # in the concatenated-heads layout. The logits stay key-major (heads, keys, V): the
+            # softmax then reduces over a short leading dimension of contiguous rows, several
+            # times faster on CPU than over a short last one. Same maths (the zeros add nothing).
+            blocks = _head_blocks(heads, dim, q.dtype, q.device)            # (heads, 1, d)
+            keys = (k.unsqueeze(0) * blocks).view(heads * length_k, dim)
+            values = (v.unsqueeze(0) * blocks).view(heads * length_k, dim)
+            logits = torch.matmul(keys * scale, q.T)                        # (heads * Lk, Lq)
+            weights = logits.view(heads, length_k, length_q).softmax(dim=1)
+            attended = torch.matmul(weights.view(heads * length_k, length_q).T, values)
+            attended = self.out_proj(attended)
             return self.norm(query + self.dropout(attended))
+        q = q.view(length_q, heads, -1).transpose(0, 1)
+        k = k.view(length_k, heads, -1).transpose(0, 1)
+        v = v.view(length_k, heads, -1).transpose(0, 1)
         if allowed is None:
             logits = torch.matmul(q * scale, k.transpose(1, 2))
         else:
@@ -77,6 +90,12 @@ class AttentionBlock(nn.Module):
         attended = torch.matmul(logits.softmax(dim=-1), v)
         attended = self.out_proj(attended.transpose(0, 1).reshape(length_q, dim))
         return self.norm(query + self.dropout(attended))
+
+
+def _head_blocks(heads: int, dim: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """(heads, 1, dim) 0/1 mask: row h is one on head h's dim / heads columns."""
+    eye = torch.eye(heads, dtype=dtype, device=device)
+    return eye.repeat_interleave(dim // heads, dim=1).unsqueeze(1)
 
 
 class FeedForward(nn.Module):

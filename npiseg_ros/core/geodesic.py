@@ -60,9 +60,14 @@ class GraphConfig:
 
 def _normals(points: np.ndarray, neighbourhoods: np.ndarray) -> np.ndarray:
     """(V, 3) unit normals: smallest-eigenvalue eigenvector of each point's neighbourhood."""
-    local = points[neighbourhoods]
-    local = local - local.mean(axis=1, keepdims=True)
-    covariance = np.matmul(local.transpose(0, 2, 1), local)  # batched GEMM: ~3x an einsum
+    # Coordinate-major (3, V, k): the six distinct covariance entries are row-wise dot products
+    # of contiguous (V, k) arrays, ~3x faster than a batched (3, k) x (k, 3) matmul per voxel.
+    local = points.T[:, neighbourhoods]
+    local -= local.mean(axis=2, keepdims=True)
+    covariance = np.empty((len(points), 3, 3))
+    for i, j in ((0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2)):
+        covariance[:, i, j] = np.einsum("vk,vk->v", local[i], local[j])
+        covariance[:, j, i] = covariance[:, i, j]
     return smallest_eigenvectors(covariance)
 
 

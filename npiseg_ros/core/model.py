@@ -19,8 +19,15 @@ from npiseg_ros.core.prior import GeodesicPrior
 from npiseg_ros.core.sparse.coords import lexicographic_keys
 
 TARGET_POINTS_PER_LABEL = 50
-_ROW_CHUNK = 32768
 """Points sampled per label to build the training-only posterior (research code: 50)."""
+_ROW_CHUNK = 32768
+"""Output rows per block of the per-row softmax over labels (bounds its memory)."""
+_GEMM_CHUNK = 4096
+"""Fewest tokens per block of the Monte-Carlo similarity products; a block has about
+``_GEMM_BLOCK`` (S*Q, tokens) entries (4 MiB), so it stays in cache: with 20 clicks (S*Q = 240)
+~2x faster on a 2-core CPU than one (S*Q, 32k) product written to memory, while few clicks
+keep long blocks (short ones cost more per token there)."""
+_GEMM_BLOCK = 2**20
 
 
 @dataclass
@@ -187,7 +194,8 @@ class NPISeg3D(nn.Module):
                previous_labels: Tensor | None = None, num_samples: int = 10,
                generator: torch.Generator | None = None, scene_weight: float | None = None,
                targets: Tensor | None = None, uncertainty: str = "auto",
-               click_distances: Tensor | None = None) -> DecodeOutput:
+               click_distances: Tensor | None = None,
+               cell_click_distances: Tensor | None = None) -> DecodeOutput:
         """Predict every voxel's label from the clicks.
 
         Args:
@@ -206,6 +214,9 @@ class NPISeg3D(nn.Module):
                 prior's distance margin), variance otherwise.
             click_distances: (K, V) float graph distance from each click's voxel to every
                 voxel (``VoxelGraph.distances``); required with ``config.geodesic_prior``.
+            cell_click_distances: (K, N) ``click_distances`` min-pooled over the decoder cells
+                (``DecodeCells.min_pool``), or None to pool them here. A session caches each
+                click's pooled row, so a new click pools only its own.
         """
         num_classes = _check_clicks(click_voxels, click_labels, scene.num_voxels)
         if uncertainty not in UNCERTAINTY_MODES:
@@ -233,10 +244,19 @@ class NPISeg3D(nn.Module):
             prior_logits = token_prior_logits = self.prior.logits(label_distances)
             token_distances = click_distances
             if cells is not None:  # the prior at the cells: each cell's nearest voxel
-                nearest = cells.min_pool(nearest, 0)
+                # (the minimum over a cell of the minimum over a label's clicks is the minimum
+                # over the label's clicks of their cell minima: exact)
+                token_distances = (cells.min_pool(click_distances, 1)
+                                   if cell_click_distances is None
+                                   else cell_click_distances.to(points.dtype))
+                if token_distances.shape != (click_voxels.shape[0], num_tokens):
+                    raise ValueError(f"cell_click_distances must be (K, N) = "
+                                     f"({click_voxels.shape[0]}, {num_tokens}), "
+                                     f"got {tuple(token_distances.shape)}")
+                nearest = self.prior.nearest_click_distances(token_distances, click_labels,
+                                                             num_classes)
                 label_distances = self.prior.cap_background(nearest)
                 token_prior_logits = self.prior.logits(label_distances)
-                token_distances = cells.min_pool(click_distances, 1)
             points = points + self.prior.point_features(nearest, label_distances)
         if self.previous_mask is not None:
             if previous_labels is not None and cells is not None:
@@ -294,8 +314,15 @@ class NPISeg3D(nn.Module):
         """(V, C) logits from per-label similarities: alone (scaled), or as the gated
         correction of the geodesic prior's logits."""
         if prior_logits is None:
-            return similarity * self._scale()
-        return prior_logits + self.prior.correction_gate * self._scale() * similarity
+            return similarity * self._gain(None)
+        return prior_logits + self._gain(prior_logits) * similarity
+
+    def _gain(self, prior_logits: Tensor | None) -> Tensor:
+        """The factor of the similarities in the logits (``_combine``): the learned scale, times
+        the correction gate when they correct prior logits."""
+        if prior_logits is None:
+            return self._scale()
+        return self.prior.correction_gate * self._scale()
 
     def _decode_probabilistic(self, points: Tensor, embeddings: Tensor, query_labels: Tensor,
                               segments: list[tuple[int, int]], num_samples: int,
@@ -351,13 +378,13 @@ class NPISeg3D(nn.Module):
             prior_mean, _, _ = self._sample_statistics(
                 points, self._modulate(prior_latent, embeddings, query_labels), segments,
                 per_sample_softmax=False, prior_logits=prior_logits, cell_of_row=cell_of_voxel)
-            prior_path_logits = self._combine(prior_logits, _max_per_label(prior_mean, segments))
+            prior_path_logits = self._combine(prior_logits, prior_mean)
 
         mean, variance, probabilities = self._sample_statistics(
             points, self._modulate(latent, embeddings, query_labels), segments,
             per_sample_softmax=uncertainty == "entropy", prior_logits=prior_logits,
             cell_of_row=cell_of_voxel)
-        logits = self._combine(prior_logits, _max_per_label(mean, segments))
+        logits = self._combine(prior_logits, mean)
         if uncertainty == "entropy":
             spread = _entropy(probabilities)
         else:
@@ -388,8 +415,8 @@ class NPISeg3D(nn.Module):
                            per_sample_softmax: bool, prior_logits: Tensor | None = None,
                            cell_of_row: Tensor | None = None
                            ) -> tuple[Tensor, Tensor | None, Tensor]:
-        """Mean (V, Q) over the S samples of the similarities, their variance (V, Q) and the
-        (V, C) probabilities.
+        """Per-label maxima (V, C) of the sample-mean similarities (Eq. 11 before scaling),
+        the per-query variance over the S samples (V, Q) and the (V, C) probabilities.
 
         The similarity is linear in the (normalised) prototype, so the sample mean is one product
         with the mean prototype. With ``per_sample_softmax`` (entropy uncertainty) the
@@ -397,7 +424,8 @@ class NPISeg3D(nn.Module):
         GEMM gives every sample's similarities, and the variance is not computed (None: that
         uncertainty does not use it). Otherwise the variance is the mean square of products with
         the centred prototypes, and the probabilities the softmax of the mean. The products are
-        formed in chunks of rows, bounding memory at O(chunk * S * Q).
+        formed in blocks of ``_GEMM_CHUNK`` tokens, so each (S*Q, block) product stays in cache
+        and memory is bounded at O(block * S * Q).
 
         With ``cell_of_row`` (V,) the ``points`` are decoder cells: similarities, their
         per-label maxima and variances are computed once per cell, and every output row takes
@@ -407,6 +435,7 @@ class NPISeg3D(nn.Module):
             points = F.normalize(points, dim=-1)
             modulated = F.normalize(modulated, dim=-1)
         num_samples, num_queries, dim = modulated.shape
+        num_classes = len(segments)
         centre = modulated.mean(dim=0)
         if per_sample_softmax:
             rows = modulated.reshape(num_samples * num_queries, dim)
@@ -415,37 +444,47 @@ class NPISeg3D(nn.Module):
         # Query-major layout (Q, n): per-label maxima and the softmax over labels then reduce
         # over short leading dimensions of contiguous rows (several times faster on CPU than
         # slicing the last dimension of (n, S, Q)). Results are returned as (V, .) views.
-        offsets = (itertools.repeat(None) if prior_logits is None
-                   else iter(prior_logits.split(_ROW_CHUNK)))       # (n, C) per output chunk
+        block = max(_GEMM_CHUNK, _GEMM_BLOCK // (num_samples * num_queries))
+        offsets = (itertools.repeat(None) if prior_logits is None or cell_of_row is not None
+                   else iter(prior_logits.split(block)))            # (n, C) per token block
         means, spreads, probabilities = [], [], []
-        for chunk in points.split(_ROW_CHUNK):
-            means.append(centre @ chunk.T)                                           # (Q, n)
+        for chunk in points.split(block):
+            means.append(_max_per_label_rows(centre @ chunk.T, segments))           # (C, n)
             products = (rows @ chunk.T).view(num_samples, num_queries, -1)           # (S, Q, n)
             if not per_sample_softmax:
                 spreads.append(products.square().mean(dim=0))                        # (Q, n)
-            elif cell_of_row is None:  # each row is its own token: finish the chunk here
-                probabilities.append(self._mean_softmax(_max_per_label_rows(products, segments),
-                                                        next(offsets)))
+            elif cell_of_row is None:  # each row is its own token: finish the block here
+                probabilities.append(self._mean_softmax(
+                    self._gain(prior_logits) * _max_per_label_rows(products, segments),
+                    next(offsets)))
             else:
                 spreads.append(_max_per_label_rows(products, segments))              # (S, C, n)
-        mean = torch.cat(means, dim=1).T
+        mean = torch.cat(means, dim=1).T                                              # (n, C)
         if cell_of_row is not None:
             mean = mean[cell_of_row]
         if not per_sample_softmax:
             variance = torch.cat(spreads, dim=1).T
             return (mean, variance if cell_of_row is None else variance[cell_of_row],
-                    self._combine(prior_logits, _max_per_label(mean, segments)).softmax(dim=1))
+                    self._combine(prior_logits, mean).softmax(dim=1))
         if cell_of_row is not None:  # every row takes its cell's per-label similarities
-            per_label = torch.cat(spreads, dim=2)                                   # (S, C, N)
-            probabilities = [self._mean_softmax(per_label[:, :, cells], offset) for cells, offset
-                             in zip(cell_of_row.split(_ROW_CHUNK), offsets)]
+            # scaled once per cell, then gathered per row as (S*C, n) column blocks
+            per_label = (self._gain(prior_logits) * torch.cat(spreads, dim=2)).view(
+                num_samples * num_classes, -1)                                       # (S*C, N)
+            offsets = (itertools.repeat(None) if prior_logits is None
+                       else iter(prior_logits.split(_ROW_CHUNK)))
+            probabilities = [
+                self._mean_softmax(per_label.index_select(1, cells).view(
+                    num_samples, num_classes, -1), offset)
+                for cells, offset in zip(cell_of_row.split(_ROW_CHUNK), offsets)]
         return mean, None, torch.cat(probabilities)
 
-    def _mean_softmax(self, per_label: Tensor, prior_logits: Tensor | None) -> Tensor:
-        """(S, C, n) per-sample label similarities (+ the rows' (n, C) prior logits) -> (n, C)
-        mean over the samples of the softmax over labels."""
-        offset = None if prior_logits is None else prior_logits.T.unsqueeze(0)
-        return self._combine(offset, per_label).softmax(dim=1).mean(dim=0).T
+    @staticmethod
+    def _mean_softmax(scaled: Tensor, prior_logits: Tensor | None) -> Tensor:
+        """(S, C, n) scaled per-sample label similarities (``_gain`` x similarity) + the rows'
+        (n, C) prior logits -> (n, C) mean over the samples of the softmax over labels."""
+        if prior_logits is not None:
+            scaled = scaled + prior_logits.T.unsqueeze(0)
+        return scaled.softmax(dim=1).mean(dim=0).T
 
     def _object_context(self, embeddings: Tensor, labels: Tensor, num_classes: int) -> Tensor:
         if self.config.object_context == "sum":

@@ -53,15 +53,20 @@ class GeodesicPrior(nn.Module):
     def nearest_click_distances(self, click_distances: Tensor, click_labels: Tensor,
                                 num_classes: int) -> Tensor:
         """(V, C) distance to each label's nearest click (MAX_DISTANCE for a label without)."""
-        distances = click_distances.clamp(max=MAX_DISTANCE)
-        rows = []
-        for label in range(num_classes):
-            mine = distances[click_labels == label]
-            if mine.shape[0] == 0:
-                rows.append(distances.new_full(distances.shape[1:], MAX_DISTANCE))
+        counts = torch.bincount(click_labels, minlength=num_classes).tolist()
+        order = torch.argsort(click_labels, stable=True)
+        rows, start = [], 0
+        for count in counts:  # each label's clicks: a run of ``order``
+            if count == 0:
+                rows.append(click_distances.new_full(click_distances.shape[1:], MAX_DISTANCE))
+            elif count == 1:
+                rows.append(click_distances[order[start]])
             else:
-                rows.append(mine.amin(dim=0))
-        return torch.stack(rows, dim=1)
+                rows.append(click_distances.index_select(0, order[start:start + count])
+                            .amin(dim=0))
+            start += count
+        # clamping after the minimum (both monotone) touches (V, C) values instead of (K, V)
+        return torch.stack(rows, dim=1).clamp(max=MAX_DISTANCE)
 
     def cap_background(self, per_label: Tensor) -> Tensor:
         """Background's distance capped at the learned radius R (region growing's rule)."""

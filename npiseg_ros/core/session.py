@@ -7,7 +7,7 @@ method either succeeds or raises a typed error leaving the session as it was.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -47,6 +47,9 @@ class _Cloud:
     valid_xyz: np.ndarray        # (P, 3) the valid points
     region_of_point: np.ndarray  # (P,) suggestion cube of every valid point (10 voxel edges)
     points_per_voxel: np.ndarray  # (V,) valid points in each voxel
+    # coarse-decoding models: each clicked voxel's graph distances min-pooled over the decoder
+    # cells, pooled once when the voxel is first clicked
+    cell_distances: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -362,13 +365,14 @@ class SegmentationSession:
             lookup[object_ids] = np.arange(1, object_ids.size + 1)
             previous = torch.from_numpy(lookup[earlier]).to(self.device)
         generator = torch.Generator(device=self.device).manual_seed(self.seed)
-        distances = self._click_distances(cloud)
         with torch.inference_mode():
+            distances, cell_distances = self._click_distances(cloud)
             output = cloud.model.decode(cloud.embedding, click_voxels, click_labels, previous,
                                        num_samples=self.num_samples, generator=generator,
                                        scene_weight=self.scene_weight,
                                        uncertainty=self.uncertainty,
-                                       click_distances=distances)
+                                       click_distances=distances,
+                                       cell_click_distances=cell_distances)
             labels = output.logits.argmax(dim=1)
             labels[click_voxels] = click_labels  # clicked voxels take their click's label
             confidence = output.probabilities.gather(1, labels.unsqueeze(1)).squeeze(1)
@@ -376,12 +380,21 @@ class SegmentationSession:
         return (label_to_id[labels.cpu().numpy()], output.uncertainty.float().cpu().numpy(),
                 confidence.float().cpu().numpy())
 
-    def _click_distances(self, cloud: _Cloud) -> torch.Tensor | None:
-        """(K, V) graph distances of the clicks (prior models), one Dijkstra per NEW voxel."""
+    def _click_distances(self, cloud: _Cloud) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(K, V) graph distances of the clicks (prior models), one Dijkstra per NEW voxel, and
+        for coarse decoding their (K, N) minima over the decoder cells (one pooling per NEW
+        voxel), else None."""
         if cloud.distances is None:
-            return None
-        rows = cloud.distances.rows([c.voxel_index for c in self._clicks])
-        return torch.from_numpy(rows).to(self.device)
+            return None, None
+        voxels = [c.voxel_index for c in self._clicks]
+        rows = torch.from_numpy(cloud.distances.rows(voxels)).to(self.device)
+        cells = cloud.embedding.cells
+        if cells is None:
+            return rows, None
+        for index, voxel in enumerate(voxels):
+            if voxel not in cloud.cell_distances:
+                cloud.cell_distances[voxel] = cells.min_pool(rows[index:index + 1], 1)[0]
+        return rows, torch.stack([cloud.cell_distances[voxel] for voxel in voxels])
 
     def _full_resolution(self, cloud: _Cloud, voxel_labels: np.ndarray,
                          voxel_uncertainty: np.ndarray, voxel_confidence: np.ndarray | None,

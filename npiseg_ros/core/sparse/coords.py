@@ -11,8 +11,10 @@ so the many convolutions of one level in one forward share a single neighbour se
   the stride-2 kernel-2 convolution and its transposed counterpart.
 
 Neighbour lookup linearises coordinates into a mixed-radix key over the padded bounding box of
-the level. When that box has at most ``DENSE_GRID_MAX_CELLS`` cells a dense id grid answers each
-query with one gather; otherwise sorted keys + ``torch.searchsorted`` do (e.g. 100 m LiDAR scans).
+the level. When that box has at most ``DENSE_GRID_MAX_CELLS`` cells, and at most
+``DENSE_GRID_CELLS_PER_ROW`` per coordinate, a dense id grid answers each query with one gather;
+otherwise sorted keys + ``torch.searchsorted`` do (e.g. 100 m LiDAR scans, whose sparse levels
+would spend longer filling the grid than the sorted search takes).
 Everything stays on the coordinates' device; the only host syncs are the bounding-box extents.
 """
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "DENSE_GRID_CELLS_PER_ROW",
     "DENSE_GRID_MAX_CELLS",
     "lexicographic_keys",
     "CoordinateLevel",
@@ -37,6 +40,11 @@ __all__ = [
 
 #: Largest padded bounding box (cells) for which the dense id-grid lookup is used (int32: 128 MiB).
 DENSE_GRID_MAX_CELLS = 2**25
+#: ... and the most cells per coordinate row: filling a grid costs per cell, the sorted search per
+#: row. Measured crossover on the bundled 100 m sweep (2 cores): at 965 cells per row (its
+#: stride-4 level) the sorted kernel map took 11 ms against the grid's 33 ms; at 288 cells per
+#: row (stride 8) the grid took 2.7 ms against 5.3 ms.
+DENSE_GRID_CELLS_PER_ROW = 400
 # Every lookup structure is padded by at least this many cells so that kernels up to 5 share it.
 _MIN_PAD = 2
 # Keys must stay well inside int64 even after adding a kernel offset.
@@ -147,7 +155,8 @@ class _Lookup:
         self.keys = self._key(scaled - low)
         num = coords.shape[0]
         if mode == "auto":
-            mode = "grid" if cells <= DENSE_GRID_MAX_CELLS else "sorted"
+            dense = cells <= min(DENSE_GRID_MAX_CELLS, DENSE_GRID_CELLS_PER_ROW * max(num, 1))
+            mode = "grid" if dense else "sorted"
         self.mode = mode
         if mode == "grid":
             self.grid = torch.full((cells,), -1, dtype=torch.int32, device=coords.device)
@@ -196,7 +205,8 @@ class CoordinateLevel:
     Args:
         coords: ``(N, 4)`` int64 ``[batch, x, y, z]`` in finest-voxel units, unique rows.
         stride: spacing of this level in finest voxels (1, 2, 4, ...).
-        lookup: ``"auto"`` (dense grid if the padded box has ≤ ``DENSE_GRID_MAX_CELLS`` cells,
+        lookup: ``"auto"`` (dense grid if the padded box has ≤ ``DENSE_GRID_MAX_CELLS`` cells and
+            ≤ ``DENSE_GRID_CELLS_PER_ROW`` per row,
             else sorted keys), or force ``"grid"`` / ``"sorted"`` (tests, benchmarks).
     """
 
