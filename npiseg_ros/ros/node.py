@@ -73,6 +73,8 @@ class SegmentationNode(Node):
         self.get_logger().info(f"model: {loaded}")
         self._error = ErrorInfo()
         self._snapshot: Snapshot | None = None
+        # the output clouds' packed x, y, z of the cloud published last (worker thread only)
+        self._outputs: tuple[object, conversions.OutputClouds] | None = None
         self._state_lock = threading.Lock()
         self._transformer = ClickTransformer(self)
         self.worker = AnnotationWorker(
@@ -214,11 +216,13 @@ class SegmentationNode(Node):
             return
         cloud, prediction = snapshot.cloud, snapshot.prediction
         header = Header(frame_id=cloud.frame_id, stamp=cloud.stamp)
-        self._segmented_pub.publish(conversions.segmented_cloud(
-            header, cloud.xyz, prediction.labels, prediction.uncertainty,
-            cloud.height, cloud.width))
-        self._uncertainty_pub.publish(conversions.uncertainty_cloud(
-            header, cloud.xyz, prediction.uncertainty, cloud.height, cloud.width))
+        if self._outputs is None or self._outputs[0] is not cloud:  # x, y, z packed per cloud
+            self._outputs = (cloud, conversions.OutputClouds(cloud.xyz, cloud.height,
+                                                             cloud.width))
+        outputs = self._outputs[1]
+        self._segmented_pub.publish(outputs.segmented(header, prediction.labels,
+                                                      prediction.uncertainty))
+        self._uncertainty_pub.publish(outputs.uncertainty(header, prediction.uncertainty))
         points = {oid: stats.num_points for oid, stats in prediction.object_stats.items()}
         self._markers_pub.publish(build_markers(cloud.frame_id, cloud.stamp, snapshot.clicks,
                                                 points, prediction.suggested_click))
