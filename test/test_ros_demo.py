@@ -36,6 +36,8 @@ def test_demo_clicks_objects_and_writes_pngs_and_annotation(tmp_path):
     summary = json.loads((out / "demo_summary.json").read_text())
     assert [click["click"] for click in summary["clicks"]] == [1, 2, 3]
     assert all(click["latency_ms"] > 0 and len(click["ious"]) == 2 for click in summary["clicks"])
+    # the labels are published before the autosave, the state after it
+    assert all(click["state_latency_ms"] >= click["latency_ms"] for click in summary["clicks"])
     assert {p.name for p in out.glob("click_*.png")} == {"click_01.png", "click_02.png",
                                                          "click_03.png"}
     for name in ("annotation.npz", "annotation.ply", "annotation.label"):

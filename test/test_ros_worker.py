@@ -379,3 +379,25 @@ def test_corrupt_autosave_without_a_previous_generation_starts_empty(harness, tm
     assert snapshot.clicks == () and any("cannot read autosave" in e for e in h.errors)
     h.worker.submit_click(ClickRequest(object_id=1, point_index=4))   # and it goes on
     assert h.wait_snapshots(2).prediction.labels[4] == 1
+
+
+def test_labels_are_published_before_the_autosave_and_the_state_after_it(harness, tmp_path):
+    """The labelled clouds must not wait for the disk; the state (``publish``) comes after the
+    write, so a state that reports N clicks means they are autosaved."""
+    events = []
+    h = harness(publish_labels=lambda snapshot: events.append((
+        "labels", len(snapshot.clicks), _saved_clicks(tmp_path, snapshot))))
+    original = h._publish
+    h.worker._publish = lambda snapshot: (events.append((
+        "state", len(snapshot.clicks), _saved_clicks(tmp_path, snapshot))), original(snapshot))
+    h.worker.submit_cloud(cloud())
+    h.wait_snapshots(1)
+    h.worker.submit_click(ClickRequest(object_id=1, point_index=4))
+    h.wait_snapshots(2)
+    # each batch: labels while the disk still holds the batch before, then the state after
+    assert events == [("labels", 0, None), ("state", 0, 0), ("labels", 1, 0), ("state", 1, 1)]
+
+
+def _saved_clicks(tmp_path, snapshot):
+    record = load_autosave(tmp_path / "autosave", snapshot.fingerprint)
+    return None if record is None else len(record.clicks)

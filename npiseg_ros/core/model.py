@@ -164,8 +164,10 @@ class NPISeg3D(nn.Module):
         """Backbone over several scenes; coords (V, 4) = [batch, x, y, z]. One embedding each."""
         point_features = self.backbone(features, coords)
         scenes = []
-        for index in torch.unique(coords[:, 0]).tolist():
-            rows = coords[:, 0] == index
+        indices = torch.unique(coords[:, 0]).tolist()
+        for index in indices:
+            # one scene (a session's encode): every row, without boolean-mask copies
+            rows = slice(None) if len(indices) == 1 else coords[:, 0] == index
             cells = None
             if self.config.decode_stride > 1:
                 cells = self._cells(coords[rows, 1:], point_features[rows], xyz[rows])

@@ -41,6 +41,8 @@ class SegmentationClient:
         self.latest: dict[str, Any] = {}
         self.counts: dict[str, int] = {"state": 0, "segmented": 0, "uncertainty": 0,
                                        "markers": 0}
+        # time.perf_counter() when the latest message of each topic was handed to this client
+        self.received_at: dict[str, float] = {}
         for key, kind in (("state", SegmentationState), ("segmented", PointCloud2),
                           ("uncertainty", PointCloud2), ("markers", MarkerArray)):
             self.node.create_subscription(kind, f"{node_name}/{key}",
@@ -60,6 +62,7 @@ class SegmentationClient:
         }
 
     def _store(self, key: str, msg) -> None:
+        self.received_at[key] = time.perf_counter()
         self.latest[key] = msg
         self.counts[key] += 1
 

@@ -49,7 +49,9 @@ class ClickReport:
     target: int                    # 1..K, or 0 for a background click
     object_id: int                 # id given to the node (0 = background)
     point_index: int
-    latency_ms: float              # click published -> labels and state received
+    latency_ms: float              # click published -> its ~/segmented received (the labels)
+    state_latency_ms: float        # click published -> labels and ~/state received (the node
+                                   # publishes the state after the click's autosave is written)
     decode_ms: float               # decoder time reported by the node
     mean_iou: float
     ious: list[float]
@@ -194,7 +196,8 @@ def run(args: argparse.Namespace) -> int:
         client.click(tuple(float(v) for v in xyz[simulated.point_index]), object_id=object_id,
                      background=object_id == 0, frame_id=SCAN_FRAME)
         state = _wait_result(client, len(reports) + 1, errors, segmented)
-        latency_ms = (time.perf_counter() - sent) * 1e3
+        state_latency_ms = (time.perf_counter() - sent) * 1e3
+        latency_ms = (client.received_at["segmented"] - sent) * 1e3
         if state.error_count > errors:
             print(f"[user] click rejected: {state.last_error}")
             break
@@ -206,13 +209,15 @@ def run(args: argparse.Namespace) -> int:
         ious = object_ious(ground_truth, prediction, num_targets)
         report = ClickReport(len(reports) + 1, simulated.label, object_id,
                              simulated.point_index, round(latency_ms, 1),
+                             round(state_latency_ms, 1),
                              round(float(state.last_decode_ms), 1), round(float(ious.mean()), 4),
                              [round(float(v), 4) for v in ious])
         reports.append(report)
         clicks_so_far.append((simulated.point_index, object_id))
         kind = f"object {object_id}" if object_id else "background"
         print(f"[user] click {report.click:2d}  {kind:<12s} latency {latency_ms:7.1f} ms  "
-              f"(decode {report.decode_ms:6.1f} ms)  mIoU {report.mean_iou:.3f}  "
+              f"(decode {report.decode_ms:6.1f} ms, state {state_latency_ms:6.1f} ms)  "
+              f"mIoU {report.mean_iou:.3f}  "
               f"IoU {' '.join(f'{v:.2f}' for v in ious)}", flush=True)
         if report.click in png_after:
             uncertainty = conversions.cloud_to_arrays(client.latest["uncertainty"]).intensity
@@ -230,6 +235,9 @@ def run(args: argparse.Namespace) -> int:
     summary = {"points": int(xyz.shape[0]), "targets": list(target.names),
                "clicks": [asdict(r) for r in reports], "annotation": saved,
                "median_latency_ms": float(np.median([r.latency_ms for r in reports]))
+               if reports else None,
+               "median_state_latency_ms": float(np.median([r.state_latency_ms
+                                                           for r in reports]))
                if reports else None}
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=2))
     client.close()

@@ -82,7 +82,7 @@ class SegmentationNode(Node):
             transform=self._transform, cloud_policy=self.settings.cloud_policy,
             autosave_directory=self.settings.autosave_directory, resume=self.settings.resume,
             on_resume=self._on_resume, log_info=self.get_logger().info,
-            output_directory=self.settings.output_directory)
+            output_directory=self.settings.output_directory, publish_labels=self._publish_labels)
 
         group = ReentrantCallbackGroup()
         # Latched outputs: a viewer or test that subscribes late still gets the current result.
@@ -210,8 +210,9 @@ class SegmentationNode(Node):
                                     self._error.count + 1)
         self._publish_state()
 
-    def _publish(self, snapshot: Snapshot) -> None:
-        """Worker callback after every batch: segmented + uncertainty clouds, markers, state."""
+    def _publish_labels(self, snapshot: Snapshot) -> None:
+        """Worker callback right after a decode, before its autosave is written: segmented +
+        uncertainty clouds and markers (what the user looks at)."""
         if not self.context.ok():  # Ctrl-C: the context is gone, nothing can be published
             return
         cloud, prediction = snapshot.cloud, snapshot.prediction
@@ -226,6 +227,11 @@ class SegmentationNode(Node):
         points = {oid: stats.num_points for oid, stats in prediction.object_stats.items()}
         self._markers_pub.publish(build_markers(cloud.frame_id, cloud.stamp, snapshot.clicks,
                                                 points, prediction.suggested_click))
+
+    def _publish(self, snapshot: Snapshot) -> None:
+        """Worker callback after every batch, once its autosave is written: the state."""
+        if not self.context.ok():
+            return
         with self._state_lock:
             self._snapshot = snapshot
         self._publish_state()

@@ -69,7 +69,12 @@ class AnnotationWorker:
 
     Args:
         session: the core session (used from the worker thread only).
-        publish: called with a :class:`Snapshot` after every batch that changed something.
+        publish: called with a :class:`Snapshot` after every batch that changed something,
+            once its autosave is written (the node publishes ``~/state`` from it: a state that
+            reports N clicks means they are on disk).
+        publish_labels: called with the same snapshot right after the decode, BEFORE the
+            autosave is written (the node publishes the labelled clouds from it, so the user
+            sees the labels without waiting for the disk), or None.
         report_error: called with a human-readable reason for every rejected input.
         transform: ``transform(request, cloud_frame) -> (x, y, z)`` in the cloud frame; raises
             ``ClickRejectedError`` when it cannot.
@@ -86,9 +91,11 @@ class AnnotationWorker:
                  cloud_policy: str = "latch", autosave_directory: str = "", resume: bool = True,
                  on_resume: Callable[[AnnotationRecord], None] | None = None,
                  log_info: Callable[[str], None] = log.info,
-                 output_directory: str = ".") -> None:
+                 output_directory: str = ".",
+                 publish_labels: Callable[[Snapshot], None] | None = None) -> None:
         self._session = session
         self._publish = publish
+        self._publish_labels = publish_labels
         self._report_error = report_error
         self._transform = transform
         self._on_resume = on_resume
@@ -362,6 +369,11 @@ class AnnotationWorker:
         if self._cloud is None:
             return
         self._predict()
+        snapshot = Snapshot(cloud=self._cloud, fingerprint=self._fingerprint,
+                            summary=self._summary, clicks=tuple(self._clicks),
+                            prediction=self._prediction, pending_clicks=self.pending_clicks)
+        if self._publish_labels is not None:
+            self._publish_labels(snapshot)
         try:
             directory = self._autosave_directory()
         except NPISegError as error:
@@ -377,6 +389,4 @@ class AnnotationWorker:
                     decoded_at=tuple(self._decoded_at)))
             except (OSError, ValueError) as error:  # full disk, read-only, ...: state is kept
                 self._report_error(f"autosave failed: {error}")
-        self._publish(Snapshot(cloud=self._cloud, fingerprint=self._fingerprint,
-                               summary=self._summary, clicks=tuple(self._clicks),
-                               prediction=self._prediction, pending_clicks=self.pending_clicks))
+        self._publish(snapshot)
