@@ -399,16 +399,22 @@ class SegmentationSession:
     def _full_resolution(self, cloud: _Cloud, voxel_labels: np.ndarray,
                          voxel_uncertainty: np.ndarray, voxel_confidence: np.ndarray | None,
                          decode_ms: float) -> Prediction:
-        labels = np.full(cloud.xyz.shape[0], INVALID_LABEL, np.int32)
-        uncertainty = np.full(cloud.xyz.shape[0], np.nan, np.float32)
         inverse = cloud.voxels.point_to_voxel
-        labels[cloud.valid_index] = voxel_labels[inverse]
         valid_uncertainty = voxel_uncertainty[inverse]
-        uncertainty[cloud.valid_index] = valid_uncertainty
         confidence = None
-        if voxel_confidence is not None:
-            confidence = np.full(cloud.xyz.shape[0], np.nan, np.float32)
-            confidence[cloud.valid_index] = voxel_confidence[inverse]
+        if cloud.valid_index.size == cloud.xyz.shape[0]:  # every point valid: plain gathers
+            labels = voxel_labels[inverse].astype(np.int32)
+            uncertainty = valid_uncertainty
+            if voxel_confidence is not None:
+                confidence = voxel_confidence[inverse]
+        else:
+            labels = np.full(cloud.xyz.shape[0], INVALID_LABEL, np.int32)
+            labels[cloud.valid_index] = voxel_labels[inverse]
+            uncertainty = np.full(cloud.xyz.shape[0], np.nan, np.float32)
+            uncertainty[cloud.valid_index] = valid_uncertainty
+            if voxel_confidence is not None:
+                confidence = np.full(cloud.xyz.shape[0], np.nan, np.float32)
+                confidence[cloud.valid_index] = voxel_confidence[inverse]
         clicks_per_object: dict[int, int] = {}
         for click in self._clicks:
             clicks_per_object[click.object_id] = clicks_per_object.get(click.object_id, 0) + 1
