@@ -204,7 +204,8 @@ def build_voxel_graph(points: np.ndarray, colors: np.ndarray | None = None,
         rgb = rgb / 255.0 if rgb.max(initial=0.0) > 1.0 else rgb
         change = np.linalg.norm(rgb[:, None, :] - rgb[neighbours], axis=2)
         cost *= 1.0 + config.color_weight * change
-    rows = np.repeat(np.arange(len(points)), neighbours.shape[1])
-    matrix = csr_matrix((cost.reshape(-1) + EDGE_EPSILON, (rows, neighbours.reshape(-1))),
+    # k entries per row, row by row: the CSR arrays directly (no COO sort)
+    indptr = np.arange(0, neighbours.size + 1, neighbours.shape[1])
+    matrix = csr_matrix((cost.reshape(-1) + EDGE_EPSILON, neighbours.reshape(-1), indptr),
                         shape=(len(points), len(points)))
     return VoxelGraph(matrix)
