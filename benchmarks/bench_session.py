@@ -3,8 +3,11 @@
     .venv/bin/python benchmarks/bench_session.py --out benchmarks/results/session.json
 
 For each model preset x scene x sparse-conv backend present, in a fresh subprocess (so peak RSS
-is the case's own): voxel count, scene-encode ms (voxelise + backbone, median of --repeats),
-per-click decode ms with S = --samples after 1, 5 and 20 clicks (the model's decode and the
+is the case's own), repeated in ``--processes`` fresh processes (on a shared VM one process
+can run ~30 % slower than the next): voxel count, scene-encode ms (``set_cloud``: voxelise,
+backbone, voxel graph; median over processes x --repeats), per-click ms with S = --samples for
+the 1st, 5th and 20th click (median over processes x --click-repeats NEW clicks at that count,
+each on a point not clicked before, so each pays its graph search; the model's decode and the
 whole ``predict`` incl. full-resolution mapping and the next-click suggestion), peak RSS.
 Scenes: the 150k-point coloured room and the 120k-point 64-beam LiDAR-like scan of
 ``bench_backbone.py``, and ``kitti``: the bundled real 124,668-point SemanticKITTI sweep
@@ -13,8 +16,8 @@ Scenes: the 150k-point coloured room and the 120k-point 64-beam LiDAR-like scan 
 one for coloured clouds (``shipped_rgb_checkpoint``: full-resolution decoding); other presets
 have random weights (speed does not depend on them, except through how many voxels a prior
 model's correction touches). ``--decode-strides 1 4`` also times other decode strides
-(``ModelConfig.decode_stride``) with the same weights: speed only (the labels are not what a
-model trained at that stride would give).
+(``ModelConfig.decode_stride``) with the same weights, ``--voxel-size 0.1`` another voxel size:
+speed only (the labels are not what a model trained that way would give).
 Goals (issue 9, not tests): per-click ``predict`` <= 50 ms, encode <= 0.5 s, 2 threads.
 """
 from __future__ import annotations
@@ -58,7 +61,7 @@ def scene(name: str) -> dict:
 
 
 def run_case(preset: str, scene_name: str, backend: str, samples: int, repeats: int,
-             decode_stride: int = 0) -> dict:
+             decode_stride: int = 0, click_repeats: int = 5, voxel_size: float = 0.0) -> dict:
     torch.manual_seed(0)
     if preset in ("shipped", "shipped-rgb"):  # the default model / the one for coloured clouds
         from npiseg_ros.core.checkpoint import load_model
@@ -72,34 +75,62 @@ def run_case(preset: str, scene_name: str, backend: str, samples: int, repeats: 
         model = build_model(preset_config(preset), backend=backend)
     if decode_stride:
         model.config = dataclasses.replace(model.config, decode_stride=decode_stride)
-    session = SegmentationSession(model, device="cpu", num_samples=samples, seed=0)
+    session = SegmentationSession(model, device="cpu", num_samples=samples, seed=0,
+                                  voxel_size=voxel_size or None)
     cloud = scene(scene_name)
     encode_ms = []
     for _ in range(repeats + 1):  # first run warms allocator and kernel-map code paths
         summary = session.set_cloud(**cloud)
         encode_ms.append(summary.encode_ms)
     rng = np.random.default_rng(0)
-    points = rng.choice(len(cloud["xyz"]), size=max(CLICK_COUNTS), replace=False)
-    decode_ms, predict_ms = {}, {}
+    points = rng.choice(len(cloud["xyz"]), size=max(CLICK_COUNTS) * (click_repeats + 1),
+                        replace=False)
+    spare = iter(points[max(CLICK_COUNTS):])
+    decode_ms: dict[int, list[float]] = {}
+    predict_ms: dict[int, list[float]] = {}
     for count in range(1, max(CLICK_COUNTS) + 1):
         # 4 objects clicked in turn, every 5th click a background click.
         object_id = 0 if count % 5 == 0 else 1 + count % 4
-        session.add_click(point_index=int(points[count - 1]), object_id=object_id)
-        start = time.perf_counter()
-        prediction = session.predict()
-        wall = (time.perf_counter() - start) * 1e3
         if count in CLICK_COUNTS:
-            decode_ms[count], predict_ms[count] = prediction.decode_ms, wall
+            # the count-th click, click_repeats times on points never clicked before (so each
+            # pays its own graph search, like a user's click), each undone again
+            for _ in range(click_repeats):
+                session.add_click(point_index=int(next(spare)), object_id=object_id)
+                start = time.perf_counter()
+                prediction = session.predict()
+                predict_ms.setdefault(count, []).append((time.perf_counter() - start) * 1e3)
+                decode_ms.setdefault(count, []).append(prediction.decode_ms)
+                session.undo()
+        session.add_click(point_index=int(points[count - 1]), object_id=object_id)
+        session.predict()
     return {
         "preset": preset, "scene": scene_name, "backend": backend, "samples": samples,
-        "decode_stride": model.config.decode_stride,
+        "decode_stride": model.config.decode_stride, "voxel_size": session.voxel_size,
         "decode_tokens": session.num_decode_tokens,
         "points": int(summary.num_points), "voxels": int(summary.num_voxels),
+        "encode_ms": encode_ms[1:],
         "encode_ms_median": statistics.median(encode_ms[1:]), "encode_ms_min": min(encode_ms[1:]),
         "decode_ms_after_clicks": decode_ms, "predict_ms_after_clicks": predict_ms,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "threads": torch.get_num_threads(),
     }
+
+
+def _merge(runs: list[dict]) -> dict:
+    """One case's processes -> one row: every sample kept, medians over all of them."""
+    row = {key: value for key, value in runs[0].items() if not key.startswith(("encode_ms",
+                                                                               "decode_ms",
+                                                                               "predict_ms"))}
+    row["processes"] = len(runs)
+    row["peak_rss_mb"] = max(run["peak_rss_mb"] for run in runs)
+    row["encode_ms"] = [v for run in runs for v in run["encode_ms"]]
+    row["encode_ms_median"] = statistics.median(row["encode_ms"])
+    for name in ("decode_ms", "predict_ms"):
+        samples = {c: [v for run in runs for v in run[f"{name}_after_clicks"][str(c)]]
+                   for c in CLICK_COUNTS}
+        row[f"{name}_after_clicks"] = samples
+        row[f"{name}_median"] = {c: statistics.median(v) for c, v in samples.items()}
+    return row
 
 
 def main() -> None:
@@ -114,6 +145,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--decode-strides", nargs="+", type=int, default=[0],
                         help="decode strides to time (0 = the model's own)")
+    parser.add_argument("--voxel-size", type=float, default=0.0,
+                        help="voxel edge in metres (0 = the model's own); another size times "
+                             "the model where it was not trained: speed only")
+    parser.add_argument("--processes", type=int, default=3,
+                        help="fresh processes per case (their speed differs by up to ~30 %% "
+                             "on a shared VM); medians are over all processes' samples")
+    parser.add_argument("--click-repeats", type=int, default=5,
+                        help="new clicks timed at each click count, per process")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/session.json"))
     parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: one case in this process
     args = parser.parse_args()
@@ -121,7 +160,7 @@ def main() -> None:
     if args.case:
         preset, scene_name, backend, stride = args.case.split(":")
         print(json.dumps(run_case(preset, scene_name, backend, args.samples, args.repeats,
-                                  int(stride))))
+                                  int(stride), args.click_repeats, args.voxel_size)))
         return
     backends = args.backends or available_backends()
     results = []
@@ -136,17 +175,22 @@ def main() -> None:
                 command = [sys.executable, __file__, "--case",
                            f"{preset}:{scene_name}:{backend}:{stride}",
                            "--samples", str(args.samples), "--repeats", str(args.repeats),
-                           "--threads", str(args.threads)]
-                done = subprocess.run(command, capture_output=True, text=True)
-                if done.returncode != 0:
-                    print(f"{preset} {scene_name} {backend}: FAILED\n{done.stderr[-2000:]}")
+                           "--threads", str(args.threads),
+                           "--click-repeats", str(args.click_repeats),
+                           "--voxel-size", str(args.voxel_size)]
+                runs = []
+                for _ in range(args.processes):
+                    done = subprocess.run(command, capture_output=True, text=True)
+                    if done.returncode != 0:
+                        print(f"{preset} {scene_name} {backend}: FAILED\n{done.stderr[-2000:]}")
+                        break
+                    runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+                if len(runs) < args.processes:
                     continue
-                row = json.loads(done.stdout.strip().splitlines()[-1])
+                row = _merge(runs)
                 results.append(row)
-                decodes = " ".join(f"{row['decode_ms_after_clicks'][str(c)]:8.0f}"
-                                   for c in CLICK_COUNTS)
-                predicts = " ".join(f"{row['predict_ms_after_clicks'][str(c)]:8.0f}"
-                                    for c in CLICK_COUNTS)
+                decodes = " ".join(f"{row['decode_ms_median'][c]:8.0f}" for c in CLICK_COUNTS)
+                predicts = " ".join(f"{row['predict_ms_median'][c]:8.0f}" for c in CLICK_COUNTS)
                 print(f"{preset:7} {scene_name:6} {backend:8} {row['decode_stride']:6d} "
                       f"{row['voxels']:7d} {row['decode_tokens']:7d} "
                       f"{row['encode_ms_median']:10.0f} {decodes} {predicts} "
