@@ -49,10 +49,11 @@ def share_path(relative: str) -> Path:
     return next((path for path in candidates if path.exists()), candidates[0])
 
 
-DEFAULT_CHECKPOINT = "npiseg_prior_coarse.safetensors"
+DEFAULT_CHECKPOINT = "npiseg_prior_coarse8.safetensors"
 """The default model (docs/training.md): the best measured on real LiDAR sweeps — the joint
-prior model fine-tuned to decode on 20 cm cells (run ``prior_coarse_v1``): better on the real
-val sweeps than full-resolution decoding and ~2.4x faster per click."""
+prior model fine-tuned to decode on 20 cm cells (run ``prior_coarse_v1``), then on 40 cm cells
+(run ``prior_coarse8_v1``): better on the real val sweeps than 20 cm cells and than
+full-resolution decoding, and the fastest per click."""
 
 RGB_CHECKPOINT = "npiseg_prior.safetensors"
 """The model for clouds WITH colours (RGB-D rooms), when shipped (docs/training.md): the joint
