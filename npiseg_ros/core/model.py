@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -426,8 +427,9 @@ class NPISeg3D(nn.Module):
         GEMM gives every sample's similarities, and the variance is not computed (None: that
         uncertainty does not use it). Otherwise the variance is the mean square of products with
         the centred prototypes, and the probabilities the softmax of the mean. The products are
-        formed in blocks of ``_GEMM_CHUNK`` tokens, so each (S*Q, block) product stays in cache
-        and memory is bounded at O(block * S * Q).
+        formed in blocks of tokens (about ``_GEMM_BLOCK`` (S*Q, tokens) entries, at least
+        ``_GEMM_CHUNK`` tokens), so each product stays in cache and memory is bounded at
+        O(block * S * Q).
 
         With ``cell_of_row`` (V,) the ``points`` are decoder cells: similarities, their
         per-label maxima and variances are computed once per cell, and every output row takes
@@ -447,8 +449,7 @@ class NPISeg3D(nn.Module):
         # over short leading dimensions of contiguous rows (several times faster on CPU than
         # slicing the last dimension of (n, S, Q)). Results are returned as (V, .) views.
         block = max(_GEMM_CHUNK, _GEMM_BLOCK // (num_samples * num_queries))
-        offsets = (itertools.repeat(None) if prior_logits is None or cell_of_row is not None
-                   else iter(prior_logits.split(block)))            # (n, C) per token block
+        offsets = _row_blocks(None if cell_of_row is not None else prior_logits, block)
         means, spreads, probabilities = [], [], []
         for chunk in points.split(block):
             means.append(_max_per_label_rows(centre @ chunk.T, segments))           # (C, n)
@@ -472,8 +473,7 @@ class NPISeg3D(nn.Module):
             # scaled once per cell, then gathered per row as (S*C, n) column blocks
             per_label = (self._gain(prior_logits) * torch.cat(spreads, dim=2)).view(
                 num_samples * num_classes, -1)                                       # (S*C, N)
-            offsets = (itertools.repeat(None) if prior_logits is None
-                       else iter(prior_logits.split(_ROW_CHUNK)))
+            offsets = _row_blocks(prior_logits, _ROW_CHUNK)
             probabilities = [
                 self._mean_softmax(per_label.index_select(1, cells).view(
                     num_samples, num_classes, -1), offset)
@@ -517,6 +517,11 @@ def _object_samples(source: Gaussian, scene_sample: Tensor | None, num_samples: 
     return source.sample(1, generator)[0]  # (S, C, d): one draw per scene-latent sample
 
 
+def _row_blocks(prior_logits: Tensor | None, size: int) -> Iterator[Tensor | None]:
+    """The (n, C) blocks of ``size`` rows of ``prior_logits``, or None forever without them."""
+    return itertools.repeat(None) if prior_logits is None else iter(prior_logits.split(size))
+
+
 def _check_clicks(click_voxels: Tensor, click_labels: Tensor, num_voxels: int) -> int:
     """Validate decoder click inputs; return C = M + 1."""
     if click_voxels.ndim != 1 or click_voxels.shape != click_labels.shape:
@@ -542,8 +547,6 @@ def _max_per_label(similarity: Tensor, segments: list[tuple[int, int]]) -> Tenso
     Queries are sorted by label in :meth:`NPISeg3D.decode`, so each label owns a contiguous
     slice ``segments[c]``; slicing beats a scatter-reduce over every (point, query) pair.
     """
-    if similarity.dim() == 2 and similarity.stride(0) == 1:  # a (V, Q) view of (Q, V) rows
-        return _max_per_label_rows(similarity.T, segments).T
     return torch.stack([similarity[..., lo:hi].amax(dim=-1) for lo, hi in segments], dim=-1)
 
 

@@ -315,13 +315,20 @@ def label_colors(labels: np.ndarray) -> np.ndarray:
     Background (0) and invalid labels are grey; object ids walk the hue circle by the golden
     ratio so that consecutive ids get clearly different, stable colours for any number of objects.
     """
-    labels = np.maximum(np.asarray(labels, dtype=np.int64), 0)
-    # A lookup table over the ids present (bincount, no sort): O(N) for any number of points.
-    present = np.flatnonzero(np.bincount(labels.reshape(-1)))
+    palette, ids = _id_palette(labels)
+    return palette[ids]
+
+
+def _id_palette(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) object ids -> ((max id + 1, 3) uint8 colours of the ids present, (N,) int64 row of
+    every point): a lookup table over the ids present (bincount, no sort), O(N) for any number
+    of points; invalid (negative) ids take the background's row."""
+    ids = np.maximum(np.asarray(labels, dtype=np.int64), 0).reshape(-1)
+    present = np.flatnonzero(np.bincount(ids))
     palette = np.zeros((int(present[-1]) + 1 if present.size else 1, 3), dtype=np.uint8)
     for object_id in present:
         palette[object_id] = object_color(int(object_id))
-    return palette[labels.reshape(-1)]
+    return palette, ids
 
 
 def object_color(object_id: int) -> tuple[int, int, int]:
@@ -371,11 +378,9 @@ class OutputClouds:
         shown = np.where(labels < 0, NO_LABEL, labels).astype(np.uint32)
         self._segmented.write("label", shown)
         self._segmented.write("uncertainty", np.asarray(uncertainty, dtype=np.float32))
-        # one gather from a packed palette of the ids present (same colours as label_colors)
-        present = np.flatnonzero(np.bincount(shown))
-        palette = np.zeros(int(present[-1]) + 1 if present.size else 1, np.uint32)
-        palette[present] = pack_rgb(label_colors(present)).view(np.uint32)
-        self._segmented.write("rgb", palette[shown].view(np.float32))
+        # the palette of the ids present, packed once, then one gather (label_colors' colours)
+        palette, ids = _id_palette(shown)
+        self._segmented.write("rgb", pack_rgb(palette)[ids])
         return self._segmented.message(header)
 
     def uncertainty(self, header: Header, uncertainty: np.ndarray) -> PointCloud2:
