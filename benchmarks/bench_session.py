@@ -17,7 +17,10 @@ one for coloured clouds (``shipped_rgb_checkpoint``: full-resolution decoding); 
 have random weights (speed does not depend on them, except through how many voxels a prior
 model's correction touches). ``--decode-strides 1 4`` also times other decode strides
 (``ModelConfig.decode_stride``) with the same weights, ``--voxel-size 0.1`` another voxel size:
-speed only (the labels are not what a model trained that way would give).
+speed only (the labels are not what a model trained that way would give). ``--thread``: where
+the PyTorch work runs (``THREADS``): ``main`` (default), ``worker`` (as the ROS node runs it)
+or ``split`` (models loaded on one thread, used on another: two OpenMP teams, see
+docs/backbone.md); ``--checkpoint FILE`` times that checkpoint as preset ``file``.
 Goals (issue 9, not tests): per-click ``predict`` <= 50 ms, encode <= 0.5 s, 2 threads.
 """
 from __future__ import annotations
@@ -29,8 +32,10 @@ import json
 import platform
 import resource
 import statistics
+import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -45,6 +50,14 @@ from npiseg_ros.core.build import build_model, preset_config  # noqa: E402
 from npiseg_ros.core.session import SegmentationSession  # noqa: E402
 
 CLICK_COUNTS = (1, 5, 20)
+CHECKPOINT_VARIABLE = "NPISEG_BENCH_CHECKPOINT"  # --checkpoint, handed to the case processes
+THREADS = {
+    "main": "everything on the process's main thread (a library user's script)",
+    "worker": "the model loaded and the session run on one other thread (the ROS node: its "
+              "worker thread does all of its PyTorch work)",
+    "split": "the model loaded on the main thread, the session run on another (the node "
+             "before 2026-12-06: two OpenMP thread teams)",
+}
 
 
 KITTI_SWEEP = (Path(__file__).resolve().parents[2]
@@ -61,18 +74,49 @@ def scene(name: str) -> dict:
 
 
 def run_case(preset: str, scene_name: str, backend: str, samples: int, repeats: int,
-             decode_stride: int = 0, click_repeats: int = 5, voxel_size: float = 0.0) -> dict:
+             decode_stride: int = 0, click_repeats: int = 5, voxel_size: float = 0.0,
+             thread: str = "main") -> dict:
+    """One case in this process, on the thread(s) ``thread`` names (see ``THREADS``)."""
+    if thread == "main":
+        row = _run_case(_load(preset, backend), scene_name, samples, repeats, decode_stride,
+                        click_repeats, voxel_size)
+        return {"preset": preset, "backend": backend, "thread": thread, **row}
+    model = _load(preset, backend) if thread == "split" else None
+    outcome: dict = {}
+
+    def work() -> None:
+        try:
+            outcome["row"] = _run_case(model or _load(preset, backend), scene_name, samples,
+                                       repeats, decode_stride, click_repeats, voxel_size)
+        except BaseException as error:  # re-raised on the main thread
+            outcome["error"] = error
+
+    worker = threading.Thread(target=work, name="bench-worker")
+    worker.start()
+    worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return {"preset": preset, "backend": backend, "thread": thread, **outcome["row"]}
+
+
+def _load(preset: str, backend: str):
     torch.manual_seed(0)
-    if preset in ("shipped", "shipped-rgb"):  # the default model / the one for coloured clouds
+    if preset in ("shipped", "shipped-rgb", "file"):  # default model / coloured clouds' / file
         from npiseg_ros.core.checkpoint import load_model
         from npiseg_ros.resources import shipped_checkpoint, shipped_rgb_checkpoint
 
-        path = shipped_checkpoint() if preset == "shipped" else shipped_rgb_checkpoint()
+        path = {"shipped": shipped_checkpoint, "shipped-rgb": shipped_rgb_checkpoint,
+                "file": lambda: os.environ.get(CHECKPOINT_VARIABLE, "")}[preset]()
         if not path:
             raise SystemExit(f"no {preset} checkpoint is installed")
         model = load_model(path, backend=backend)
     else:
         model = build_model(preset_config(preset), backend=backend)
+    return model
+
+
+def _run_case(model, scene_name: str, samples: int, repeats: int, decode_stride: int,
+              click_repeats: int, voxel_size: float) -> dict:
     if decode_stride:
         model.config = dataclasses.replace(model.config, decode_stride=decode_stride)
     session = SegmentationSession(model, device="cpu", num_samples=samples, seed=0,
@@ -104,7 +148,7 @@ def run_case(preset: str, scene_name: str, backend: str, samples: int, repeats: 
         session.add_click(point_index=int(points[count - 1]), object_id=object_id)
         session.predict()
     return {
-        "preset": preset, "scene": scene_name, "backend": backend, "samples": samples,
+        "scene": scene_name, "samples": samples,
         "decode_stride": model.config.decode_stride, "voxel_size": session.voxel_size,
         "decode_tokens": session.num_decode_tokens,
         "points": int(summary.num_points), "voxels": int(summary.num_voxels),
@@ -153,48 +197,63 @@ def main() -> None:
                              "on a shared VM); medians are over all processes' samples")
     parser.add_argument("--click-repeats", type=int, default=5,
                         help="new clicks timed at each click count, per process")
+    parser.add_argument("--thread", nargs="+", choices=sorted(THREADS), default=["main"],
+                        help="where the PyTorch work runs: " + "; ".join(
+                            f"{name}: {text}" for name, text in THREADS.items()))
+    parser.add_argument("--checkpoint", type=Path,
+                        help="a .safetensors model, timed as preset 'file'")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/session.json"))
     parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: one case in this process
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.case:
-        preset, scene_name, backend, stride = args.case.split(":")
+        preset, scene_name, backend, stride, thread = args.case.split(":")
         print(json.dumps(run_case(preset, scene_name, backend, args.samples, args.repeats,
-                                  int(stride), args.click_repeats, args.voxel_size)))
+                                  int(stride), args.click_repeats, args.voxel_size, thread)))
         return
+    if args.checkpoint is not None:
+        os.environ[CHECKPOINT_VARIABLE] = str(args.checkpoint.resolve())
+        if "file" not in args.presets:
+            args.presets.append("file")
     backends = args.backends or available_backends()
     results = []
-    header = (f"{'preset':7} {'scene':6} {'backend':8} {'stride':>6} {'voxels':>7} "
+    header = (f"{'preset':11} {'scene':6} {'backend':8} {'thread':6} {'stride':>6} {'voxels':>7} "
               f"{'tokens':>7} {'encode ms':>10} "
               + " ".join(f"{'dec@' + str(c):>8}" for c in CLICK_COUNTS) + " "
               + " ".join(f"{'pred@' + str(c):>8}" for c in CLICK_COUNTS) + f" {'RSS MB':>7}")
     print(header)
-    for preset in args.presets:
-        for scene_name in args.scenes:
-            for backend, stride in itertools.product(backends, args.decode_strides):
-                command = [sys.executable, __file__, "--case",
-                           f"{preset}:{scene_name}:{backend}:{stride}",
-                           "--samples", str(args.samples), "--repeats", str(args.repeats),
-                           "--threads", str(args.threads),
-                           "--click-repeats", str(args.click_repeats),
-                           "--voxel-size", str(args.voxel_size)]
-                runs = []
-                for _ in range(args.processes):
-                    done = subprocess.run(command, capture_output=True, text=True)
-                    if done.returncode != 0:
-                        print(f"{preset} {scene_name} {backend}: FAILED\n{done.stderr[-2000:]}")
-                        break
-                    runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
-                if len(runs) < args.processes:
-                    continue
-                row = _merge(runs)
-                results.append(row)
-                decodes = " ".join(f"{row['decode_ms_median'][c]:8.0f}" for c in CLICK_COUNTS)
-                predicts = " ".join(f"{row['predict_ms_median'][c]:8.0f}" for c in CLICK_COUNTS)
-                print(f"{preset:7} {scene_name:6} {backend:8} {row['decode_stride']:6d} "
-                      f"{row['voxels']:7d} {row['decode_tokens']:7d} "
-                      f"{row['encode_ms_median']:10.0f} {decodes} {predicts} "
-                      f"{row['peak_rss_mb']:7.0f}")
+    cases = list(itertools.product(args.presets, args.scenes, backends, args.decode_strides,
+                                   args.thread))
+    runs: dict[tuple, list[dict]] = {case: [] for case in cases}
+    failed: set[tuple] = set()
+    # Processes are the outer loop: the cases take turns, so a slow spell of a shared machine
+    # falls on all of them alike instead of on one case.
+    for _ in range(args.processes):
+        for case in cases:
+            if case in failed:
+                continue
+            command = [sys.executable, __file__, "--case", ":".join(map(str, case)),
+                       "--samples", str(args.samples), "--repeats", str(args.repeats),
+                       "--threads", str(args.threads), "--click-repeats", str(args.click_repeats),
+                       "--voxel-size", str(args.voxel_size)]
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                print(f"{' '.join(map(str, case))}: FAILED\n{done.stderr[-2000:]}")
+                failed.add(case)
+                continue
+            runs[case].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    for case in cases:
+        if case in failed:
+            continue
+        preset, scene_name, backend, _, thread = case
+        row = _merge(runs[case])
+        results.append(row)
+        decodes = " ".join(f"{row['decode_ms_median'][c]:8.0f}" for c in CLICK_COUNTS)
+        predicts = " ".join(f"{row['predict_ms_median'][c]:8.0f}" for c in CLICK_COUNTS)
+        print(f"{preset:11} {scene_name:6} {backend:8} {thread:6} {row['decode_stride']:6d} "
+              f"{row['voxels']:7d} {row['decode_tokens']:7d} "
+              f"{row['encode_ms_median']:10.0f} {decodes} {predicts} "
+              f"{row['peak_rss_mb']:7.0f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "machine": {"platform": platform.platform(), "processor": platform.processor(),

@@ -10,6 +10,10 @@ file only when given (empty = the file's value). ``rviz:=true`` starts RViz with
 view when rviz2 is installed, and otherwise says so and runs the node alone. When the node ends
 (an error at start, Ctrl-C), the whole launch ends with it, so RViz is never left behind.
 
+The node's OpenMP threads sleep while they wait (``OMP_WAIT_POLICY=PASSIVE``) unless the
+environment sets ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` (on cores nothing else uses,
+``GOMP_SPINCOUNT=300000``, libgomp's default spin, answers clicks sooner; docs/backbone.md).
+
 The Fast DDS shared-memory profile is exported to every process this launch starts; start the
 cloud publisher (driver, bag player) with the same FASTDDS_DEFAULT_PROFILES_FILE so that large
 clouds use shared memory too (the publisher's profile decides).
@@ -44,6 +48,16 @@ def rviz2_installed() -> bool:
     return os.access(os.path.join(prefix, "lib", "rviz2", "rviz2"), os.X_OK)
 
 
+def openmp_environment() -> dict[str, str]:
+    """``OMP_WAIT_POLICY=PASSIVE`` for the node unless the environment chooses how OpenMP
+    threads wait (``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``): spinning threads collapse when
+    other processes load the cores (a decode 10-50x slower), sleeping ones cost a few ms per
+    click on idle cores (docs/backbone.md, "OpenMP threads")."""
+    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
+        return {}
+    return {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
 def _actions(context):
     """The node with the params file plus the given overrides; RViz when asked and present."""
     parameters = [LaunchConfiguration("params_file").perform(context)]
@@ -59,6 +73,7 @@ def _actions(context):
         emulate_tty=True,
         parameters=parameters,
         on_exit=Shutdown(reason="segment_node ended"),
+        **({"additional_env": openmp_environment()} if openmp_environment() else {}),
     )]
     if LaunchConfiguration("rviz").perform(context).lower() in ("true", "1", "yes"):
         if rviz2_installed():

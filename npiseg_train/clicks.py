@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from npiseg_ros.core.geodesic import ClickDistanceCache, VoxelGraph, distance_limit
+from npiseg_ros.core.geodesic import ClickDistanceCache, VoxelGraph
 from npiseg_ros.core.model import NPISeg3D, SceneEmbedding
 from npiseg_ros.core.voxelize import voxelize
 from npiseg_ros.eval.simulator import SimulatedClick, initial_clicks
@@ -167,8 +167,7 @@ class ClickDistances:
         self.graph = graph if model.prior is not None else None
         self._cache = None
         if self.graph is not None:
-            limit = distance_limit(float(model.prior.log_radius.detach().exp()))
-            self._cache = ClickDistanceCache(self.graph, limit)
+            self._cache = ClickDistanceCache(self.graph, model.distance_limit())
 
     def __call__(self, click_voxels: np.ndarray | torch.Tensor) -> torch.Tensor | None:
         """(K, V) float32 distances, or None without a prior."""

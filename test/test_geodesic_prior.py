@@ -299,3 +299,41 @@ def test_decode_rejects_cell_distances_of_the_wrong_shape():
         model.decode(scene, torch.tensor([0, 5]), torch.tensor([1, 0]), num_samples=2,
                      click_distances=distances,
                      cell_click_distances=torch.zeros(2, scene.cells.num_cells + 1))
+
+
+def test_the_distance_horizon_stops_every_click_search_in_session_and_training(tmp_path):
+    import dataclasses
+
+    from npiseg_ros.core.checkpoint import load_model, save_checkpoint
+    from npiseg_ros.core.config import ModelConfig
+    from npiseg_ros.core.errors import ConfigError
+    from npiseg_train.clicks import ClickDistances
+
+    default = _prior_model()
+    radius = float(default.prior.log_radius.detach().exp())
+    assert default.distance_limit() == distance_limit(radius) == max(30.0, 4 * radius)
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(preset_config("prior"), distance_horizon_m=0.5))
+    assert model.distance_limit() == distance_limit(radius, 0.5) == 0.5
+    xyz, rgb, labels = floor_with_boxes(seed=1, num_boxes=2)
+    session = SegmentationSession(model, num_samples=2)
+    session.set_cloud(xyz, colors=rgb)
+    click = session.add_click(point_index=int(np.flatnonzero(labels == 1)[0]), object_id=1)
+    session.predict()
+    graph = session._cloud.distances.graph
+    full = graph.distances([click.voxel_index])[0]
+    for row in (session._cloud.distances.rows([click.voxel_index])[0],  # the session's
+                ClickDistances(model, graph)([click.voxel_index])[0].numpy()):  # training's
+        near = full <= 0.5
+        assert near.sum() > 10 and (~near & np.isfinite(full)).sum() > 10
+        np.testing.assert_array_equal(row[near], full[near].astype(np.float32))
+        assert np.isinf(row[~near]).all()
+    # the horizon travels with the checkpoint; configs written before it existed mean 0
+    path = tmp_path / "h.safetensors"
+    save_checkpoint(path, model)
+    assert load_model(path).distance_limit() == 0.5
+    values = ModelConfig().to_dict()
+    del values["distance_horizon_m"]
+    assert ModelConfig.from_dict(values).distance_horizon_m == 0.0
+    with pytest.raises(ConfigError, match="distance_horizon_m"):
+        ModelConfig(distance_horizon_m=-1.0)

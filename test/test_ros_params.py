@@ -150,6 +150,15 @@ def test_launch_overrides_only_the_given_arguments(monkeypatch):
     assert node.kwargs["executable"] == "segment_node" and node.kwargs["name"] == "npiseg"
     # The launch ends with the node (an error at start, Ctrl-C): nothing is left running.
     assert "on_exit" in node.kwargs
+    # OpenMP threads sleep while they wait unless the user's environment says otherwise
+    for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        monkeypatch.delenv(name, raising=False)
+    assert _launch_actions(monkeypatch)[0].kwargs["additional_env"] == {
+        "OMP_WAIT_POLICY": "PASSIVE"}
+    for name, value in (("OMP_WAIT_POLICY", "ACTIVE"), ("GOMP_SPINCOUNT", "3000")):
+        with monkeypatch.context() as environment:
+            environment.setenv(name, value)
+            assert "additional_env" not in _launch_actions(monkeypatch)[0].kwargs, name
     node = _launch_actions(monkeypatch, checkpoint="m.safetensors",
                            qos_reliability="reliable", cloud_topic="/velodyne_points")[0]
     assert node.kwargs["parameters"] == ["p.yaml", {

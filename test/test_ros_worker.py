@@ -401,3 +401,70 @@ def test_labels_are_published_before_the_autosave_and_the_state_after_it(harness
 def _saved_clicks(tmp_path, snapshot):
     record = load_autosave(tmp_path / "autosave", snapshot.fingerprint)
     return None if record is None else len(record.clicks)
+
+
+class ThreadRecordingSession(FakeSession):
+    """A FakeSession that records the thread of every set_cloud / predict."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: set[int] = set()
+
+    def set_cloud(self, xyz, colors=None, intensity=None) -> CloudSummary:
+        self.threads.add(threading.get_ident())
+        return super().set_cloud(xyz, colors, intensity)
+
+    def predict(self) -> Prediction:
+        self.threads.add(threading.get_ident())
+        return super().predict()
+
+
+def test_a_session_factory_runs_on_the_worker_thread_with_everything_else(tmp_path):
+    # The node builds its session (loads the models) this way, so that one thread runs all
+    # of its PyTorch work (one OpenMP team; see AnnotationWorker).
+    built_on, sessions = [], []
+
+    def factory():
+        built_on.append(threading.get_ident())
+        sessions.append(ThreadRecordingSession())
+        return sessions[0]
+
+    published = threading.Event()
+    worker = AnnotationWorker(None, session_factory=factory,
+                              publish=lambda snapshot: published.set(), report_error=print,
+                              transform=lambda request, frame: request.position,
+                              output_directory=str(tmp_path))
+    assert built_on == []  # nothing is built before start
+    worker.start()
+    try:
+        assert len(built_on) == 1 and built_on[0] != threading.get_ident()
+        worker.submit_cloud(cloud())
+        worker.submit_click(ClickRequest(object_id=1, point_index=2))
+        assert published.wait(30)
+        worker.call("new_object")
+        assert sessions[0].threads == {built_on[0]}
+        assert sessions[0].calls[0] == "set_cloud" and "predict1" in sessions[0].calls
+    finally:
+        worker.stop()
+
+
+def test_a_failing_session_factory_is_raised_by_start_and_ends_the_worker(tmp_path):
+    from npiseg_ros.core.errors import CheckpointError
+
+    def factory():
+        raise CheckpointError("no checkpoint at /nowhere.safetensors")
+
+    worker = AnnotationWorker(None, session_factory=factory, publish=print, report_error=print,
+                              transform=lambda request, frame: request.position,
+                              output_directory=str(tmp_path))
+    with pytest.raises(CheckpointError, match="nowhere"):
+        worker.start()
+    assert not worker._thread.is_alive()
+
+
+def test_the_worker_takes_exactly_one_of_session_and_factory(tmp_path):
+    for session, factory in ((None, None), (FakeSession(), FakeSession)):
+        with pytest.raises(ValueError, match="exactly one"):
+            AnnotationWorker(session, session_factory=factory, publish=print,
+                             report_error=print, transform=lambda request, frame: None,
+                             output_directory=str(tmp_path))

@@ -65,6 +65,10 @@ class ModelConfig:
             prior's distances min-pooled per cell) and the labels are read out per voxel:
             the cell's learned similarities plus the voxel's own full-resolution prior logits
             (``docs/model.md``, "Coarse decoding"). Cuts the per-click cost with the cell count.
+        distance_horizon_m: graph metres up to which a click's distances are computed (its
+            Dijkstra stops there; farther voxels count as unreachable). 0 = the rule of
+            ``core.geodesic.distance_limit`` (max(30 m, 4 R)). A model is trained and run with
+            the same horizon; a shorter one makes each new click's graph search cheaper.
     """
 
     backbone: str = "small"
@@ -92,6 +96,7 @@ class ModelConfig:
     graph_normal_weight: float = 10.0
     graph_color_weight: float = 10.0
     decode_stride: int = 1
+    distance_horizon_m: float = 0.0
 
     def __post_init__(self) -> None:
         _check_choice("input_mode", self.input_mode, INPUT_MODES)
@@ -103,6 +108,9 @@ class ModelConfig:
                 raise ConfigError(f"{name} must be > 0 metres, got {getattr(self, name)}")
         if self.graph_normal_weight < 0 or self.graph_color_weight < 0:
             raise ConfigError("graph_normal_weight and graph_color_weight must be >= 0")
+        if not self.distance_horizon_m >= 0:
+            raise ConfigError(f"distance_horizon_m must be >= 0 metres (0 = the default rule), "
+                              f"got {self.distance_horizon_m}")
         if not self.voxel_size > 0:
             raise ConfigError(f"voxel_size must be > 0 metres, got {self.voxel_size}")
         for name in ("hidden_dim", "num_heads", "ffn_dim", "num_decoder_layers",

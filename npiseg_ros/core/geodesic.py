@@ -27,13 +27,17 @@ EDGE_EPSILON = 1e-9
 """Added to every edge cost: scipy drops explicit zeros, which would disconnect duplicates."""
 
 
-def distance_limit(radius: float) -> float:
-    """Graph metres beyond which the prior's distances need not be exact.
+def distance_limit(radius: float, horizon: float = 0.0) -> float:
+    """Graph metres beyond which the prior's distances are not computed (Dijkstra stops).
 
-    A voxel farther than the background radius R from every object click is background
-    whatever its exact distances, so Dijkstra may stop well beyond R; the margin keeps the
-    distance features (exp(-d / 8 m)) and the attention decay meaningful.
+    ``horizon`` > 0 (``ModelConfig.distance_horizon_m``, what the model was trained with)
+    is used as it is. Otherwise: a voxel farther than the background radius R from every
+    object click is background whatever its exact distances, so Dijkstra may stop well beyond
+    R; the margin of max(30 m, 4 R) keeps the distance features (exp(-d / 8 m)) and the
+    attention decay meaningful.
     """
+    if horizon > 0:
+        return float(horizon)
     return max(30.0, 4.0 * radius)
 
 

@@ -16,6 +16,7 @@ from npiseg_ros.core.decoder import (ClickAttentionDecoder, FourierPositionEncod
                                      PreviousMaskEncoder, mlp)
 from npiseg_ros.core.neural_process import (Gaussian, ObjectLatent, PrototypeModulator,
                                             SceneLatent, label_means, label_sums)
+from npiseg_ros.core.geodesic import distance_limit
 from npiseg_ros.core.prior import GeodesicPrior
 from npiseg_ros.core.sparse.coords import lexicographic_keys
 
@@ -142,6 +143,14 @@ class NPISeg3D(nn.Module):
         self.modulator = PrototypeModulator(dim) if config.probabilistic else None
         self.prior = (GeodesicPrior(dim, config.prior_radius, config.voxel_size)
                       if config.geodesic_prior else None)
+
+    def distance_limit(self) -> float:
+        """Graph metres up to which click distances are computed for this model (its trained
+        ``distance_horizon_m``, else ``core.geodesic.distance_limit`` of its learned radius)."""
+        if self.prior is None:
+            raise ValueError("a model without the geodesic prior uses no click distances")
+        return distance_limit(float(self.prior.log_radius.detach().exp()),
+                              self.config.distance_horizon_m)
 
     def position_codes(self, xyz: Tensor) -> Tensor:
         """(V, 3) metres -> (V, d) position encodings of one scene (config.position_encoding)."""
@@ -483,9 +492,10 @@ class NPISeg3D(nn.Module):
     @staticmethod
     def _mean_softmax(scaled: Tensor, prior_logits: Tensor | None) -> Tensor:
         """(S, C, n) scaled per-sample label similarities (``_gain`` x similarity) + the rows'
-        (n, C) prior logits -> (n, C) mean over the samples of the softmax over labels."""
+        (C, n) prior logits (label-major, see ``_row_blocks``) -> (n, C) mean over the samples
+        of the softmax over labels."""
         if prior_logits is not None:
-            scaled = scaled + prior_logits.T.unsqueeze(0)
+            scaled = scaled + prior_logits.unsqueeze(0)
         return scaled.softmax(dim=1).mean(dim=0).T
 
     def _object_context(self, embeddings: Tensor, labels: Tensor, num_classes: int) -> Tensor:
@@ -518,8 +528,12 @@ def _object_samples(source: Gaussian, scene_sample: Tensor | None, num_samples: 
 
 
 def _row_blocks(prior_logits: Tensor | None, size: int) -> Iterator[Tensor | None]:
-    """The (n, C) blocks of ``size`` rows of ``prior_logits``, or None forever without them."""
-    return itertools.repeat(None) if prior_logits is None else iter(prior_logits.split(size))
+    """The (V, C) ``prior_logits`` as (C, n) blocks of ``size`` rows each, label-major (one
+    transposed copy: added to (S, C, n) similarities, a contiguous last dimension is ~3x
+    faster than a transposed view), or None forever without them."""
+    if prior_logits is None:
+        return itertools.repeat(None)
+    return iter(prior_logits.T.contiguous().split(size, dim=1))
 
 
 def _check_clicks(click_voxels: Tensor, click_labels: Tensor, num_voxels: int) -> int:

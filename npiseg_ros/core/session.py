@@ -14,7 +14,7 @@ import torch
 
 from npiseg_ros.core.config import UNCERTAINTY_MODES
 from npiseg_ros.core.errors import ClickRejectedError, ConfigError, InvalidCloudError, NoCloudError
-from npiseg_ros.core.geodesic import ClickDistanceCache, build_voxel_graph, distance_limit
+from npiseg_ros.core.geodesic import ClickDistanceCache, build_voxel_graph
 from npiseg_ros.core.model import NPISeg3D, SceneEmbedding
 from npiseg_ros.core.suggest import region_cells, suggest_next_click
 from npiseg_ros.core.types import (BACKGROUND_ID, INVALID_LABEL, Click, CloudSummary, ObjectStats,
@@ -221,8 +221,7 @@ class SegmentationSession:
             voxel_colors = None if colors is None else colors[representative]
             graph = build_voxel_graph(xyz[representative], voxel_colors,
                                       model.config.graph_config())
-            limit = distance_limit(float(model.prior.log_radius.detach().exp()))
-            distances = ClickDistanceCache(graph, limit)
+            distances = ClickDistanceCache(graph, model.distance_limit())
         self._cloud = _Cloud(xyz, valid, valid_index, voxels, voxel_of_point, voxel_xyz, embedding,
                              model, distances, valid_xyz,
                              region_cells(valid_xyz, _suggestion_region_m(voxels)),

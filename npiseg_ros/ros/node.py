@@ -66,20 +66,18 @@ class SegmentationNode(Node):
                                   "it") from error
         self.get_logger().info(f"writing only inside {self._output_root}")
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        session, loaded = build_session(self.settings)
-        if "UNTRAINED" in loaded:  # only with allow_untrained: true (tests)
-            self.get_logger().warning("allow_untrained: no checkpoint found, using an "
-                                      + loaded + " - labels are meaningless")
-        self.get_logger().info(f"model: {loaded}")
         self._error = ErrorInfo()
         self._snapshot: Snapshot | None = None
         # the output clouds' packed x, y, z of the cloud published last (worker thread only)
         self._outputs: tuple[object, conversions.OutputClouds] | None = None
         self._state_lock = threading.Lock()
         self._transformer = ClickTransformer(self)
+        # The models are loaded on the worker thread, which runs every PyTorch call of the
+        # node (see AnnotationWorker); start() raises a loading error here (exit 2).
         self.worker = AnnotationWorker(
-            session, publish=self._publish, report_error=self._report_error,
-            transform=self._transform, cloud_policy=self.settings.cloud_policy,
+            None, session_factory=self._build_session, publish=self._publish,
+            report_error=self._report_error, transform=self._transform,
+            cloud_policy=self.settings.cloud_policy,
             autosave_directory=self.settings.autosave_directory, resume=self.settings.resume,
             on_resume=self._on_resume, log_info=self.get_logger().info,
             output_directory=self.settings.output_directory, publish_labels=self._publish_labels)
@@ -107,6 +105,15 @@ class SegmentationNode(Node):
                             callback_group=group)
         self.worker.start()
         self._publish_state()
+
+    def _build_session(self):
+        """Load the models and build the session (called on the worker thread)."""
+        session, loaded = build_session(self.settings)
+        if "UNTRAINED" in loaded:  # only with allow_untrained: true (tests)
+            self.get_logger().warning("allow_untrained: no checkpoint found, using an "
+                                      + loaded + " - labels are meaningless")
+        self.get_logger().info(f"model: {loaded}")
+        return session
 
     # ------------------------------------------------------------------ inputs
     def _on_cloud(self, msg: PointCloud2) -> None:

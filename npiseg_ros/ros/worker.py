@@ -67,8 +67,17 @@ class Snapshot:
 class AnnotationWorker:
     """Owns a ``SegmentationSession`` and applies clouds, clicks and commands in order.
 
+    Every PyTorch call of the node happens on the worker thread, the model loading included
+    when ``session`` is a factory: each thread that runs PyTorch ops gets its own OpenMP thread
+    team, and with more OpenMP threads than cores libgomp stops spinning between parallel
+    regions, which made every encode and decode ~1.5-2x slower when the models were loaded on
+    the main thread (docs/backbone.md, "One PyTorch thread").
+
     Args:
-        session: the core session (used from the worker thread only).
+        session: the core session (used from the worker thread only), or None with
+            ``session_factory``.
+        session_factory: a zero-argument callable that builds the session; :meth:`start` runs
+            it on the worker thread and raises what it raised (the node loads its models so).
         publish: called with a :class:`Snapshot` after every batch that changed something,
             once its autosave is written (the node publishes ``~/state`` from it: a state that
             reports N clicks means they are on disk).
@@ -92,8 +101,14 @@ class AnnotationWorker:
                  on_resume: Callable[[AnnotationRecord], None] | None = None,
                  log_info: Callable[[str], None] = log.info,
                  output_directory: str = ".",
-                 publish_labels: Callable[[Snapshot], None] | None = None) -> None:
+                 publish_labels: Callable[[Snapshot], None] | None = None,
+                 session_factory: Callable[[], Any] | None = None) -> None:
+        if (session is None) == (session_factory is None):
+            raise ValueError("give exactly one of session and session_factory")
+        self._factory = session_factory
         self._session = session
+        self._built = threading.Event()
+        self._build_error: BaseException | None = None
         self._publish = publish
         self._publish_labels = publish_labels
         self._report_error = report_error
@@ -120,7 +135,14 @@ class AnnotationWorker:
 
     # ------------------------------------------------------------ called from callbacks
     def start(self) -> None:
+        """Start the worker thread; with a session factory, wait until it has built the
+        session there and raise the factory's error, if any (the thread then ends)."""
         self._thread.start()
+        if self._factory is not None:
+            self._built.wait()
+            if self._build_error is not None:
+                self._thread.join()
+                raise self._build_error
 
     def stop(self) -> None:
         """Apply the clicks and commands already submitted (decode, autosave), then end."""
@@ -172,6 +194,14 @@ class AnnotationWorker:
 
     # ------------------------------------------------------------ worker thread
     def _run(self) -> None:
+        if self._factory is not None:
+            try:
+                self._session = self._factory()
+            except BaseException as error:  # re-raised by start() on the caller's thread
+                self._build_error = error
+                return
+            finally:
+                self._built.set()
         self._check_autosave_directory()
         while True:
             with self._wake:
