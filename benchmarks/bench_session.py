@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/bench_session.py --out benchmarks/results/session.json
 
 For each model preset x scene x sparse-conv backend present, in a fresh subprocess (so peak RSS
-is the case's own), repeated in ``--processes`` fresh processes (on a shared VM one process
-can run ~30 % slower than the next): voxel count, scene-encode ms (``set_cloud``: voxelise,
+is the case's own), repeated in ``--processes`` fresh processes, the cases taking turns (on a
+shared VM one process can run ~30-50 % slower than the next): voxel count, scene-encode ms (``set_cloud``: voxelise,
 backbone, voxel graph; median over processes x --repeats), per-click ms with S = --samples for
 the 1st, 5th and 20th click (median over processes x --click-repeats NEW clicks at that count,
 each on a point not clicked before, so each pays its graph search; the model's decode and the
