@@ -4,8 +4,8 @@
 
 For each model preset x scene x sparse-conv backend present, in a fresh subprocess (so peak RSS
 is the case's own), repeated in ``--processes`` fresh processes, the cases taking turns (on a
-shared VM one process can run ~30-50 % slower than the next): voxel count, scene-encode ms (``set_cloud``: voxelise,
-backbone, voxel graph; median over processes x --repeats), per-click ms with S = --samples for
+shared VM one process can run ~30-50 % slower than the next): voxel count, scene-encode ms
+(``set_cloud``: voxelise, backbone, voxel graph; median over processes x --repeats), per-click ms with S = --samples for
 the 1st, 5th and 20th click (median over processes x --click-repeats NEW clicks at that count,
 each on a point not clicked before, so each pays its graph search; the model's decode and the
 whole ``predict`` incl. full-resolution mapping and the next-click suggestion), peak RSS.
@@ -29,10 +29,10 @@ import argparse
 import dataclasses
 import itertools
 import json
+import os
 import platform
 import resource
 import statistics
-import os
 import subprocess
 import sys
 import threading
@@ -77,26 +77,32 @@ def run_case(preset: str, scene_name: str, backend: str, samples: int, repeats: 
              decode_stride: int = 0, click_repeats: int = 5, voxel_size: float = 0.0,
              thread: str = "main") -> dict:
     """One case in this process, on the thread(s) ``thread`` names (see ``THREADS``)."""
-    if thread == "main":
-        row = _run_case(_load(preset, backend), scene_name, samples, repeats, decode_stride,
-                        click_repeats, voxel_size)
-        return {"preset": preset, "backend": backend, "thread": thread, **row}
     model = _load(preset, backend) if thread == "split" else None
+
+    def work() -> dict:
+        return _run_case(model or _load(preset, backend), scene_name, samples, repeats,
+                         decode_stride, click_repeats, voxel_size)
+
+    row = work() if thread == "main" else _on_new_thread(work)
+    return {"preset": preset, "backend": backend, "thread": thread, **row}
+
+
+def _on_new_thread(work):
+    """``work()`` run on a new thread; its result, or its exception re-raised here."""
     outcome: dict = {}
 
-    def work() -> None:
+    def target() -> None:
         try:
-            outcome["row"] = _run_case(model or _load(preset, backend), scene_name, samples,
-                                       repeats, decode_stride, click_repeats, voxel_size)
-        except BaseException as error:  # re-raised on the main thread
+            outcome["result"] = work()
+        except BaseException as error:  # re-raised on the calling thread
             outcome["error"] = error
 
-    worker = threading.Thread(target=work, name="bench-worker")
-    worker.start()
-    worker.join()
+    thread = threading.Thread(target=target, name="bench-worker")
+    thread.start()
+    thread.join()
     if "error" in outcome:
         raise outcome["error"]
-    return {"preset": preset, "backend": backend, "thread": thread, **outcome["row"]}
+    return outcome["result"]
 
 
 def _load(preset: str, backend: str):
@@ -193,7 +199,7 @@ def main() -> None:
                         help="voxel edge in metres (0 = the model's own); another size times "
                              "the model where it was not trained: speed only")
     parser.add_argument("--processes", type=int, default=3,
-                        help="fresh processes per case (their speed differs by up to ~30 %% "
+                        help="fresh processes per case (their speed differs by up to ~30-50 %% "
                              "on a shared VM); medians are over all processes' samples")
     parser.add_argument("--click-repeats", type=int, default=5,
                         help="new clicks timed at each click count, per process")

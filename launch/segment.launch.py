@@ -51,8 +51,9 @@ def rviz2_installed() -> bool:
 def openmp_environment() -> dict[str, str]:
     """``OMP_WAIT_POLICY=PASSIVE`` for the node unless the environment chooses how OpenMP
     threads wait (``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``): spinning threads collapse when
-    other processes load the cores (a decode 10-50x slower), sleeping ones cost a few ms per
-    click on idle cores (docs/backbone.md, "OpenMP threads")."""
+    other processes load the cores (encode and decode 10x slower and more), sleeping ones cost
+    ~15-20 ms per click on idle cores (docs/backbone.md, "One PyTorch thread, and how OpenMP
+    threads wait")."""
     if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
         return {}
     return {"OMP_WAIT_POLICY": "PASSIVE"}
@@ -63,6 +64,7 @@ def _actions(context):
     parameters = [LaunchConfiguration("params_file").perform(context)]
     overrides = {name: LaunchConfiguration(name).perform(context) for name in OVERRIDABLE}
     overrides = {name: value for name, value in overrides.items() if value}
+    environment = openmp_environment()
     if overrides:
         parameters.append(overrides)  # later entries win over the file
     actions = [Node(
@@ -73,7 +75,7 @@ def _actions(context):
         emulate_tty=True,
         parameters=parameters,
         on_exit=Shutdown(reason="segment_node ended"),
-        **({"additional_env": openmp_environment()} if openmp_environment() else {}),
+        **({"additional_env": environment} if environment else {}),
     )]
     if LaunchConfiguration("rviz").perform(context).lower() in ("true", "1", "yes"):
         if rviz2_installed():

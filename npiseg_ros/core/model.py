@@ -14,9 +14,9 @@ from npiseg_ros.core.backbone import build_backbone
 from npiseg_ros.core.config import UNCERTAINTY_MODES, ModelConfig
 from npiseg_ros.core.decoder import (ClickAttentionDecoder, FourierPositionEncoding,
                                      PreviousMaskEncoder, mlp)
+from npiseg_ros.core.geodesic import distance_limit
 from npiseg_ros.core.neural_process import (Gaussian, ObjectLatent, PrototypeModulator,
                                             SceneLatent, label_means, label_sums)
-from npiseg_ros.core.geodesic import distance_limit
 from npiseg_ros.core.prior import GeodesicPrior
 from npiseg_ros.core.sparse.coords import lexicographic_keys
 
