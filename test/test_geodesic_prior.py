@@ -37,6 +37,34 @@ def test_graph_distances_follow_the_surface_not_the_air():
     assert distance_limit(1.5) >= 4 * 1.5
 
 
+def test_ordered_rows_match_fresh_rows_through_growth_undo_and_change():
+    from npiseg_ros.core.geodesic import ClickDistanceCache, VoxelGraph
+
+    xyz, _, _ = floor_with_boxes(seed=2, num_boxes=2)
+    graph = build_voxel_graph(xyz[voxelize(xyz, 0.05).representative])
+    cache = ClickDistanceCache(graph, limit=2.0)
+    fresh = ClickDistanceCache(VoxelGraph(graph.matrix, symmetric=True), limit=2.0)
+    rng = np.random.default_rng(0)
+    voxels = [int(v) for v in rng.choice(graph.num_voxels, size=12, replace=False)]
+    searches = []
+    real = graph.distances
+    graph.distances = lambda sources, limit: searches.append(list(sources)) or real(sources,
+                                                                                   limit)
+    sequences = [voxels[:1], voxels[:2], voxels[:9], voxels[:8],  # clicks added, one undone
+                 voxels[:7] + [voxels[10]],                       # undo, then a new click
+                 voxels[:7] + [voxels[10], voxels[10]],           # the same voxel twice
+                 [voxels[11]] + voxels[1:5],                      # a change at the start
+                 [], voxels]                                      # everything cleared, all
+    for sequence in sequences:
+        rows = cache.ordered_rows(sequence)
+        assert rows.shape == (len(sequence), graph.num_voxels)
+        if sequence:
+            np.testing.assert_array_equal(rows, fresh.rows(sequence))
+    # each voxel was searched once, however often the sequences repeated it
+    searched = [v for call in searches for v in call]
+    assert sorted(searched) == sorted(set(searched)) == sorted(set(voxels))
+
+
 def _prior_model(seed: int = 0):
     torch.manual_seed(seed)
     return build_model(preset_config("prior"))
@@ -232,6 +260,13 @@ def test_coarse_decoding_reads_out_every_voxel_and_trains():
     assert torch.isfinite(output.uncertainty).all()
     shared = cells.of_voxel == cells.of_voxel[clicks[0]]
     assert shared.sum() > 1 and output.logits[shared].std(dim=0).max() > 0
+    # inference skips the earlier layers' per-voxel logits and changes nothing else
+    assert len(output.auxiliary_logits) == model.config.num_decoder_layers - 1
+    _, lean = _decode_all(model, voxels.coords, voxel_xyz, clicks, click_labels,
+                          auxiliary=False)
+    assert lean.auxiliary_logits == []
+    for name in ("logits", "probabilities", "uncertainty"):
+        assert torch.equal(getattr(lean, name), getattr(output, name)), name
     model.train()
     scene = model.encode(torch.ones(voxels.num_voxels, 1), torch.from_numpy(voxels.coords),
                          torch.from_numpy(voxel_xyz))

@@ -169,6 +169,8 @@ class ClickDistanceCache:
         self.graph = graph
         self.limit = float(limit)
         self._rows: dict[int, np.ndarray] = {}
+        self._order: list[int] = []            # what ``_stack[:len(_order)]`` holds, in order
+        self._stack = np.empty((0, graph.num_voxels), np.float32)
 
     def rows(self, voxels: np.ndarray | list[int]) -> np.ndarray:
         """(K, V) float32 distances from each of ``voxels`` (in their order)."""
@@ -178,6 +180,28 @@ class ClickDistanceCache:
             for voxel, row in zip(missing, self.graph.distances(missing, limit=self.limit)):
                 self._rows[voxel] = row
         return np.stack([self._rows[v] for v in voxels])
+
+    def ordered_rows(self, voxels: np.ndarray | list[int]) -> np.ndarray:
+        """(K, V) float32 like :meth:`rows`, as a view of one buffer that keeps the order of
+        the previous call: a click sequence grows or shrinks at its end, so each call copies
+        only the rows past the common prefix (one new click: one row) instead of stacking all
+        K rows again. The view is valid until the next call and must not be written to."""
+        voxels = [int(v) for v in np.asarray(voxels).reshape(-1)]
+        count = len(voxels)
+        if count > self._stack.shape[0]:
+            grown = np.empty((max(count, 2 * self._stack.shape[0], 8), self.graph.num_voxels),
+                             np.float32)
+            grown[:len(self._order)] = self._stack[:len(self._order)]
+            self._stack = grown
+        same = 0
+        for old, new in zip(self._order, voxels):
+            if old != new:
+                break
+            same += 1
+        if same < count:
+            self._stack[same:count] = self.rows(voxels[same:])
+        self._order = voxels
+        return self._stack[:count]
 
 
 def build_voxel_graph(points: np.ndarray, colors: np.ndarray | None = None,

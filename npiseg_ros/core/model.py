@@ -207,7 +207,8 @@ class NPISeg3D(nn.Module):
                generator: torch.Generator | None = None, scene_weight: float | None = None,
                targets: Tensor | None = None, uncertainty: str = "auto",
                click_distances: Tensor | None = None,
-               cell_click_distances: Tensor | None = None) -> DecodeOutput:
+               cell_click_distances: Tensor | None = None,
+               auxiliary: bool = True) -> DecodeOutput:
         """Predict every voxel's label from the clicks.
 
         Args:
@@ -229,6 +230,9 @@ class NPISeg3D(nn.Module):
             cell_click_distances: (K, N) ``click_distances`` min-pooled over the decoder cells
                 (``DecodeCells.min_pool``), or None to pool them here. A session caches each
                 click's pooled row, so a new click pools only its own.
+            auxiliary: False leaves ``DecodeOutput.auxiliary_logits`` empty (inference: only the
+                training loss reads the per-voxel logits of the earlier layers; the decoder
+                still computes them per token for its attention masks).
         """
         num_classes = _check_clicks(click_voxels, click_labels, scene.num_voxels)
         if uncertainty not in UNCERTAINTY_MODES:
@@ -291,11 +295,11 @@ class NPISeg3D(nn.Module):
             similarity = self._similarity(layer_points, self._embed(layer_queries))
             return self._combine(token_prior_logits, _max_per_label(similarity, segments))
 
-        points, queries, auxiliary = self.decoder(points, token_positions, queries, query_pos,
-                                                  query_labels, predict, attention_bias)
-        if cells is not None:  # per voxel: the cell's correction on the voxel's own prior
-            auxiliary = [self._to_voxels(logits, token_prior_logits, prior_logits, cells)
-                         for logits in auxiliary]
+        points, queries, layer_logits = self.decoder(points, token_positions, queries, query_pos,
+                                                     query_labels, predict, attention_bias)
+        # per voxel: the cell's correction on the voxel's own prior
+        layer_logits = [self._to_voxels(logits, token_prior_logits, prior_logits, cells)
+                        for logits in layer_logits] if auxiliary else []
         embeddings = self._embed(queries)
         if self.modulator is None:
             logits = self._to_voxels(predict(points, queries), token_prior_logits, prior_logits,
@@ -305,10 +309,10 @@ class NPISeg3D(nn.Module):
                 spread = _entropy(probabilities)
             else:
                 spread = torch.zeros_like(logits[:, 0])
-            return DecodeOutput(logits, probabilities, spread, auxiliary)
+            return DecodeOutput(logits, probabilities, spread, layer_logits)
         return self._decode_probabilistic(points, embeddings, query_labels, segments,
                                           num_samples, generator, scene_weight, targets,
-                                          uncertainty, auxiliary, prior_logits,
+                                          uncertainty, layer_logits, prior_logits,
                                           None if cells is None else cells.of_voxel)
 
     @staticmethod

@@ -371,7 +371,7 @@ class SegmentationSession:
                                        scene_weight=self.scene_weight,
                                        uncertainty=self.uncertainty,
                                        click_distances=distances,
-                                       cell_click_distances=cell_distances)
+                                       cell_click_distances=cell_distances, auxiliary=False)
             labels = output.logits.argmax(dim=1)
             labels[click_voxels] = click_labels  # clicked voxels take their click's label
             confidence = output.probabilities.gather(1, labels.unsqueeze(1)).squeeze(1)
@@ -386,7 +386,7 @@ class SegmentationSession:
         if cloud.distances is None:
             return None, None
         voxels = [c.voxel_index for c in self._clicks]
-        rows = torch.from_numpy(cloud.distances.rows(voxels)).to(self.device)
+        rows = torch.from_numpy(cloud.distances.ordered_rows(voxels)).to(self.device)
         cells = cloud.embedding.cells
         if cells is None:
             return rows, None
