@@ -128,3 +128,40 @@ def test_rgb_checkpoint_is_recorded_and_refused_with_a_baseline(benchmark_folder
         main(["--data", str(benchmark_folder), "--format", "benchmark", "--baseline", "graph",
               "--rgb-checkpoint", str(path), "--out", str(out)])
     assert "--rgb-checkpoint goes with a model" in capsys.readouterr().err
+
+
+def test_the_simulator_uses_the_voxel_size_of_the_model_that_runs_each_sample(tmp_path):
+    """The shipped pair differs in voxel size: with an ``rgb_checkpoint`` the simulated user
+    clicks on the representatives of the voxels the picked model sees (a coloured scan: the
+    colour model's; a colourless one: the default model's)."""
+    import dataclasses
+
+    torch = pytest.importorskip("torch")
+    checkpoint = pytest.importorskip("npiseg_ros.core.checkpoint")
+    build = pytest.importorskip("npiseg_ros.core.build")
+    from npiseg_ros.eval.cli import build_segmenter
+    from npiseg_ros.eval.evaluate import evaluate
+    from npiseg_ros.eval.samples import dataset_samples
+
+    torch.manual_seed(0)
+    coarse = checkpoint.save_checkpoint(tmp_path / "coarse.safetensors", build.build_model(
+        dataclasses.replace(build.tiny_config(), voxel_size=0.2)))
+    fine = checkpoint.save_checkpoint(tmp_path / "fine.safetensors",
+                                      build.build_model(build.tiny_config()))
+    segmenter, voxel_size = build_segmenter(checkpoint=str(coarse), rgb_checkpoint=str(fine),
+                                            num_samples=1)
+    root = tmp_path / "bench"
+    write_benchmark_scene(root, "boxes", boxes_on_ground(2, seed=0, spacing=0.05,
+                                                         ground_size=4.0))
+    write_val_list(root, [("boxes", [1])])
+    sample = next(iter(dataset_samples(root, "benchmark", "multi", seed=0)))
+    assert sample.cloud.colors is not None
+    assert voxel_size(sample) == 0.05
+    grey = dataclasses.replace(sample, cloud=dataclasses.replace(sample.cloud, colors=None))
+    assert voxel_size(grey) == 0.2
+    seen = []
+    evaluate(segmenter, [sample, grey], max_clicks_per_object=1,
+             voxel_size=lambda s: seen.append(s.cloud.colors is None) or voxel_size(s))
+    assert seen == [False, True]
+    # a single model (or a baseline) keeps one number
+    assert build_segmenter(checkpoint=str(coarse), num_samples=1)[1] == 0.2

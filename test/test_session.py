@@ -268,9 +268,28 @@ def test_rgb_model_takes_coloured_clouds_and_the_default_model_the_rest(model, s
         np.testing.assert_array_equal(predictions[0].uncertainty, predictions[1].uncertainty)
 
 
-def test_rgb_model_with_another_voxel_size_is_refused(model):
+def test_each_model_voxelises_at_its_own_size_unless_the_session_sets_one(model, scene):
+    """The shipped pair differs in voxel size (10 cm sweeps, 5 cm coloured rooms): a cloud is
+    voxelised at the size of the model that encodes it, exactly as a one-model session of that
+    model does; an explicit ``voxel_size`` applies to both."""
     import dataclasses
 
-    other = build_model(dataclasses.replace(tiny_config(), voxel_size=0.1))
-    with pytest.raises(ConfigError, match="voxel size"):
-        SegmentationSession(model, rgb_model=other)
+    torch.manual_seed(1)
+    coarse = build_model(dataclasses.replace(tiny_config(), voxel_size=0.1)).eval()
+    xyz, rgb, _ = scene
+    both = SegmentationSession(coarse, num_samples=2, rgb_model=model)
+    assert both.voxel_size_for(None) == both.voxel_size == 0.1
+    assert both.voxel_size_for(rgb) == model.config.voxel_size == 0.05
+    for colors, size, alone in ((None, 0.1, coarse), (rgb, 0.05, model)):
+        counts = []
+        for session in (both, SegmentationSession(alone, num_samples=2)):
+            counts.append(session.set_cloud(xyz, colors=colors).num_voxels)
+            assert session.voxel_size == size
+            _click_objects(session, scene)
+            counts.append(session.predict().labels)
+        assert counts[0] == counts[2]
+        np.testing.assert_array_equal(counts[1], counts[3])
+    assert both.set_cloud(xyz).num_voxels < both.set_cloud(xyz, colors=rgb).num_voxels
+    fixed = SegmentationSession(coarse, num_samples=2, rgb_model=model, voxel_size=0.08)
+    assert fixed.voxel_size_for(None) == fixed.voxel_size_for(rgb) == 0.08
+    assert fixed.set_cloud(xyz, colors=rgb).num_voxels == fixed.set_cloud(xyz).num_voxels

@@ -75,13 +75,14 @@ class SegmentationSession:
         uncertainty: ``variance`` (paper Eq. 13-14), ``entropy`` of the mean softmax, or
             ``auto`` (the model's choice: entropy with the geodesic prior, else variance).
         max_points: clouds with more points are rejected (None = no limit).
-        voxel_size: voxel edge in metres; None uses the model's (what it was trained at).
+        voxel_size: voxel edge in metres for every cloud; None uses the voxel size of the
+            model that encodes the cloud (what that model was trained at).
         rgb_model: an optional second model for clouds that come WITH colours (RGB-D rooms:
             the shipped RGB-cloud model); ``set_cloud`` picks it when the colours carry colour
             (:func:`has_chroma`: not all grey, so the zero / grey colours a LiDAR sweep gets
             in colour-requiring formats do not count) and ``model`` otherwise (LiDAR sweeps);
-            that cloud's clicks decode with the same model. Its voxel size must equal
-            ``model``'s.
+            that cloud's clicks decode with the same model. It may have its own voxel size
+            (the shipped pair: 10 cm for sweeps, 5 cm for coloured rooms).
     """
 
     def __init__(self, model: NPISeg3D, *, device: str | torch.device | None = None,
@@ -102,9 +103,6 @@ class SegmentationSession:
             raise ConfigError(f"max_points must be >= 1 or None, got {max_points}")
         if voxel_size is not None and not voxel_size > 0:
             raise ConfigError(f"voxel_size must be > 0 metres or None, got {voxel_size}")
-        if rgb_model is not None and rgb_model.config.voxel_size != model.config.voxel_size:
-            raise ConfigError(f"rgb_model voxel size {rgb_model.config.voxel_size} m differs from "
-                              f"the model's {model.config.voxel_size} m")
         self.device = resolve_device(device, model)
         self.model = model.to(self.device).eval()
         self.rgb_model = None if rgb_model is None else rgb_model.to(self.device).eval()
@@ -114,7 +112,7 @@ class SegmentationSession:
         self.seed = int(seed)
         self.uncertainty = uncertainty
         self.max_points = max_points
-        self.voxel_size = float(voxel_size or model.config.voxel_size)
+        self._voxel_size = None if voxel_size is None else float(voxel_size)
         self._cloud: _Cloud | None = None
         self._clicks: list[Click] = []
         self._history: list[_Step] = []
@@ -143,6 +141,21 @@ class SegmentationSession:
         if self.rgb_model is not None and colors is not None and has_chroma(colors):
             return self.rgb_model
         return self.model
+
+    def voxel_size_for(self, colors: np.ndarray | None) -> float:
+        """Voxel edge (metres) ``set_cloud`` uses for a cloud with these colours (or none): the
+        session's ``voxel_size`` when given, else that of the model it picks."""
+        if self._voxel_size is not None:
+            return self._voxel_size
+        return float(self.model_for(colors).config.voxel_size)
+
+    @property
+    def voxel_size(self) -> float:
+        """Voxel edge (metres) of the current cloud; without one, what a colourless cloud
+        would get."""
+        if self._cloud is not None:
+            return float(self._cloud.voxels.voxel_size)
+        return self.voxel_size_for(None)
 
     @property
     def num_points(self) -> int:
@@ -205,7 +218,7 @@ class SegmentationSession:
             raise InvalidCloudError(f"all {xyz.shape[0]} points have NaN/inf coordinates")
         valid_xyz = xyz[valid_index]
         try:
-            voxels = voxelize(valid_xyz, self.voxel_size)
+            voxels = voxelize(valid_xyz, self._voxel_size or float(model.config.voxel_size))
         except ValueError as error:
             raise InvalidCloudError(str(error)) from error
         voxel_of_point = np.full(xyz.shape[0], -1, dtype=np.int64)

@@ -15,12 +15,13 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from npiseg_ros.core.errors import NPISegError
 from npiseg_ros.eval.baselines import BASELINES, build_baseline
 from npiseg_ros.resources import shipped_checkpoint, shipped_rgb_checkpoint
 from npiseg_ros.eval.evaluate import evaluate, format_table, report_to_json
+from npiseg_ros.eval.cloud import Sample
 from npiseg_ros.eval.interactive import Segmenter
 from npiseg_ros.eval.samples import dataset_samples
 
@@ -30,8 +31,11 @@ __all__ = ["main", "run_evaluation", "build_segmenter"]
 def build_segmenter(*, checkpoint: str | None = None, baseline: str | None = None,
                     device: str = "cpu", seed: int = 0, num_samples: int = 10,
                     mc_dropout: int = 0,
-                    rgb_checkpoint: str | None = None) -> tuple[Segmenter, float]:
-    """The segmenter to evaluate and the voxel size (metres) its simulator should use.
+                    rgb_checkpoint: str | None = None
+                    ) -> tuple[Segmenter, float | Callable[[Sample], float]]:
+    """The segmenter to evaluate and the voxel size (metres) its simulator should use: a
+    number, or with ``rgb_checkpoint`` a function of the sample (the voxel size of the model
+    the session picks for it, as the two models may differ).
 
     Exactly one of ``checkpoint`` (a safetensors checkpoint, loaded without unpickling) and
     ``baseline`` (a name in ``BASELINES``) must be given. ``rgb_checkpoint`` adds a second
@@ -52,8 +56,10 @@ def build_segmenter(*, checkpoint: str | None = None, baseline: str | None = Non
     rgb_model = load_model(rgb_checkpoint, device=device) if rgb_checkpoint else None
     session = SegmentationSession(model, device=device, num_samples=num_samples, seed=seed,
                                   rgb_model=rgb_model)
-    return (SessionSegmenter(session, mc_dropout_samples=mc_dropout),
-            float(model.config.voxel_size))
+    segmenter = SessionSegmenter(session, mc_dropout_samples=mc_dropout)
+    if rgb_model is None:
+        return segmenter, float(model.config.voxel_size)
+    return segmenter, lambda sample: session.voxel_size_for(sample.cloud.colors)
 
 
 def run_evaluation(*, data: str, data_format: str, mode: str, out: str,

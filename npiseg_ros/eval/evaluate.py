@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +37,7 @@ class EvaluationReport:
 
 def evaluate(segmenter: Segmenter, samples: Iterable[Sample], *, mode: str = "multi",
              max_clicks_per_object: int = 20, uncertainty_user: bool = False,
-             click_level: str = "voxel", voxel_size: float = 0.05,
+             click_level: str = "voxel", voxel_size: float | Callable[[Sample], float] = 0.05,
              click_coordinates: str = "grid", keep_predictions: int = 0,
              progress: Any = None) -> EvaluationReport:
     """Run the click protocol on every sample.
@@ -51,7 +51,8 @@ def evaluate(segmenter: Segmenter, samples: Iterable[Sample], *, mode: str = "mu
         mode: ``"multi"`` or ``"single"``.
         max_clicks_per_object: budget (20 in the protocol).
         uncertainty_user: also run the uncertainty-guided user on each sample.
-        click_level, voxel_size, click_coordinates: see ``run_interactive``.
+        click_level, voxel_size, click_coordinates: see ``run_interactive``; ``voxel_size``
+            may be a function of the sample (a session whose two models differ in it).
         keep_predictions: keep the last prediction of this many first samples (for plots).
         progress: optional callable ``progress(n)`` called after each sample (e.g. a tqdm
             bar's ``update``).
@@ -65,7 +66,8 @@ def evaluate(segmenter: Segmenter, samples: Iterable[Sample], *, mode: str = "mu
         for user in users:
             result = run_interactive(
                 segmenter, sample, max_clicks_per_object=max_clicks_per_object, mode=mode,
-                user=user, click_level=click_level, voxel_size=voxel_size,
+                user=user, click_level=click_level,
+                voxel_size=voxel_size(sample) if callable(voxel_size) else voxel_size,
                 click_coordinates=click_coordinates,
                 reuse_cloud=sample.scene == last_scene, keep_prediction=keep and user == "oracle")
             last_scene = sample.scene

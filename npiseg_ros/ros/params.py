@@ -47,8 +47,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               read_only=True),
     ParamSpec("device", "auto", "Torch device: auto (CUDA when present), cpu, cuda, cuda:N",
               read_only=True),
-    ParamSpec("voxel_size", 0.0, "Voxel edge, metres; 0 keeps the checkpoint's (the network "
-              "was trained at it)", read_only=True, minimum=0.0, maximum=1.0),
+    ParamSpec("voxel_size", 0.0, "Voxel edge, metres; 0 keeps each checkpoint's (the network "
+              "was trained at it; the colour-cloud model may have its own)", read_only=True,
+              minimum=0.0, maximum=1.0),
     ParamSpec("cloud_topic", "/points", "PointCloud2 input topic", read_only=True),
     ParamSpec("qos_reliability", "best_effort", "Reliability of the cloud subscription: "
               "best_effort receives from sensor drivers (best effort) and reliable publishers "

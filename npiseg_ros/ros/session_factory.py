@@ -116,9 +116,11 @@ def build_session(settings: NodeSettings) -> tuple[SegmentationSession, str]:
 
         rgb_model = load_model(rgb_path, device="cpu")
         description += f"; clouds with colours: checkpoint {rgb_path}"
-    if settings.voxel_size > 0 and settings.voxel_size != model.config.voxel_size:
-        log.warning("voxel_size %.3f m overrides the model's %.3f m; it was trained at the latter",
-                    settings.voxel_size, model.config.voxel_size)
+    for role, loaded in (("model", model), ("colour-cloud model", rgb_model)):
+        if (loaded is not None and settings.voxel_size > 0
+                and settings.voxel_size != loaded.config.voxel_size):
+            log.warning("voxel_size %.3f m overrides the %s's %.3f m; it was trained at the "
+                        "latter", settings.voxel_size, role, loaded.config.voxel_size)
     session = SegmentationSession(
         model, device=settings.device, num_samples=settings.num_samples,
         scene_weight=settings.scene_weight, max_click_distance=settings.max_click_distance,
