@@ -49,11 +49,12 @@ def share_path(relative: str) -> Path:
     return next((path for path in candidates if path.exists()), candidates[0])
 
 
-DEFAULT_CHECKPOINT = "npiseg_prior_coarse8.safetensors"
+DEFAULT_CHECKPOINT = "npiseg_prior_10cm.safetensors"
 """The default model (docs/training.md): the best measured on real LiDAR sweeps — the joint
 prior model fine-tuned to decode on 20 cm cells (run ``prior_coarse_v1``), then on 40 cm cells
-(run ``prior_coarse8_v1``): better on the real val sweeps than 20 cm cells and than
-full-resolution decoding, and the fastest per click."""
+(run ``prior_coarse8_v1``, shipped as ``npiseg_prior_coarse8.safetensors`` for clouds that need
+5 cm voxels), then on 10 cm voxels and 80 cm cells (run ``prior_vx10s8_v1``): better on the
+real val sweeps than the 5 cm models, and the fastest per click."""
 
 RGB_CHECKPOINT = "npiseg_prior.safetensors"
 """The model for clouds WITH colours (RGB-D rooms), when shipped (docs/training.md): the joint
