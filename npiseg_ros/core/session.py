@@ -145,9 +145,13 @@ class SegmentationSession:
     def voxel_size_for(self, colors: np.ndarray | None) -> float:
         """Voxel edge (metres) ``set_cloud`` uses for a cloud with these colours (or none): the
         session's ``voxel_size`` when given, else that of the model it picks."""
+        return self._voxel_size_of(self.model_for(colors))
+
+    def _voxel_size_of(self, model: NPISeg3D) -> float:
+        """The session's ``voxel_size`` when given, else ``model``'s own."""
         if self._voxel_size is not None:
             return self._voxel_size
-        return float(self.model_for(colors).config.voxel_size)
+        return float(model.config.voxel_size)
 
     @property
     def voxel_size(self) -> float:
@@ -218,7 +222,7 @@ class SegmentationSession:
             raise InvalidCloudError(f"all {xyz.shape[0]} points have NaN/inf coordinates")
         valid_xyz = xyz[valid_index]
         try:
-            voxels = voxelize(valid_xyz, self._voxel_size or float(model.config.voxel_size))
+            voxels = voxelize(valid_xyz, self._voxel_size_of(model))
         except ValueError as error:
             raise InvalidCloudError(str(error)) from error
         voxel_of_point = np.full(xyz.shape[0], -1, dtype=np.int64)
