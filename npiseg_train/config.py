@@ -59,6 +59,10 @@ class DataSection:
             feeds zeros, as for LiDAR), so colourless indoor scans work too.
         val_roots: benchmark folders used for periodic validation.
         val_samples: validation samples per folder (first N of ``val_list.json``).
+        targets: ``scans``: which objects of a scan are targets (``npiseg_ros.eval.targets``):
+            ``raw`` (the file's instances as stored, box instances with the road under the
+            wheels), ``things`` (clean instances), ``stuff`` (stuff pieces) or ``mixed``
+            (both: any object a user may click).
     """
 
     source: str = "synth"
@@ -77,8 +81,14 @@ class DataSection:
     drop_colors: float = 0.0
     val_roots: tuple[str, ...] = ()
     val_samples: int = 8
+    targets: str = "raw"
 
     def __post_init__(self) -> None:
+        from npiseg_ros.eval.targets import TARGET_KINDS
+
+        if self.targets not in TARGET_KINDS or self.targets == "classes":
+            raise ConfigError(f"data.targets must be one of {TARGET_KINDS[:-1]}, "
+                              f"got {self.targets!r}")
         if self.source not in DATA_SOURCES:
             raise ConfigError(f"data.source must be one of {DATA_SOURCES}, got {self.source!r}")
         unknown = [k for k in self.kinds if k not in SCENE_KINDS]
@@ -146,6 +156,9 @@ class OptimSection:
         prior_lr_scale: learning-rate factor of the geodesic prior's scalars (radius,
             sharpness, attention decay, correction gate): single numbers that Adam would
             otherwise move by only ~lr per step.
+        free_bits: KL floor per latent group, nats (0 = the paper's plain KL; see
+            ``npiseg_train.losses``).
+        best_of_samples: weight of the relaxed best-of-S loss on the prior samples (0 = off).
         ema_decay: exponential moving average of the weights (0 = off). With it, the run's
             exported ``model.safetensors`` (what evaluation and shipping use) and its
             validation hold the averaged weights, warmed up as min(decay, (1 + n) / (10 + n))
@@ -164,8 +177,12 @@ class OptimSection:
     schedule: str = "step"
     min_lr_factor: float = 0.05
     ema_decay: float = 0.0
+    free_bits: float = 0.0
+    best_of_samples: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.free_bits < 0 or self.best_of_samples < 0:
+            raise ConfigError("optim.free_bits and optim.best_of_samples must be >= 0")
         if self.schedule not in ("step", "cosine"):
             raise ConfigError(f"optim.schedule must be 'step' or 'cosine', got {self.schedule!r}")
         if not 0.0 <= self.ema_decay < 1.0:

@@ -269,11 +269,16 @@ class CachedScan:
 
 
 def cache_scan(path: Path, *, voxel_size: float, input_mode: str,
-               graph_config: GraphConfig | None) -> CachedScan:
-    """Read, voxelise and (for prior models) build the voxel graph of one scan."""
+               graph_config: GraphConfig | None, targets: str = "raw") -> CachedScan:
+    """Read, voxelise and (for prior models) build the voxel graph of one scan; its labels
+    are the ``targets`` of ``npiseg_ros.eval.targets.scan_targets``."""
     from npiseg_ros.eval.readers import read_cloud
+    from npiseg_ros.eval.targets import read_scan_semantics, scan_targets
 
-    points = cloud_points(read_cloud(path))
+    cloud = read_cloud(path)
+    if targets != "raw":
+        cloud = scan_targets(cloud, read_scan_semantics(path), targets)
+    points = cloud_points(cloud)
     voxels = voxelize(points["xyz"], voxel_size)
     rep = voxels.representative
     xyz = points["xyz"][rep]
@@ -375,7 +380,8 @@ class SceneStream:
             if choice not in self._scan_cache:
                 self._scan_cache[choice] = cache_scan(
                     self._scan_files[choice], voxel_size=self.voxel_size,
-                    input_mode=self.input_mode, graph_config=self.graph_config)
+                    input_mode=self.input_mode, graph_config=self.graph_config,
+                    targets=self.config.targets)
             scene = crop_cached(self._scan_cache[choice], max_voxels=self.config.max_voxels,
                                 min_object_voxels=self.config.min_object_voxels,
                                 voxel_size=self.voxel_size, rng=rng)

@@ -81,10 +81,13 @@ def parameter_groups(model: NPISeg3D, optim: Any) -> list[dict[str, Any]]:
 class ScenesLoss(nn.Module):
     """Everything with gradient in one ``forward`` (so DDP can wrap it): loss of a batch."""
 
-    def __init__(self, model: NPISeg3D, corrective_policy: str = "model") -> None:
+    def __init__(self, model: NPISeg3D, corrective_policy: str = "model", *,
+                 free_bits: float = 0.0, best_of_samples: float = 0.0) -> None:
         super().__init__()
         self.model = model
         self.corrective_policy = corrective_policy
+        self.free_bits = free_bits
+        self.best_of_samples = best_of_samples
 
     def forward(self, batch: list[PreparedScene], kl_weight: float, num_samples: int,
                 generator: torch.Generator,
@@ -116,7 +119,9 @@ class ScenesLoss(nn.Module):
                                        click_distances=None if rows is None else rows.to(device))
             voxel_xyz = torch.from_numpy(prepared.scene.xyz).to(device)
             weights = click_distance_weights(voxel_xyz, voxel_xyz[click_voxels])
-            terms = npiseg_loss(output, targets, weights, kl_weight, class_balance)
+            terms = npiseg_loss(output, targets, weights, kl_weight, class_balance,
+                                free_bits=self.free_bits,
+                                best_of_samples=self.best_of_samples)
             total = total + terms.total / len(batch)
             for key, value in (("seg", terms.segmentation), ("kl_scene", terms.kl_scene),
                                ("kl_objects", terms.kl_objects)):
@@ -156,8 +161,10 @@ class Trainer:
         # optimiser step; it is what the run exports and validates
         self.ema_model = (copy.deepcopy(self.model).eval().requires_grad_(False)
                           if config.optim.ema_decay > 0 else None)
-        self.loss_module = wrap_module(ScenesLoss(self.model, config.clicks.corrective_policy),
-                                       self.context)
+        self.loss_module = wrap_module(
+            ScenesLoss(self.model, config.clicks.corrective_policy,
+                       free_bits=config.optim.free_bits,
+                       best_of_samples=config.optim.best_of_samples), self.context)
         optim = config.optim
         self.optimiser = torch.optim.AdamW(parameter_groups(self.model, optim),
                                            lr=optim.lr, weight_decay=optim.weight_decay)

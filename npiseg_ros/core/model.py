@@ -30,6 +30,7 @@ _GEMM_CHUNK = 4096
 ~2x faster on a 2-core CPU than one (S*Q, 32k) product written to memory, while few clicks
 keep long blocks (short ones cost more per token there)."""
 _GEMM_BLOCK = 2**20
+LATENT_MODES = ("sample", "mean")
 
 
 @dataclass
@@ -105,6 +106,11 @@ class DecodeOutput:
         prior_path_logits: training only (``targets`` given): (V, C) logits of the same decode
             with latents drawn from the PRIOR, i.e. exactly what inference computes; ``logits``
             are then the posterior-latent logits.
+        prior_sample_logits: training only: (S, V, C) logits of each prior latent sample
+            alone (a best-of-S loss on them makes the samples differ where clicks leave the
+            mask open, ``npiseg_train.losses``).
+        kl_object_terms: training only: (C,) KL of each label's z_o (``kl_objects`` is their
+            sum), so a KL floor can apply per latent group.
     """
 
     logits: Tensor
@@ -114,6 +120,8 @@ class DecodeOutput:
     kl_scene: Tensor | None = None
     kl_objects: Tensor | None = None
     prior_path_logits: Tensor | None = None
+    prior_sample_logits: Tensor | None = None
+    kl_object_terms: Tensor | None = None
 
 
 class NPISeg3D(nn.Module):
@@ -208,7 +216,7 @@ class NPISeg3D(nn.Module):
                targets: Tensor | None = None, uncertainty: str = "auto",
                click_distances: Tensor | None = None,
                cell_click_distances: Tensor | None = None,
-               auxiliary: bool = True) -> DecodeOutput:
+               auxiliary: bool = True, latents: str = "sample") -> DecodeOutput:
         """Predict every voxel's label from the clicks.
 
         Args:
@@ -233,7 +241,16 @@ class NPISeg3D(nn.Module):
             auxiliary: False leaves ``DecodeOutput.auxiliary_logits`` empty (inference: only the
                 training loss reads the per-voxel logits of the earlier layers; the decoder
                 still computes them per token for its attention masks).
+            latents: ``sample`` (S Monte-Carlo samples, the method) or ``mean`` (inference
+                only: one decode with every latent at its prior mean, sigma 0; the ablation
+                that shows what the sampled latents add).
         """
+        if latents not in LATENT_MODES:
+            raise ValueError(f"latents must be one of {LATENT_MODES}, got {latents!r}")
+        if latents == "mean":
+            if targets is not None:
+                raise ValueError("latents='mean' is an inference mode; training samples")
+            num_samples = 1
         num_classes = _check_clicks(click_voxels, click_labels, scene.num_voxels)
         if uncertainty not in UNCERTAINTY_MODES:
             raise ValueError(f"uncertainty must be one of {UNCERTAINTY_MODES}, got {uncertainty!r}")
@@ -313,7 +330,8 @@ class NPISeg3D(nn.Module):
         return self._decode_probabilistic(points, embeddings, query_labels, segments,
                                           num_samples, generator, scene_weight, targets,
                                           uncertainty, layer_logits, prior_logits,
-                                          None if cells is None else cells.of_voxel)
+                                          None if cells is None else cells.of_voxel,
+                                          at_mean=latents == "mean")
 
     @staticmethod
     def _to_voxels(token_logits: Tensor, token_prior: Tensor | None, voxel_prior: Tensor | None,
@@ -346,7 +364,8 @@ class NPISeg3D(nn.Module):
                               targets: Tensor | None, uncertainty: str,
                               auxiliary: list[Tensor],
                               prior_logits: Tensor | None = None,
-                              cell_of_voxel: Tensor | None = None) -> DecodeOutput:
+                              cell_of_voxel: Tensor | None = None,
+                              at_mean: bool = False) -> DecodeOutput:
         alpha = self.config.scene_weight if scene_weight is None else float(scene_weight)
         num_classes = len(segments)
         prior_prototypes = label_means(embeddings, query_labels, num_classes)
@@ -356,11 +375,12 @@ class NPISeg3D(nn.Module):
             token_rows = target_rows if cell_of_voxel is None else cell_of_voxel[target_rows]
             target_embeddings = self._embed(points[token_rows])
         kl_scene = kl_objects = points.new_zeros(())
+        kl_object_terms = None
 
         scene_sample = None
         if self.scene_latent is not None:
             scene_prior = self.scene_latent(prior_prototypes)
-            scene_source = scene_prior
+            scene_source = _at_mean(scene_prior) if at_mean else scene_prior
             if targets is not None:
                 present = torch.bincount(target_labels, minlength=num_classes) > 0
                 posterior_prototypes = torch.where(
@@ -373,17 +393,18 @@ class NPISeg3D(nn.Module):
         if self.object_latent is not None:
             object_prior = self.object_latent(
                 scene_sample, self._object_context(embeddings, query_labels, num_classes), alpha)
-            object_source = object_prior
+            object_source = _at_mean(object_prior) if at_mean else object_prior
             if targets is not None:
                 object_source = self.object_latent(
                     scene_sample,
                     self._object_context(target_embeddings, target_labels, num_classes), alpha)
-                kl_objects = object_source.kl_to(object_prior).mean(dim=0).sum()
+                kl_object_terms = object_source.kl_to(object_prior).mean(dim=0)
+                kl_objects = kl_object_terms.sum()
             latent = _object_samples(object_source, scene_sample, num_samples, generator)
         else:
             latent = scene_sample.unsqueeze(1).expand(-1, num_classes, -1)
 
-        prior_path_logits = None
+        prior_path_logits = prior_sample_logits = None
         if targets is not None:
             # The inference path: latents from the prior networks (the scene sample from the
             # scene prior, the object latents from the object prior), with gradient, so the
@@ -391,10 +412,13 @@ class NPISeg3D(nn.Module):
             # (a probabilistic model has at least one of the two latents)
             prior_latent = self._prior_latent(embeddings, query_labels, num_classes,
                                               prior_prototypes, alpha, num_samples, generator)
+            prior_modulated = self._modulate(prior_latent, embeddings, query_labels)
             prior_mean, _, _ = self._sample_statistics(
-                points, self._modulate(prior_latent, embeddings, query_labels), segments,
+                points, prior_modulated, segments,
                 per_sample_softmax=False, prior_logits=prior_logits, cell_of_row=cell_of_voxel)
             prior_path_logits = self._combine(prior_logits, prior_mean)
+            prior_sample_logits = self._per_sample_logits(points, prior_modulated, segments,
+                                                          prior_logits, cell_of_voxel)
 
         mean, variance, probabilities = self._sample_statistics(
             points, self._modulate(latent, embeddings, query_labels), segments,
@@ -407,7 +431,19 @@ class NPISeg3D(nn.Module):
             # Eq. 13-14: max over a label's clicks, then over labels == max over all queries.
             spread = variance.max(dim=1).values
         return DecodeOutput(logits, probabilities, spread, auxiliary, kl_scene, kl_objects,
-                            prior_path_logits)
+                            prior_path_logits, prior_sample_logits, kl_object_terms)
+
+    def _per_sample_logits(self, points: Tensor, modulated: Tensor,
+                           segments: list[tuple[int, int]], prior_logits: Tensor | None,
+                           cell_of_row: Tensor | None) -> Tensor:
+        """(S, V, C) logits of each latent sample (training: crops of <= ~50k voxels)."""
+        if self.config.mask_head == "cosine":
+            points = F.normalize(points, dim=-1)
+            modulated = F.normalize(modulated, dim=-1)
+        per_label = _max_per_label_rows(torch.matmul(modulated, points.T), segments)  # (S, C, n)
+        if cell_of_row is not None:
+            per_label = per_label[..., cell_of_row]
+        return self._combine(prior_logits, per_label.transpose(1, 2))
 
     def _prior_latent(self, embeddings: Tensor, query_labels: Tensor, num_classes: int,
                       prior_prototypes: Tensor, alpha: float, num_samples: int,
@@ -521,6 +557,11 @@ class NPISeg3D(nn.Module):
         if self.config.mask_head == "cosine":
             return self.logit_scale.exp()
         return torch.ones_like(self.logit_scale)
+
+
+def _at_mean(distribution: Gaussian) -> Gaussian:
+    """The distribution collapsed onto its mean (sigma 0: every sample is ``mu``)."""
+    return Gaussian(distribution.mu, torch.zeros_like(distribution.sigma))
 
 
 def _object_samples(source: Gaussian, scene_sample: Tensor | None, num_samples: int,

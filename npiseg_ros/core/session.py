@@ -15,7 +15,7 @@ import torch
 from npiseg_ros.core.config import UNCERTAINTY_MODES
 from npiseg_ros.core.errors import ClickRejectedError, ConfigError, InvalidCloudError, NoCloudError
 from npiseg_ros.core.geodesic import ClickDistanceCache, build_voxel_graph
-from npiseg_ros.core.model import NPISeg3D, SceneEmbedding
+from npiseg_ros.core.model import LATENT_MODES, NPISeg3D, SceneEmbedding
 from npiseg_ros.core.suggest import region_cells, suggest_next_click
 from npiseg_ros.core.types import (BACKGROUND_ID, INVALID_LABEL, Click, CloudSummary, ObjectStats,
                                    Prediction)
@@ -83,13 +83,16 @@ class SegmentationSession:
             in colour-requiring formats do not count) and ``model`` otherwise (LiDAR sweeps);
             that cloud's clicks decode with the same model. It may have its own voxel size
             (the shipped pair: 10 cm for sweeps, 5 cm for coloured rooms).
+        latents: ``sample`` (the method: S Monte-Carlo latent samples) or ``mean`` (every
+            latent at its mean, one decode: the ablation of what sampling adds).
     """
 
     def __init__(self, model: NPISeg3D, *, device: str | torch.device | None = None,
                  num_samples: int = 10, scene_weight: float | None = None,
                  max_click_distance: float = DEFAULT_MAX_CLICK_DISTANCE_M, seed: int = 0,
                  uncertainty: str = "auto", max_points: int | None = None,
-                 voxel_size: float | None = None, rgb_model: NPISeg3D | None = None) -> None:
+                 voxel_size: float | None = None, rgb_model: NPISeg3D | None = None,
+                 latents: str = "sample") -> None:
         if num_samples < 1:
             raise ConfigError(f"num_samples must be >= 1, got {num_samples}")
         if scene_weight is not None and not 0.0 <= scene_weight <= 1.0:
@@ -99,6 +102,8 @@ class SegmentationSession:
         if uncertainty not in UNCERTAINTY_MODES:
             raise ConfigError(f"uncertainty must be one of {list(UNCERTAINTY_MODES)}, "
                               f"got {uncertainty!r}")
+        if latents not in LATENT_MODES:
+            raise ConfigError(f"latents must be one of {list(LATENT_MODES)}, got {latents!r}")
         if max_points is not None and max_points < 1:
             raise ConfigError(f"max_points must be >= 1 or None, got {max_points}")
         if voxel_size is not None and not voxel_size > 0:
@@ -107,6 +112,7 @@ class SegmentationSession:
         self.model = model.to(self.device).eval()
         self.rgb_model = None if rgb_model is None else rgb_model.to(self.device).eval()
         self.num_samples = int(num_samples)
+        self.latents = latents
         self.scene_weight = scene_weight
         self.max_click_distance = float(max_click_distance)
         self.seed = int(seed)
@@ -388,7 +394,8 @@ class SegmentationSession:
                                        scene_weight=self.scene_weight,
                                        uncertainty=self.uncertainty,
                                        click_distances=distances,
-                                       cell_click_distances=cell_distances, auxiliary=False)
+                                       cell_click_distances=cell_distances, auxiliary=False,
+                                       latents=self.latents)
             labels = output.logits.argmax(dim=1)
             labels[click_voxels] = click_labels  # clicked voxels take their click's label
             confidence = output.probabilities.gather(1, labels.unsqueeze(1)).squeeze(1)
