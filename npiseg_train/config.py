@@ -271,14 +271,41 @@ def config_from_dict(values: Mapping[str, Any]) -> TrainConfig:
     return config
 
 
-def load_config(path: str | os.PathLike) -> TrainConfig:
-    """Read a YAML training config (see ``config/train_*.yaml``)."""
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """One YAML config with its ``base:`` chain merged in (the file's own values win)."""
     import yaml
 
+    path = path.resolve()
+    if path in seen:
+        chain = " -> ".join(str(p) for p in (*seen, path))
+        raise ConfigError(f"training configs form a cycle: {chain}")
     try:
-        values = yaml.safe_load(Path(path).read_text()) or {}
+        values = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as error:
         raise ConfigError(f"cannot read training config {path}: {error}") from error
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: a training config must be a mapping of sections")
-    return config_from_dict(values)
+    base = values.pop("base", None)
+    if base is None:
+        return values
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: 'base' must be a file name, got {base!r}")
+    return merge_config(_read_yaml(path.parent / base, (*seen, path)), values)
+
+
+def merge_config(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` applied: mappings merge key by key, other values replace."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge_config(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(path: str | os.PathLike) -> TrainConfig:
+    """Read a YAML training config (see ``config/train_*.yaml``). A top-level ``base: FILE``
+    (relative to the config's folder) starts from another config, so a run's file holds only
+    what differs from its recipe."""
+    return config_from_dict(_read_yaml(Path(path)))

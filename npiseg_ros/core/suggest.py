@@ -1,9 +1,119 @@
-"""Where should the user click next? The centre of the most uncertain region."""
+"""Where should the user click next?
+
+The evaluation's simulated user (the field's protocol) clicks the point deepest inside the
+largest connected error region. A user who follows the node's suggestion should do the same
+with what the model knows: :func:`suggest_error_region` groups the points the model expects
+to have wrong into connected regions of one predicted label, scores each region by its
+expected number of wrong points, and suggests the point deepest inside the best one.
+:func:`suggest_next_click` (the older rule: the cube with the most summed uncertainty) is kept
+for segmenters that give no per-point confidence.
+"""
 from __future__ import annotations
 
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
 
 from npiseg_ros.core.voxelize import voxelize
+
+DOUBT_THRESHOLD = 0.2
+"""Points whose predicted label has probability below 1 - this are 'in doubt': the model
+gives the other labels at least this much; they form the candidate error regions."""
+
+_HALF_NEIGHBOURS = np.array([(dx, dy, dz) for dx in (-1, 0, 1) for dy in (-1, 0, 1)
+                             for dz in (-1, 0, 1) if (dx, dy, dz) > (0, 0, 0)], np.int64)
+"""13 of the 26 grid neighbours: each adjacent pair of cells is linked once."""
+
+
+def suggest_error_region(xyz: np.ndarray, confidence: np.ndarray, labels: np.ndarray,
+                         cell_size: float, doubt: float = DOUBT_THRESHOLD
+                         ) -> tuple[float, float, float] | None:
+    """The point deepest inside the region the model most expects to have wrong.
+
+    Args:
+        xyz: (P, 3) float finite coordinates, metres.
+        confidence: (P,) float probability of each point's predicted label, in [0, 1].
+        labels: (P,) int predicted label per point (regions never mix two labels, as the
+            simulator's error groups never mix two (truth, prediction) pairs).
+        cell_size: edge (metres) of the grid cells the regions are built from (26-connected).
+        doubt: points with ``1 - confidence >= doubt`` are candidates.
+
+    Returns:
+        (x, y, z) of a cloud point, or None when no point is in doubt.
+    """
+    error = 1.0 - np.nan_to_num(np.asarray(confidence, np.float64), nan=1.0)
+    candidates = np.flatnonzero(error >= doubt)
+    if candidates.size == 0:
+        return None
+    grid = np.floor(np.asarray(xyz, np.float64)[candidates] / cell_size).astype(np.int64)
+    # one cell per (grid cell, predicted label)
+    keyed = np.concatenate([grid, np.asarray(labels, np.int64)[candidates, None]], axis=1)
+    cells, cell_of = np.unique(keyed, axis=0, return_inverse=True)
+    cell_of = cell_of.reshape(-1)
+    mass = np.bincount(cell_of, weights=error[candidates])
+    region_of_cell = _connected_cells(cells)
+    region_mass = np.bincount(region_of_cell, weights=mass)
+    best = int(np.argmax(region_mass))
+    members = np.flatnonzero(region_of_cell == best)
+    inside = _deepest_cell(cells[members, :3], members)
+    points = candidates[cell_of == inside]
+    chosen = points[int(np.argmax(error[points]))]
+    return tuple(float(v) for v in np.asarray(xyz)[chosen])
+
+
+def _connected_cells(cells: np.ndarray) -> np.ndarray:
+    """(C,) region index of each (x, y, z, label) cell: 26-connected, same label."""
+    count = cells.shape[0]
+    order = np.lexsort(cells.T[::-1])
+    sorted_cells = cells[order]
+    rows, cols = [], []
+    for offset in _HALF_NEIGHBOURS:
+        shifted = sorted_cells.copy()
+        shifted[:, :3] += offset
+        found = _find_rows(sorted_cells, shifted)
+        hit = found >= 0
+        rows.append(order[hit])
+        cols.append(order[found[hit]])
+    rows_all = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    cols_all = np.concatenate(cols) if cols else np.zeros(0, np.int64)
+    graph = coo_matrix((np.ones(rows_all.size, np.int8), (rows_all, cols_all)),
+                       shape=(count, count))
+    return connected_components(graph, directed=False)[1]
+
+
+def _find_rows(sorted_rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Index of each query row in lexicographically sorted unique rows, -1 where absent."""
+    low = sorted_rows.min(axis=0)
+    span = np.maximum(sorted_rows.max(axis=0), queries.max(axis=0)) - np.minimum(
+        low, queries.min(axis=0)) + 1
+    base = np.minimum(low, queries.min(axis=0))
+    keys = np.zeros(sorted_rows.shape[0], np.int64)
+    query_keys = np.zeros(queries.shape[0], np.int64)
+    for column in range(sorted_rows.shape[1]):
+        keys = keys * span[column] + (sorted_rows[:, column] - base[column])
+        query_keys = query_keys * span[column] + (queries[:, column] - base[column])
+    position = np.searchsorted(keys, query_keys)
+    position = np.minimum(position, keys.size - 1)
+    return np.where(keys[position] == query_keys, position, -1)
+
+
+def _deepest_cell(grid: np.ndarray, members: np.ndarray) -> int:
+    """The member cell farthest from the region's border (cells with a missing neighbour):
+    the simulator's 'deepest point' on the grid. Returns its index in ``members``' space."""
+    if members.size <= 2:
+        return int(members[0])
+    order = np.lexsort(grid.T[::-1])
+    sorted_grid = grid[order]
+    border = np.zeros(grid.shape[0], bool)
+    for offset in np.concatenate([_HALF_NEIGHBOURS, -_HALF_NEIGHBOURS]):
+        border[order] |= _find_rows(sorted_grid, sorted_grid + offset) < 0
+    if border.all():
+        # a thin region (a surface one cell thick): the cell nearest its centroid
+        centre = grid.mean(axis=0)
+        return int(members[int(np.argmin(np.square(grid - centre).sum(axis=1)))])
+    depth, _ = cKDTree(grid[border]).query(grid[~border])
+    return int(members[np.flatnonzero(~border)[int(np.argmax(depth))]])
 
 
 def suggest_next_click(xyz: np.ndarray, uncertainty: np.ndarray, region_size: float,
