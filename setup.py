@@ -41,6 +41,9 @@ setup(
                  "selenium==4.51.0"],
         # npiseg-annotate: rosbag2 bags (sqlite3 + MCAP) without ROS (docs/annotate.md).
         "annotate": ["rosbags==0.11.9"],
+        # npiseg-annotate triage --out: triage.parquet (pyarrow); --ray: workers on Ray
+        # (docs/triage.md). Ray's own extras (dashboard) are not needed.
+        "fleet": ["ray>=2.9", "pyarrow>=12"],
         # The training package ships in this distribution; the extra names what only it uses.
         "train": ["tqdm>=4.60"],
         # Optional sparse-conv accelerator (never required; see docs/backbone.md).

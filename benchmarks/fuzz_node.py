@@ -44,7 +44,7 @@ from sensor_msgs.msg import PointCloud2, PointField  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
 from npiseg_ros.msg import Click  # noqa: E402
-from npiseg_ros.ros.annotation import cloud_fingerprint  # noqa: E402
+from npiseg_ros.io.autosave import cloud_fingerprint  # noqa: E402
 from npiseg_ros.ros.client import SegmentationClient  # noqa: E402
 from npiseg_ros.ros.processes import stop_process  # noqa: E402
 from npiseg_ros.ros.testing import (FRAME, cloud_msg, ros_test_context,  # noqa: E402

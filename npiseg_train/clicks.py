@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from npiseg_ros.core.geodesic import ClickDistanceCache, VoxelGraph
-from npiseg_ros.core.model import NPISeg3D, SceneEmbedding
+from npiseg_ros.core.model import NPISeg3D
+from npiseg_ros.core.scene import Scene, VoxelClicks
 from npiseg_ros.core.voxelize import voxelize
 from npiseg_ros.eval.simulator import SimulatedClick, initial_clicks
 
@@ -159,29 +159,12 @@ def random_clicks(xyz: np.ndarray, targets: np.ndarray, rng: np.random.Generator
     return np.asarray(voxels, np.int64), np.asarray(labels, np.int64)
 
 
-class ClickDistances:
-    """Graph distances of clicked voxels as tensors, for a model with the geodesic prior
-    (``core.geodesic.ClickDistanceCache``, as the session uses). Without a prior: None."""
-
-    def __init__(self, model: NPISeg3D, graph: VoxelGraph | None) -> None:
-        self.graph = graph if model.prior is not None else None
-        self._cache = None
-        if self.graph is not None:
-            self._cache = ClickDistanceCache(self.graph, model.distance_limit())
-
-    def __call__(self, click_voxels: np.ndarray | torch.Tensor) -> torch.Tensor | None:
-        """(K, V) float32 distances, or None without a prior."""
-        if self._cache is None:
-            return None
-        return torch.from_numpy(self._cache.rows(np.asarray(click_voxels)))
-
-
 @torch.no_grad()
-def prior_labels(model: NPISeg3D, click_voxels: torch.Tensor, click_labels: torch.Tensor,
-                 distances: ClickDistances) -> torch.Tensor:
+def prior_labels(model: NPISeg3D, scene: Scene, click_voxels: torch.Tensor,
+                 click_labels: torch.Tensor) -> torch.Tensor:
     """(V,) int64 labels of the geodesic prior alone (the graph baseline's labelling under the
     model's learned radius): no decoder pass, a few milliseconds per round."""
-    rows = distances(click_voxels.cpu().numpy())
+    rows, _ = scene.click_distances(click_voxels.tolist())
     num_classes = int(click_labels.max()) + 1
     label_distances = model.prior.label_distances(rows.to(click_labels.device), click_labels,
                                                   num_classes)
@@ -191,25 +174,20 @@ def prior_labels(model: NPISeg3D, click_voxels: torch.Tensor, click_labels: torc
 
 
 @torch.no_grad()
-def predict_labels(model: NPISeg3D, scene: SceneEmbedding, click_voxels: torch.Tensor,
+def predict_labels(model: NPISeg3D, scene: Scene, click_voxels: torch.Tensor,
                    click_labels: torch.Tensor, previous: torch.Tensor | None,
-                   generator: torch.Generator,
-                   distances: ClickDistances | None = None) -> torch.Tensor:
+                   generator: torch.Generator) -> torch.Tensor:
     """(V,) int64 prediction as the session makes it (clicked voxels keep their label)."""
-    rows = None if distances is None else distances(click_voxels.cpu().numpy())
-    if rows is not None:
-        rows = rows.to(scene.features.device)
-    output = model.decode(scene, click_voxels, click_labels, previous, num_samples=1,
-                          generator=generator, click_distances=rows)
+    output = model.decode(scene, VoxelClicks(click_voxels, click_labels), previous,
+                          num_samples=1, generator=generator)
     labels = output.logits.argmax(dim=1)
     labels[click_voxels] = click_labels
     return labels
 
 
-def corrective_rounds(model: NPISeg3D, scene: SceneEmbedding, xyz: np.ndarray,
+def corrective_rounds(model: NPISeg3D, scene: Scene, xyz: np.ndarray,
                       sample: ClickSample, rounds: int,
                       generator: torch.Generator,
-                      distances: ClickDistances | None = None,
                       policy: str = "model") -> ClickSample:
     """Add up to ``rounds`` simulator clicks, each on the current (no-grad) errors.
 
@@ -222,7 +200,7 @@ def corrective_rounds(model: NPISeg3D, scene: SceneEmbedding, xyz: np.ndarray,
     """
     if policy not in CORRECTIVE_POLICIES:
         raise ValueError(f"policy must be one of {CORRECTIVE_POLICIES}, got {policy!r}")
-    if policy == "prior" and (distances is None or distances.graph is None):
+    if policy == "prior" and (model.prior is None or scene.graph is None):
         raise ValueError("the 'prior' corrective policy needs a model with the geodesic prior")
     device = scene.features.device
     detached = scene.detach()
@@ -233,10 +211,9 @@ def corrective_rounds(model: NPISeg3D, scene: SceneEmbedding, xyz: np.ndarray,
     done = 0
     for _ in range(rounds):
         if policy == "prior":
-            prediction = prior_labels(model, voxels, labels, distances)
+            prediction = prior_labels(model, detached, voxels, labels)
         else:
-            prediction = predict_labels(model, detached, voxels, labels, previous, generator,
-                                        distances)
+            prediction = predict_labels(model, detached, voxels, labels, previous, generator)
         click = _simulated_next(xyz, sample.targets, prediction.cpu().numpy(), subset)
         if click is None:
             break

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from npiseg_ros.core.model import DecodeOutput
+from npiseg_ros.core.posterior import TrainingOutput
 
 CE_WEIGHT = 1.0
 DICE_WEIGHT = 2.0
@@ -106,7 +106,7 @@ def best_of_samples_loss(sample_logits: Tensor, targets: Tensor, weights: Tensor
     return (1.0 - epsilon) * losses.min() + epsilon * losses.mean()
 
 
-def floored_kl(output: DecodeOutput, free_bits: float) -> tuple[Tensor, Tensor]:
+def floored_kl(output: TrainingOutput, free_bits: float) -> tuple[Tensor, Tensor]:
     """(KL(z_s), sum of KL(z_o^m)) each group clamped from below at ``free_bits`` nats (no
     gradient below it); plain sums when ``free_bits`` is 0."""
     zero = output.logits.new_zeros(())
@@ -121,12 +121,12 @@ def floored_kl(output: DecodeOutput, free_bits: float) -> tuple[Tensor, Tensor]:
     return kl_scene, kl_objects
 
 
-def npiseg_loss(output: DecodeOutput, targets: Tensor, weights: Tensor,
+def npiseg_loss(output: TrainingOutput, targets: Tensor, weights: Tensor,
                 kl_weight: float, class_balance: float = 0.0, *, free_bits: float = 0.0,
                 best_of_samples: float = 0.0) -> LossTerms:
-    """The ELBO-derived loss for one scene's decode output (targets (V,) in [0, C)).
+    """The ELBO-derived loss for one scene's training decode (targets (V,) in [0, C)).
 
-    With ``output.prior_path_logits`` (decodes with targets) the segmentation loss is put on
+    With ``output.prior_path_logits`` (probabilistic models) the segmentation loss is put on
     the inference path (latents from the prior) AND on the posterior path, so the networks the
     node runs get the segmentation gradient, not only the KL's. ``free_bits`` and
     ``best_of_samples`` (weight of the best-of-S term): see the module docstring.

@@ -2,7 +2,8 @@
 
 One optimiser step = ``batch_size`` scenes per process: one backbone pass over the batch, per
 scene 0..N simulated corrective rounds without gradient on the detached embedding, then one
-decode with gradient whose latents come from the posterior (``targets=``), paper Eq. 9-10.
+decode with gradient whose latents come from the posterior (``NPISeg3D.train_forward``),
+paper Eq. 9-10.
 """
 from __future__ import annotations
 
@@ -22,9 +23,9 @@ from npiseg_ros.core.backbone import build_backbone
 from npiseg_ros.core.build import build_model
 from npiseg_ros.core.checkpoint import init_weights_from, save_checkpoint
 from npiseg_ros.core.model import NPISeg3D
+from npiseg_ros.core.scene import VoxelClicks
 from npiseg_ros.core.sparse.backends import available_backends
-from npiseg_train.clicks import (ClickDistances, ClickSample, choose_targets, corrective_rounds,
-                                 random_clicks)
+from npiseg_train.clicks import ClickSample, choose_targets, corrective_rounds, random_clicks
 from npiseg_train.config import TrainConfig
 from npiseg_train.data import SceneStream, TrainScene
 from npiseg_train.distributed import (DistributedContext, average_buffers, barrier, mean_across,
@@ -99,24 +100,19 @@ class ScenesLoss(nn.Module):
                        torch.from_numpy(p.scene.coords)], dim=1)
             for index, p in enumerate(batch)]).to(device)
         xyz = torch.cat([torch.from_numpy(p.scene.xyz) for p in batch]).to(device)
-        embeddings = self.model.encode_batch(features, coords, xyz)
+        scenes = self.model.embed_batch(features, coords, xyz, [p.scene.graph for p in batch])
         total = xyz.new_zeros(())
         logs = {"seg": 0.0, "kl_scene": 0.0, "kl_objects": 0.0, "rounds": 0.0, "clicks": 0.0}
-        for prepared, embedding in zip(batch, embeddings):
-            distances = ClickDistances(self.model, prepared.scene.graph)
-            sample = corrective_rounds(self.model, embedding, prepared.scene.xyz,
-                                       prepared.sample, prepared.rounds, generator, distances,
-                                       self.corrective_policy)
-            rows = distances(sample.click_voxels)
+        for prepared, scene in zip(batch, scenes):
+            sample = corrective_rounds(self.model, scene, prepared.scene.xyz, prepared.sample,
+                                       prepared.rounds, generator, self.corrective_policy)
             targets = torch.from_numpy(sample.targets).to(device)
             click_voxels = torch.from_numpy(sample.click_voxels).to(device)
             previous = (None if sample.previous_labels is None
                         else torch.from_numpy(sample.previous_labels).to(device))
-            output = self.model.decode(embedding, click_voxels,
-                                       torch.from_numpy(sample.click_labels).to(device),
-                                       previous, num_samples=num_samples, generator=generator,
-                                       targets=targets,
-                                       click_distances=None if rows is None else rows.to(device))
+            clicks = VoxelClicks(click_voxels, torch.from_numpy(sample.click_labels).to(device))
+            output = self.model.train_forward(scene, clicks, targets, previous,
+                                              num_samples=num_samples, generator=generator)
             voxel_xyz = torch.from_numpy(prepared.scene.xyz).to(device)
             weights = click_distance_weights(voxel_xyz, voxel_xyz[click_voxels])
             terms = npiseg_loss(output, targets, weights, kl_weight, class_balance,

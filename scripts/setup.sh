@@ -28,7 +28,7 @@ fi
 log "installing npiseg_ros and its dependencies"
 # compat editable mode: a plain path entry, so `npiseg_ros/__init__.py` (which merges in the
 # generated npiseg_ros.msg/srv modules) runs from any working directory.
-"$PY" -m pip install --quiet --disable-pip-version-check -e "$REPO[test,annotate]" \
+"$PY" -m pip install --quiet --disable-pip-version-check -e "$REPO[test,annotate,fleet]" \
   --config-settings editable_mode=compat
 bash "$REPO/scripts/build_interfaces.sh" "$VENV"
 log "done: $VENV"

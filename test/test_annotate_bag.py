@@ -103,19 +103,34 @@ def test_pointcloud2_layouts():
     decoded, intensity = decode_pointcloud2(message)
     assert np.array_equal(decoded, xyz.astype(np.float32)) and intensity is None
     message.fields = message.fields[:2]
-    with pytest.raises(FrameError, match="no field"):
-        decode_pointcloud2(message)
+    with pytest.raises(FrameError, match="frame f7: the cloud has no z field"):
+        decode_pointcloud2(message, "f7")
     message.fields = [_field("x", 0, 8), _field("y", 8, 8), _field("z", 30, 8)]
-    with pytest.raises(FrameError, match="unusable"):
+    with pytest.raises(FrameError, match="does not fit in point_step"):
         decode_pointcloud2(message)
     message.fields = [_field("x", 0, 8), _field("y", 8, 8), _field("z", 16, 8)]
     message.data = message.data[:100]
-    with pytest.raises(FrameError, match="too few"):
+    with pytest.raises(FrameError, match="truncated"):
         decode_pointcloud2(message)
 
 
+def test_pointcloud2_dense_rows_with_unset_row_step_and_ignored_colour():
+    # x y z float32, a 2-byte "rgb" the node would refuse (colour is not read from bags)
+    record = np.zeros(3, dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<u2"),
+                                ("intensity", "<u2")])
+    record["x"], record["intensity"] = (1.0, 2.0, 3.0), (7, 8, 9)
+    message = SimpleNamespace(
+        fields=[_field("x", 0, 7), _field("y", 4, 7), _field("z", 8, 7), _field("rgb", 12, 4),
+                _field("intensity", 14, 4)],
+        width=3, height=1, point_step=16, row_step=0, is_bigendian=False,
+        data=np.frombuffer(record.tobytes(), np.uint8))
+    xyz, intensity = decode_pointcloud2(message)
+    np.testing.assert_array_equal(xyz[:, 0], [1.0, 2.0, 3.0])
+    assert intensity.dtype == np.float32 and intensity.tolist() == [7.0, 8.0, 9.0]
+
+
 def test_cloud_files_and_kitti_folders(tmp_path):
-    from npiseg_ros.ros.annotation import save_annotation
+    from npiseg_ros.io.autosave import save_annotation
 
     xyz = np.random.default_rng(2).normal(size=(300, 3)).astype(np.float32)
     velodyne = tmp_path / "seq" / "velodyne"

@@ -120,7 +120,7 @@ def test_autosave_resume_is_exact(drive, session, tmp_path):
     # saved labels that the clicks no longer reproduce (another model): said, not hidden
     from dataclasses import replace
 
-    from npiseg_ros.ros.annotation import cloud_fingerprint, load_autosave, write_autosave
+    from npiseg_ros.io.autosave import cloud_fingerprint, load_autosave, write_autosave
 
     folder_of_frame = folder / "autosave" / again.frame_name
     record = load_autosave(folder_of_frame, cloud_fingerprint(again.frame.xyz))

@@ -165,3 +165,231 @@ def test_the_simulator_uses_the_voxel_size_of_the_model_that_runs_each_sample(tm
     assert seen == [False, True]
     # a single model (or a baseline) keeps one number
     assert build_segmenter(checkpoint=str(coarse), num_samples=1)[1] == 0.2
+
+
+# ---------------------------------------------------------------- issue 20: the honest protocol
+def _streets(folder, box_only=False):
+    """Two synthetic streets with semantics (test_targets.street_scan), and optionally one
+    box-only street; returns {file stem: arrays}."""
+    from test_targets import street_scan
+
+    folder.mkdir(exist_ok=True)
+    streets = {name: street_scan(folder / f"{name}.npz", seed=seed)
+               for seed, name in enumerate(("a", "b"))}
+    if box_only:
+        streets["boxes"] = street_scan(folder / "boxes.npz", semantics=False, seed=2)
+    return streets
+
+
+def _eval_scans(folder, out, *args, status=0):
+    """``npiseg-eval --format scans`` on ``folder`` -> ``out`` exits with ``status``; returns
+    the report (None for a failed run)."""
+    assert main(["--data", str(folder), "--format", "scans", *args, "--out", str(out),
+                 "--no-progress"]) == status
+    return json.loads(out.read_text()) if status == 0 else None
+
+
+def _refused(capsys, message, *argv):
+    """argparse refuses the command line with ``message`` (exit status 2)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(argv))
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def _tiny_checkpoint(tmp_path, gate=None, **config):
+    torch = pytest.importorskip("torch")
+    checkpoint = pytest.importorskip("npiseg_ros.core.checkpoint")
+    build = pytest.importorskip("npiseg_ros.core.build")
+    torch.manual_seed(0)
+    model = build.build_model(build.prior_config(**config) if gate is not None
+                              else build.tiny_config(**config))
+    if gate is not None:
+        with torch.no_grad():
+            model.prior.correction_gate.fill_(gate)
+    return str(checkpoint.save_checkpoint(tmp_path / f"tiny_{gate}.safetensors", model))
+
+
+def test_targets_and_object_counts_shape_the_scan_samples(tmp_path):
+    from npiseg_ros.eval.samples import dataset_samples
+    from test_targets import CAR
+
+    streets = _streets(tmp_path / "scans")
+    samples = list(dataset_samples(tmp_path / "scans", "scans", targets="things",
+                                   object_counts=(1, 2, 3)))
+    assert [s.name for s in samples] == ["a_obj_1", "a_obj_2", "a_obj_3",
+                                         "b_obj_1", "b_obj_2", "b_obj_3"]
+    for sample in samples:  # clean things: only car points, never the road inside the boxes
+        semantic = streets[sample.scene]["semantic"]
+        assert np.all(semantic[sample.target_labels() > 0] == CAR)
+    raw = next(iter(dataset_samples(tmp_path / "scans", "scans", object_counts=(3,))))
+    assert np.any(streets["a"]["semantic"][raw.target_labels() > 0] != CAR)
+    # counts above the candidates take them all, once
+    capped = list(dataset_samples(tmp_path / "scans", "scans", targets="things",
+                                  object_counts=(2, 5, 9)))
+    assert [s.name for s in capped] == ["a_obj_2", "a_obj_3", "b_obj_2", "b_obj_3"]
+    stuff = list(dataset_samples(tmp_path / "scans", "scans", targets="stuff",
+                                 object_counts=(3,)))
+    assert all({s.cloud.names[o] for o in s.object_ids} == {"road", "vegetation"}
+               for s in stuff)
+    with pytest.raises(ValueError, match=">= 1"):
+        next(dataset_samples(tmp_path / "scans", "scans", object_counts=(0, 2)))
+    with pytest.raises(ValueError, match="targets must be one of"):
+        next(dataset_samples(tmp_path / "scans", "scans", targets="objects"))
+    with pytest.raises(ValueError, match="--format scans only"):
+        next(dataset_samples(tmp_path / "scans", "benchmark", targets="things"))
+
+
+def test_cli_records_targets_seed_and_object_counts(tmp_path, capsys):
+    _streets(tmp_path / "scans", box_only=True)
+    report = _eval_scans(tmp_path / "scans", tmp_path / "stuff.json", "--targets",
+                                 "stuff", "--objects-per-sample", "1", "2", "--baseline",
+                                 "graph", "--max-clicks", "1", "--seed", "3")
+    config = report["config"]
+    assert (config["targets"], config["objects_per_sample"], config["seed"]) == (
+        "stuff", [1, 2], 3)
+    assert config["skipped_files"] == []  # box-only files just have no stuff
+    assert sorted(s["name"] for s in report["samples"]["oracle"]) == [
+        "a_obj_1", "a_obj_2", "b_obj_1", "b_obj_2"]
+    report = _eval_scans(tmp_path / "scans", tmp_path / "classes.json", "--targets",
+                                 "classes", "--baseline", "graph", "--max-clicks", "1")
+    config = report["config"]
+    assert config["skipped_files"] == ["boxes.npz"] and config["objects_per_sample"] == [1, 3, 5]
+    assert "no classes targets in: boxes.npz" in capsys.readouterr().err
+    _refused(capsys, "apply to --format scans", "--data", str(tmp_path), "--format",
+             "benchmark", "--baseline", "graph", "--targets", "things")
+
+
+def test_baseline_prior_runs_the_model_prior_and_refuses_a_model_without_one(tmp_path, capsys):
+    _streets(tmp_path / "scans")
+    path = _tiny_checkpoint(tmp_path, gate=0.8)
+    report = _eval_scans(tmp_path / "scans", tmp_path / "prior.json", "--targets",
+                                 "things", "--baseline", "prior", "--checkpoint", path,
+                                 "--rgb-checkpoint", "none", "--max-clicks", "1", "--limit",
+                                 "1", "--num-samples", "2")
+    config = report["config"]
+    assert (config["baseline"], config["checkpoint"]) == ("prior", path)
+    from npiseg_ros.eval.cli import build_segmenter
+
+    segmenter, voxel_size = build_segmenter(checkpoint=path, baseline="prior", num_samples=1)
+    assert segmenter.session.model.prior.correction_gate.item() == 0.0
+    assert build_segmenter(checkpoint=path, num_samples=1)[0].session.model.prior \
+        .correction_gate.item() == pytest.approx(0.8)
+    no_prior = _tiny_checkpoint(tmp_path)
+    _eval_scans(tmp_path / "scans", tmp_path / "none.json", "--baseline", "prior",
+                "--checkpoint", no_prior, "--rgb-checkpoint", "none", status=2)
+    assert "geodesic prior" in capsys.readouterr().err
+    _refused(capsys, "not with --baseline graph", "--data", str(tmp_path), "--format", "scans",
+             "--baseline", "graph", "--checkpoint", path)
+
+
+def test_latents_mean_reaches_the_session_and_draws_nothing(tmp_path, capsys):
+    from npiseg_ros.eval.cli import build_segmenter
+    from npiseg_ros.eval.samples import dataset_samples
+
+    _streets(tmp_path / "scans")
+    path = _tiny_checkpoint(tmp_path, gate=1.0)
+    sample = next(iter(dataset_samples(tmp_path / "scans", "scans", targets="things",
+                                       object_counts=(2,))))
+
+    def confidence(latents, seed):
+        segmenter, voxel_size = build_segmenter(checkpoint=path, latents=latents, seed=seed,
+                                                num_samples=4)
+        assert segmenter.session.latents == latents
+        segmenter.set_cloud(sample.cloud.xyz)
+        for k, object_id in enumerate(sample.object_ids, start=1):
+            segmenter.add_click(object_id=k, point_index=int(
+                np.flatnonzero(sample.cloud.labels == object_id)[0]))
+        return segmenter.predict().confidence
+
+    np.testing.assert_array_equal(confidence("mean", 0), confidence("mean", 1))
+    assert not np.allclose(confidence("sample", 0), confidence("sample", 1), atol=1e-5)
+    report = _eval_scans(tmp_path / "scans", tmp_path / "mean.json", "--checkpoint",
+                                 path, "--rgb-checkpoint", "none", "--latents", "mean",
+                                 "--max-clicks", "1", "--limit", "1")
+    assert report["config"]["latents"] == "mean"
+    _refused(capsys, "--latents goes with a model", "--data", str(tmp_path), "--format",
+             "scans", "--baseline", "graph", "--latents", "mean")
+
+
+def test_seeds_write_one_report_per_seed_and_their_spread(tmp_path, capsys):
+    _streets(tmp_path / "scans")
+    aggregate = _eval_scans(tmp_path / "scans", tmp_path / "things.json", "--targets",
+                                    "things", "--objects-per-sample", "1", "2", "--baseline",
+                                    "graph", "--max-clicks", "2", "--seeds", "0", "1", "2")
+    assert aggregate["config"]["seeds"] == [0, 1, 2] and "seed" not in aggregate["config"]
+    assert aggregate["config"]["targets"] == "things"
+    values = []
+    for seed in ("0", "1", "2"):
+        path = aggregate["reports"][seed]
+        assert path == str(tmp_path / f"things_seed{seed}.json")
+        report = json.loads(open(path).read())
+        assert report["config"]["seed"] == int(seed)
+        values.append(report["metrics"]["oracle"]["IoU@1"])
+        assert aggregate["per_seed"][seed]["oracle"]["IoU@1"] == values[-1]
+    spread = aggregate["spread"]["oracle"]["IoU@1"]
+    assert spread["mean"] == pytest.approx(np.mean(values))
+    assert (spread["min"], spread["max"], spread["n"]) == (min(values), max(values), 3)
+    assert spread["std"] == pytest.approx(np.std(values, ddof=1))
+    assert aggregate["spread"]["oracle"]["ECE"]["n"] == 0  # the graph has no probabilities
+    assert "mean [min-max] over seeds 0 1 2" in capsys.readouterr().out
+    _refused(capsys, "give --seed or --seeds", "--data", str(tmp_path), "--format", "scans",
+             "--baseline", "graph", "--seed", "1", "--seeds", "0", "1")
+
+
+class _BallSegmenter:
+    """Labels every point within ``radius`` metres of the last click as its object: a first
+    click in a car then takes the road under it too."""
+
+    def __init__(self, radius):
+        self.radius = radius
+
+    def set_cloud(self, xyz, colors=None, intensity=None):
+        self.xyz, self.click = np.asarray(xyz, np.float64), None
+
+    def reset(self):
+        self.click = None
+
+    def add_click(self, position=None, *, object_id, point_index=None):
+        self.click = (int(point_index), int(object_id))
+
+    def predict(self):
+        from types import SimpleNamespace
+
+        index, object_id = self.click
+        near = np.linalg.norm(self.xyz - self.xyz[index], axis=1) <= self.radius
+        return SimpleNamespace(labels=np.where(near, object_id, 0),
+                               uncertainty=np.zeros(len(self.xyz)))
+
+
+def test_first_click_leak_counts_the_labelled_points_outside_each_car(tmp_path):
+    """scripts/first_click_leak.py on a synthetic street: its IoU, non-car share and leak per
+    class match the prediction, for a segmenter that floods onto the road."""
+    import importlib.util
+    from pathlib import Path
+
+    from test_targets import CAR, ROAD, street_scan
+
+    spec = importlib.util.spec_from_file_location(
+        "first_click_leak", Path(__file__).resolve().parents[1] / "scripts" /
+        "first_click_leak.py")
+    leak = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(leak)
+    truth = street_scan(tmp_path / "semkitti_street.npz")
+    rows = leak.car_leaks(tmp_path / "semkitti_street.npz", _BallSegmenter(2.0), 0.05)
+    assert [row["class"] for row in rows] == ["car"] * 3
+    for row in rows:
+        own = (truth["instance"] == row["instance"]) & (truth["semantic"] == CAR)
+        assert row["points"] == own.sum() == 200 and own[row["click_point"]]
+        click = truth["xyz"][row["click_point"]].astype(np.float64)
+        labelled = np.linalg.norm(truth["xyz"] - click, axis=1) <= 2.0
+        road = int((labelled & (truth["semantic"] == ROAD)).sum())
+        assert road > 0 and row["leak"] == {"road": road}
+        assert row["predicted_points"] == labelled.sum()
+        assert row["not_car_share"] == pytest.approx(road / labelled.sum())
+        assert row["iou"] == pytest.approx((labelled & own).sum() / (labelled | own).sum())
+    summary = leak.summarize(rows)
+    assert summary["cars"] == 3
+    assert summary["leak_points_by_class"] == {"road": sum(r["leak"]["road"] for r in rows)}
+    street_scan(tmp_path / "boxes.npz", semantics=False)
+    with pytest.raises(ValueError, match="no semantic labels"):
+        leak.car_leaks(tmp_path / "boxes.npz", _BallSegmenter(2.0), 0.05)

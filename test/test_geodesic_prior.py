@@ -8,6 +8,7 @@ import torch
 
 from npiseg_ros.core.build import build_model, preset_config
 from npiseg_ros.core.geodesic import GraphConfig, build_voxel_graph, distance_limit
+from npiseg_ros.core.scene import VoxelClicks
 from npiseg_ros.core.session import SegmentationSession
 from npiseg_ros.core.voxelize import voxelize
 from npiseg_ros.eval.baselines import GraphDistanceSegmenter
@@ -88,14 +89,14 @@ def test_untrained_prior_model_labels_exactly_like_the_graph_baseline():
     assert min(agreement) > 0.999, agreement
 
 
-def test_prior_model_needs_click_distances():
+def test_prior_model_needs_a_scene_with_its_voxel_graph():
     model = _prior_model().eval()
     xyz, _, _ = floor_with_boxes(seed=0)
     voxels = voxelize(xyz, 0.05)
-    scene = model.encode(torch.ones(voxels.num_voxels, 1), torch.from_numpy(voxels.coords),
-                         torch.from_numpy(xyz[voxels.representative]))
-    with pytest.raises(ValueError, match="click_distances"):
-        model.decode(scene, torch.tensor([0]), torch.tensor([1]))
+    scene = model.embed(torch.ones(voxels.num_voxels, 1), torch.from_numpy(voxels.coords),
+                        torch.from_numpy(xyz[voxels.representative]))
+    with pytest.raises(ValueError, match="voxel graph"):
+        model.decode(scene, VoxelClicks(torch.tensor([0]), torch.tensor([1])))
 
 
 def test_segmentation_loss_reaches_the_inference_path():
@@ -111,11 +112,10 @@ def test_segmentation_loss_reaches_the_inference_path():
     graph = build_voxel_graph(voxel_xyz, None, model.config.graph_config())
     clicks = torch.tensor([int(np.flatnonzero(targets.numpy() == o)[0]) for o in (1, 2, 0)])
     click_labels = torch.tensor([1, 2, 0])
-    scene = model.encode(torch.ones(voxels.num_voxels, 1), torch.from_numpy(voxels.coords),
-                         torch.from_numpy(voxel_xyz))
-    output = model.decode(scene, clicks, click_labels, num_samples=2,
-                          generator=torch.Generator().manual_seed(0), targets=targets,
-                          click_distances=torch.from_numpy(graph.distances(clicks.numpy())))
+    scene = model.embed(torch.ones(voxels.num_voxels, 1), torch.from_numpy(voxels.coords),
+                        torch.from_numpy(voxel_xyz), graph)
+    output = model.train_forward(scene, VoxelClicks(clicks, click_labels), targets,
+                                 num_samples=2, generator=torch.Generator().manual_seed(0))
     assert output.prior_path_logits is not None
     weights = click_distance_weights(torch.from_numpy(voxel_xyz),
                                      torch.from_numpy(voxel_xyz)[clicks])
@@ -191,15 +191,19 @@ def _coarse_model(stride: int, seed: int = 0):
     return model.eval()
 
 
-def _decode_all(model, coords, voxel_xyz, clicks, click_labels, previous=None, **kwargs):
-    scene = model.encode(torch.ones(len(coords), 1), torch.from_numpy(coords),
-                         torch.from_numpy(voxel_xyz))
+def _embed(model, coords, voxel_xyz):
+    """The scene of voxels ``coords`` at ``voxel_xyz`` with its voxel graph (as training)."""
     graph = build_voxel_graph(voxel_xyz, None, model.config.graph_config())
+    return model.embed(torch.ones(len(coords), 1), torch.from_numpy(coords),
+                       torch.from_numpy(voxel_xyz), graph)
+
+
+def _decode_all(model, coords, voxel_xyz, clicks, click_labels, previous=None, **kwargs):
+    scene = _embed(model, coords, voxel_xyz)
     with torch.no_grad():
-        return scene, model.decode(
-            scene, clicks, click_labels, previous, num_samples=3,
-            generator=torch.Generator().manual_seed(0),
-            click_distances=torch.from_numpy(graph.distances(clicks.numpy())), **kwargs)
+        return scene, model.decode(scene, VoxelClicks(clicks, click_labels), previous,
+                                   num_samples=3, generator=torch.Generator().manual_seed(0),
+                                   **kwargs)
 
 
 @pytest.mark.parametrize("uncertainty", ["entropy", "variance"])
@@ -224,19 +228,29 @@ def test_coarse_decoding_with_one_voxel_per_cell_equals_full_resolution(uncertai
     for name in ("logits", "probabilities", "uncertainty"):
         torch.testing.assert_close(getattr(coarse, name), getattr(fine, name),
                                    rtol=1e-4, atol=1e-5, msg=name)
-    for a, b in zip(coarse.auxiliary_logits, fine.auxiliary_logits):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    # the training decode too (its target points and latents drawn alike from one seed)
+    targets = torch.from_numpy(voxel_labels)
+    trained = [model.train_forward(scene, VoxelClicks(clicks, click_labels), targets, previous,
+                                   num_samples=2, generator=torch.Generator().manual_seed(1))
+               for model, scene in ((_coarse_model(2), coarse_scene),
+                                    (_coarse_model(1), fine_scene))]
+    assert len(trained[0].auxiliary_logits) == 1  # two decoder layers
+    for name in ("logits", "prior_path_logits", "prior_sample_logits", "auxiliary_logits"):
+        torch.testing.assert_close(getattr(trained[0], name), getattr(trained[1], name),
+                                   rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_cells_number_the_occupied_cells_in_coordinate_order():
     """The packed-key grouping equals the row-wise unique of floor(coords / stride), negative
     coordinates included: the same cells in the same (x, y, z) lexicographic order."""
+    from npiseg_ros.core.cells import group_cells
+
     model = _coarse_model(4)
     coords = torch.from_numpy(np.random.default_rng(3).integers(-40, 40, size=(3000, 3)))
     coords = torch.unique(coords, dim=0)[torch.randperm(2000, generator=torch.Generator()
                                                        .manual_seed(0))]
-    cells = model._cells(coords, torch.randn(len(coords), 32, generator=torch.Generator()
-                                             .manual_seed(1)), coords.float() * 0.05)
+    features = torch.randn(len(coords), 32, generator=torch.Generator().manual_seed(1))
+    cells = group_cells(coords, features, coords.float() * 0.05, 4, model.position_codes)
     expected, of_voxel = torch.unique(torch.div(coords, 4, rounding_mode="floor"), dim=0,
                                       return_inverse=True)
     assert torch.equal(cells.of_voxel, of_voxel) and cells.num_cells == len(expected)
@@ -260,20 +274,11 @@ def test_coarse_decoding_reads_out_every_voxel_and_trains():
     assert torch.isfinite(output.uncertainty).all()
     shared = cells.of_voxel == cells.of_voxel[clicks[0]]
     assert shared.sum() > 1 and output.logits[shared].std(dim=0).max() > 0
-    # inference skips the earlier layers' per-voxel logits and changes nothing else
-    assert len(output.auxiliary_logits) == model.config.num_decoder_layers - 1
-    _, lean = _decode_all(model, voxels.coords, voxel_xyz, clicks, click_labels,
-                          auxiliary=False)
-    assert lean.auxiliary_logits == []
-    for name in ("logits", "probabilities", "uncertainty"):
-        assert torch.equal(getattr(lean, name), getattr(output, name)), name
     model.train()
-    scene = model.encode(torch.ones(voxels.num_voxels, 1), torch.from_numpy(voxels.coords),
-                         torch.from_numpy(voxel_xyz))
-    graph = build_voxel_graph(voxel_xyz, None, model.config.graph_config())
-    output = model.decode(scene, clicks, click_labels, num_samples=2,
-                          generator=torch.Generator().manual_seed(0), targets=targets,
-                          click_distances=torch.from_numpy(graph.distances(clicks.numpy())))
+    scene = _embed(model, voxels.coords, voxel_xyz)
+    output = model.train_forward(scene, VoxelClicks(clicks, click_labels), targets,
+                                 num_samples=2, generator=torch.Generator().manual_seed(0))
+    assert len(output.auxiliary_logits) == model.config.num_decoder_layers - 1
     weights = click_distance_weights(torch.from_numpy(voxel_xyz),
                                      torch.from_numpy(voxel_xyz)[clicks])
     loss = segmentation_loss(output.prior_path_logits, targets, weights)
@@ -294,46 +299,38 @@ def test_session_reports_the_decoder_tokens_of_its_cloud():
     assert 0 < coarse.num_decode_tokens < coarse.num_voxels / 4
 
 
-def test_session_pools_each_click_once_and_decodes_as_the_model_pools():
-    """A coarse session pools every clicked voxel's distances over the cells once and reuses
-    them for later clicks (and after undo); each predict equals the decode that pools all
-    clicks itself (minima are exact, so the outputs are identical)."""
+def test_each_clicked_voxel_is_pooled_once_and_the_pooling_is_exact():
+    """A coarse scene pools a clicked voxel's graph distances over the cells once and reuses
+    them for later clicks (and after undo); each predict equals one whose scene pools every
+    click afresh, and the pooled rows equal a naive per-cell minimum."""
     xyz, rgb, labels = floor_with_boxes(seed=1, num_boxes=2)
-    cached, pooling = (SegmentationSession(_coarse_model(4), num_samples=3) for _ in range(2))
-    pooling._click_distances = lambda cloud: (  # every predict pools all its clicks itself
-        torch.from_numpy(cloud.distances.rows([c.voxel_index for c in pooling.clicks])), None)
-    for session in (cached, pooling):
+    cached, fresh = (SegmentationSession(_coarse_model(4), num_samples=3) for _ in range(2))
+    for session in (cached, fresh):
         session.set_cloud(xyz, colors=rgb)
+    cells = cached.scene.cells
+    pooling = cells.min_pool
+    pooled_rows = []
+    cells.min_pool = lambda values, dim: pooled_rows.append(len(values)) or pooling(values, dim)
     points = [int(np.flatnonzero(labels == o)[k]) for o, k in ((1, 0), (2, 0), (0, 0), (1, 7))]
     for step, (point, object_id) in enumerate(zip(points, (1, 2, 0, 1))):
         outputs = []
-        for session in (cached, pooling):
+        for session in (cached, fresh):
             session.add_click(point_index=point, object_id=object_id)
             if step == 2:  # undo and redo: the cached rows stay valid
                 session.undo()
                 session.predict()
                 session.add_click(point_index=point, object_id=object_id)
+            if session is fresh:
+                fresh.scene.pooled.clear()
             outputs.append(session.predict())
         np.testing.assert_array_equal(outputs[0].labels, outputs[1].labels)
         np.testing.assert_array_equal(outputs[0].uncertainty, outputs[1].uncertainty)
-    assert len(cached._cloud.cell_distances) == len(set(
-        cached._cloud.voxel_of_point[points]))
-    assert not pooling._cloud.cell_distances
-
-
-def test_decode_rejects_cell_distances_of_the_wrong_shape():
-    model = _coarse_model(4)
-    xyz, _, labels = floor_with_boxes(seed=1, num_boxes=1)
-    voxels = voxelize(xyz, 0.05)
-    voxel_xyz = xyz[voxels.representative]
-    scene = model.encode(torch.ones(voxels.num_voxels, 1), torch.from_numpy(voxels.coords),
-                         torch.from_numpy(voxel_xyz))
-    distances = torch.from_numpy(build_voxel_graph(voxel_xyz, None, model.config.graph_config())
-                                 .distances([0, 5]))
-    with pytest.raises(ValueError, match="cell_click_distances"):
-        model.decode(scene, torch.tensor([0, 5]), torch.tensor([1, 0]), num_samples=2,
-                     click_distances=distances,
-                     cell_click_distances=torch.zeros(2, scene.cells.num_cells + 1))
+    clicked = [int(v) for v in dict.fromkeys(cached.point_to_voxel[points])]
+    assert sum(pooled_rows) == len(cached.scene.pooled) == len(clicked)
+    rows, token_rows = cached.scene.click_distances(clicked)
+    naive = torch.stack([rows[:, cells.of_voxel == cell].amin(dim=1)
+                         for cell in range(cells.num_cells)], dim=1)
+    assert torch.equal(token_rows, naive)
 
 
 def test_the_distance_horizon_stops_every_click_search_in_session_and_training(tmp_path):
@@ -342,7 +339,6 @@ def test_the_distance_horizon_stops_every_click_search_in_session_and_training(t
     from npiseg_ros.core.checkpoint import load_model, save_checkpoint
     from npiseg_ros.core.config import ModelConfig
     from npiseg_ros.core.errors import ConfigError
-    from npiseg_train.clicks import ClickDistances
 
     default = _prior_model()
     radius = float(default.prior.log_radius.detach().exp())
@@ -355,10 +351,14 @@ def test_the_distance_horizon_stops_every_click_search_in_session_and_training(t
     session.set_cloud(xyz, colors=rgb)
     click = session.add_click(point_index=int(np.flatnonzero(labels == 1)[0]), object_id=1)
     session.predict()
-    graph = session._cloud.distances.graph
+    scene = session.scene
+    graph = scene.graph
     full = graph.distances([click.voxel_index])[0]
-    for row in (session._cloud.distances.rows([click.voxel_index])[0],  # the session's
-                ClickDistances(model, graph)([click.voxel_index])[0].numpy()):  # training's
+    voxels = scene.cloud.voxels  # the same voxels as a training scene (embed_batch's graphs)
+    training = model.embed(torch.ones(voxels.num_voxels, 1), torch.from_numpy(voxels.coords),
+                           torch.from_numpy(xyz[voxels.representative]), graph)
+    for row in (scene.click_distances([click.voxel_index])[0][0].numpy(),  # the session's
+                training.click_distances([click.voxel_index])[0][0].numpy()):  # training's
         near = full <= 0.5
         assert near.sum() > 10 and (~near & np.isfinite(full)).sum() > 10
         np.testing.assert_array_equal(row[near], full[near].astype(np.float32))

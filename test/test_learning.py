@@ -3,6 +3,7 @@ import numpy as np
 import torch
 
 from npiseg_ros.core.build import build_model, tiny_config
+from npiseg_ros.core.scene import VoxelClicks
 from npiseg_ros.core.session import SegmentationSession
 from npiseg_ros.core.voxelize import voxelize
 from npiseg_train.losses import KLRamp, click_distance_weights, npiseg_loss
@@ -40,9 +41,9 @@ def test_tiny_model_learns_a_scene_and_segments_it():
     losses, kl_values = [], []
     for step in range(STEPS):
         click_voxels, click_labels = _random_clicks(targets, num_labels, generator)
-        scene = model.encode(features, coords, voxel_xyz)
-        output = model.decode(scene, click_voxels, click_labels, num_samples=2,
-                              generator=generator, targets=targets)
+        scene = model.embed(features, coords, voxel_xyz)
+        output = model.train_forward(scene, VoxelClicks(click_voxels, click_labels), targets,
+                                     num_samples=2, generator=generator)
         terms = npiseg_loss(output, targets, click_distance_weights(voxel_xyz,
                                                                     voxel_xyz[click_voxels]),
                             ramp(step))

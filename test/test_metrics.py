@@ -88,3 +88,67 @@ def test_ece_by_hand():
     assert expected_calibration_error(np.ones(4), np.ones(4, bool)) == pytest.approx(0.0)
     with pytest.raises(ValueError, match="probability"):
         expected_calibration_error(np.array([1.5]), np.array([True]))
+
+
+def test_the_report_carries_the_ece_of_the_predicted_label_by_hand():
+    """ECE reaches the report: a stub segmenter whose first prediction labels 4 points object
+    1 with confidences 0.95, 0.95, 0.55, 0.55, point 3 being background: 15 bins give
+    2/4 * |1 - 0.95| + 2/4 * |0.5 - 0.55| = 0.05."""
+    from types import SimpleNamespace
+
+    from npiseg_ros.eval.cloud import LabelledCloud, Sample
+    from npiseg_ros.eval.evaluate import evaluate, report_to_json
+
+    class Stub:
+        def set_cloud(self, xyz, colors=None, intensity=None):
+            self.count = len(xyz)
+
+        def reset(self):
+            pass
+
+        def add_click(self, position=None, *, object_id, point_index=None):
+            pass
+
+        def predict(self):
+            return SimpleNamespace(labels=np.ones(self.count, np.int64),
+                                   uncertainty=np.array([0.1, 0.1, 0.4, 0.6]),
+                                   confidence=np.array([0.95, 0.95, 0.55, 0.55]))
+
+    cloud = LabelledCloud(xyz=np.array([[0, 0, 0], [0.1, 0, 0], [0.2, 0, 0], [5, 0, 0]]),
+                          labels=np.array([1, 1, 1, 0]))
+    sample = Sample(name="s", scene="s", cloud=cloud, object_ids=(1,))
+    report = evaluate(Stub(), [sample], max_clicks_per_object=1, click_level="point")
+    assert report.results["oracle"][0].ece.tolist() == pytest.approx([0.05])
+    quality = report_to_json(report, {})["uncertainty_quality"]["oracle"]
+    assert quality["ece_mean"] == pytest.approx(0.05)
+    assert quality["per_clicks_per_object"]["1"]["ece"] == pytest.approx(0.05)
+    assert quality["auroc_mean"] == pytest.approx(1.0)  # the wrong point is the most uncertain
+
+
+def test_aggregate_seeds_by_hand():
+    from npiseg_ros.eval.evaluate import SEED_METRICS, aggregate_seeds, format_seed_table
+
+    def report(iou1, noc85, auroc, ece):
+        metrics = {key: 0.5 for key in SEED_METRICS[:-2]}
+        metrics.update({"IoU@1": iou1, "NoC@85": noc85, "num_samples": 4.0})
+        return {"metrics": {"oracle": metrics},
+                "uncertainty_quality": {"oracle": {"auroc_mean": auroc, "ece_mean": ece}}}
+
+    aggregate = aggregate_seeds({0: report(0.6, 2.0, 0.9, 0.1), 1: report(0.8, 4.0, 0.8, None),
+                                 2: report(0.7, 3.0, 0.7, 0.3)})
+    spread = aggregate["spread"]["oracle"]
+    assert aggregate["seeds"] == [0, 1, 2]
+    assert spread["IoU@1"] == pytest.approx({"mean": 0.7, "std": 0.1, "min": 0.6, "max": 0.8,
+                                             "n": 3})
+    assert spread["NoC@85"] == pytest.approx({"mean": 3.0, "std": 1.0, "min": 2.0, "max": 4.0,
+                                              "n": 3})
+    assert spread["AUROC"]["mean"] == pytest.approx(0.8)
+    # seed 1 has no ECE: the two others count
+    assert spread["ECE"] == pytest.approx({"mean": 0.2, "std": 0.02 ** 0.5, "min": 0.1,
+                                           "max": 0.3, "n": 2})
+    assert aggregate["per_seed"]["1"]["oracle"]["ECE"] is None
+    assert "IoU@1 70.0 [60.0-80.0]" in format_seed_table(aggregate)
+    assert "NoC@85 3.00 [2.00-4.00]" in format_seed_table(aggregate)
+    assert "ECE 0.200 [0.100-0.300]" in format_seed_table(aggregate)
+    with pytest.raises(ValueError, match="at least one"):
+        aggregate_seeds({})

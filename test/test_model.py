@@ -6,15 +6,22 @@ import torch
 from npiseg_ros.core.build import build_model, tiny_config
 from npiseg_ros.core.config import ModelConfig
 from npiseg_ros.core.errors import ConfigError
-from npiseg_ros.core.model import SceneEmbedding, _label_segments, _max_per_label
+from npiseg_ros.core.readout import (label_segments, max_per_label, mean_similarity,
+                                     sample_statistics)
+from npiseg_ros.core.scene import Scene, VoxelClicks
 from npiseg_ros.core.voxelize import voxelize
 
 
 def _scene(model, num_voxels=400, seed=0):
     generator = torch.Generator().manual_seed(seed)
     dim = model.config.hidden_dim
-    return SceneEmbedding(torch.randn(num_voxels, dim, generator=generator),
-                          torch.randn(num_voxels, dim, generator=generator))
+    return Scene(torch.randn(num_voxels, dim, generator=generator),
+                 torch.randn(num_voxels, dim, generator=generator))
+
+
+def _clicks(voxels, labels):
+    return VoxelClicks(torch.as_tensor(voxels, dtype=torch.long),
+                       torch.as_tensor(labels, dtype=torch.long))
 
 
 @pytest.fixture(scope="module")
@@ -28,12 +35,13 @@ def test_sample_statistics_match_naive_per_sample_loop(model):
     points = torch.randn(300, 32)
     modulated = torch.randn(7, 9, 32)  # S = 7 samples, Q = 9 queries
     labels = torch.tensor([0, 0, 0, 1, 1, 2, 3, 3, 3])
-    segments = _label_segments(labels, 4)
+    segments = label_segments(labels, 4)
     with torch.no_grad():
-        mean, unused, probabilities = model._sample_statistics(points, modulated, segments,
-                                                               per_sample_softmax=True)
-        same_mean, variance, _ = model._sample_statistics(points, modulated, segments,
-                                                          per_sample_softmax=False)
+        gain = model.gain(None)
+        mean, unused, probabilities = sample_statistics(points, modulated, segments, cosine=True,
+                                                        gain=gain, per_sample_softmax=True)
+        same_mean, variance, _ = sample_statistics(points, modulated, segments, cosine=True,
+                                                   gain=gain, per_sample_softmax=False)
     assert unused is None  # entropy uncertainty does not need the variance
     torch.testing.assert_close(same_mean, mean)
     cosine = torch.stack([torch.nn.functional.cosine_similarity(
@@ -42,9 +50,9 @@ def test_sample_statistics_match_naive_per_sample_loop(model):
     torch.testing.assert_close(mean, naive_mean_max, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(variance, cosine.var(0, unbiased=False), rtol=1e-4, atol=1e-6)
     naive_max = torch.stack([cosine[..., labels == c].amax(-1) for c in range(4)], -1)
-    expected = (naive_max * model._scale()).softmax(-1).mean(0)
+    expected = (naive_max * model.scale().detach()).softmax(-1).mean(0)
     torch.testing.assert_close(probabilities, expected, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(_max_per_label(cosine[0], segments), naive_max[0])
+    torch.testing.assert_close(max_per_label(cosine[0], segments), naive_max[0])
 
 
 @pytest.mark.parametrize("voxels, labels, message", [
@@ -55,22 +63,18 @@ def test_sample_statistics_match_naive_per_sample_loop(model):
 ])
 def test_decode_rejects_bad_clicks(model, voxels, labels, message):
     with pytest.raises(ValueError, match=message):
-        model.decode(_scene(model), torch.tensor(voxels, dtype=torch.long),
-                     torch.tensor(labels, dtype=torch.long))
+        model.decode(_scene(model), _clicks(voxels, labels))
 
 
 def test_previous_mask_is_uncapped_and_changes_the_output(model):
     scene = _scene(model)
     num_objects = 30
-    click_voxels = torch.arange(num_objects + 1) * 10
-    click_labels = torch.arange(num_objects + 1)
+    clicks = _clicks(torch.arange(num_objects + 1) * 10, torch.arange(num_objects + 1))
     generator = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     with torch.no_grad():
-        plain = model.decode(scene, click_voxels, click_labels, num_samples=3,
-                             generator=generator())
+        plain = model.decode(scene, clicks, num_samples=3, generator=generator())
         previous = plain.logits.argmax(1)
-        refined = model.decode(scene, click_voxels, click_labels, previous, num_samples=3,
-                               generator=generator())
+        refined = model.decode(scene, clicks, previous, num_samples=3, generator=generator())
     assert plain.logits.shape == (400, num_objects + 1)
     assert not torch.allclose(plain.logits, refined.logits)
 
@@ -82,12 +86,11 @@ def test_uncertainty_modes_and_deterministic_ablation():
                                             use_object_latent=False)).eval()
     assert deterministic.scene_latent is None and deterministic.modulator is None
     scene = _scene(probabilistic)
-    voxels, labels = torch.tensor([3, 50, 90]), torch.tensor([1, 2, 0])
+    clicks = _clicks([3, 50, 90], [1, 2, 0])
     with torch.no_grad():
-        variance = probabilistic.decode(scene, voxels, labels, num_samples=5)
-        entropy = probabilistic.decode(scene, voxels, labels, num_samples=5,
-                                       uncertainty="entropy")
-        flat = deterministic.decode(scene, voxels, labels)
+        variance = probabilistic.decode(scene, clicks, num_samples=5)
+        entropy = probabilistic.decode(scene, clicks, num_samples=5, uncertainty="entropy")
+        flat = deterministic.decode(scene, clicks)
     assert (variance.uncertainty > 0).any() and (variance.uncertainty >= 0).all()
     assert (entropy.uncertainty >= 0).all()
     assert entropy.uncertainty.max() <= np.log(3) + 1e-5
@@ -101,10 +104,14 @@ def test_scene_only_and_object_only_ablations_decode():
         model = build_model(tiny_config(**flags)).train()
         scene = _scene(model)
         targets = torch.randint(0, 3, (400,))
-        output = model.decode(scene, torch.tensor([1, 2, 3]), torch.tensor([1, 2, 0]),
-                              num_samples=2, targets=targets)
-        output.logits.sum().backward()
-        assert output.logits.shape == (400, 3)
+        output = model.train_forward(scene, _clicks([1, 2, 3], [1, 2, 0]), targets,
+                                     num_samples=2)
+        (output.logits.sum() + output.prior_path_logits.sum()).backward()
+        assert output.logits.shape == output.prior_path_logits.shape == (400, 3)
+        assert output.prior_sample_logits.shape == (2, 400, 3)
+        # a KL for the latent the model has, zero for the one it lacks
+        assert (float(output.kl_scene.detach()) > 0) == flags["use_scene_latent"]
+        assert (output.kl_object_terms is not None) == flags["use_object_latent"]
 
 
 def test_config_validation_and_round_trip():
@@ -153,12 +160,12 @@ def test_sample_statistics_in_small_blocks_match_naive_cell_readout(monkeypatch,
     every row takes its cell's per-label similarities on its own prior logits."""
     import dataclasses
 
-    import npiseg_ros.core.model as model_module
+    import npiseg_ros.core.readout as readout_module
     from npiseg_ros.core.build import preset_config
 
-    monkeypatch.setattr(model_module, "_GEMM_CHUNK", 7)
-    monkeypatch.setattr(model_module, "_GEMM_BLOCK", 16)
-    monkeypatch.setattr(model_module, "_ROW_CHUNK", 5)
+    monkeypatch.setattr(readout_module, "GEMM_CHUNK", 7)
+    monkeypatch.setattr(readout_module, "GEMM_BLOCK", 16)
+    monkeypatch.setattr(readout_module, "ROW_CHUNK", 5)
     torch.manual_seed(0)
     prior_model = build_model(dataclasses.replace(preset_config("prior"), decode_stride=2)).eval()
     with torch.no_grad():
@@ -167,13 +174,18 @@ def test_sample_statistics_in_small_blocks_match_naive_cell_readout(monkeypatch,
     cells = torch.randn(40, 32, generator=generator)
     modulated = torch.randn(5, 6, 32, generator=generator)  # S = 5, Q = 6
     labels = torch.tensor([0, 0, 1, 2, 2, 2])
-    segments = _label_segments(labels, 3)
+    segments = label_segments(labels, 3)
     cell_of_row = torch.randint(0, 40, (100,), generator=generator)
     prior_logits = torch.randn(100, 3, generator=generator) * 3
     with torch.no_grad():
-        mean, variance, probabilities = prior_model._sample_statistics(
-            cells, modulated, segments, per_sample_softmax, prior_logits, cell_of_row)
-        gain = prior_model._gain(prior_logits)
+        gain = prior_model.gain(prior_logits)
+        mean, variance, probabilities = sample_statistics(
+            cells, modulated, segments, cosine=True, gain=gain,
+            per_sample_softmax=per_sample_softmax, prior_logits=prior_logits,
+            cell_of_row=cell_of_row)
+        # the training loss reads the mean alone: the same blocks, so the same bits
+        assert torch.equal(mean_similarity(cells, modulated, segments, cosine=True,
+                                           cell_of_row=cell_of_row), mean)
     cosine = torch.nn.functional.cosine_similarity(
         cells[None, :, None, :], modulated[:, None, :, :], dim=-1)        # (S, N, Q)
     per_label = torch.stack([cosine[..., labels == c].amax(-1) for c in range(3)], -1)

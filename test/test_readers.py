@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from npiseg_ros.eval.cloud import DatasetFormatError, LabelledCloud
-from npiseg_ros.eval.pcd import read_pcd, write_pcd
-from npiseg_ros.eval.ply import read_ply, write_ply
+from npiseg_ros.io.pcd import read_pcd, write_pcd
+from npiseg_ros.io.ply import read_ply, write_ply
 from npiseg_ros.eval.readers import (
     read_benchmark_scene, read_cloud, read_semantickitti, read_single_object_list,
     read_val_list, semantickitti_frames)

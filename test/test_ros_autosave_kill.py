@@ -19,14 +19,14 @@ import numpy as np
 import pytest
 
 try:
-    from npiseg_ros.ros.annotation import autosave_path, cloud_fingerprint, recover_autosave
+    from npiseg_ros.io.autosave import autosave_path, cloud_fingerprint, recover_autosave
 except ImportError:  # pragma: no cover - the ros package imports message modules
     pytest.skip("rclpy not installed (run scripts/setup.sh)", allow_module_level=True)
 
 WRITER = """
 import sys
 import numpy as np
-from npiseg_ros.ros.annotation import AnnotationRecord, ClickRecord, write_autosave
+from npiseg_ros.io.autosave import AnnotationRecord, ClickRecord, write_autosave
 directory, fingerprint, points, generation = sys.argv[1], sys.argv[2], int(sys.argv[3]), \
     int(sys.argv[4])
 while True:

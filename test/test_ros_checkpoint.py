@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from npiseg_ros import resources
+from npiseg_ros.core import router  # where the checkpoint rules look for shipped files
 from npiseg_ros.core.errors import CheckpointError
 
 try:
-    from npiseg_ros.ros import session_factory
     from npiseg_ros.ros.session_factory import resolve_checkpoint
     from npiseg_ros.ros.testing import domain_for, ros_test_context, start_test_node
 except ImportError:  # pragma: no cover - depends on the machine
@@ -74,8 +74,8 @@ def test_symlink_install_resolves_to_the_source_checkout(tmp_path):
 
 def _no_shipped_checkpoint(monkeypatch, tmp_path):
     share = tmp_path / "share" / "npiseg_ros"
-    monkeypatch.setattr(session_factory, "shipped_checkpoint", lambda: "")
-    monkeypatch.setattr(session_factory, "share_candidates",
+    monkeypatch.setattr(router, "shipped_checkpoint", lambda: "")
+    monkeypatch.setattr(router, "share_candidates",
                         lambda relative: [tmp_path / "checkout" / relative, share / relative])
     return share
 
@@ -153,14 +153,14 @@ def test_rgb_checkpoint_auto_pairs_with_checkpoint_auto_only(monkeypatch, tmp_pa
 
     indoor = tmp_path / "indoor.safetensors"
     indoor.write_bytes(b"x")
-    monkeypatch.setattr(session_factory, "shipped_rgb_checkpoint", lambda: str(indoor))
+    monkeypatch.setattr(router, "shipped_rgb_checkpoint", lambda: str(indoor))
     assert resolve_rgb_checkpoint("auto", "auto") == indoor
     assert resolve_rgb_checkpoint("auto", "mine.safetensors") is None
     assert resolve_rgb_checkpoint("", "auto") is None
     assert resolve_rgb_checkpoint(str(indoor), "mine.safetensors") == indoor
     with pytest.raises(CheckpointError, match="rgb_checkpoint"):
         resolve_rgb_checkpoint(str(tmp_path / "missing.safetensors"), "auto")
-    monkeypatch.setattr(session_factory, "shipped_rgb_checkpoint", lambda: "")
+    monkeypatch.setattr(router, "shipped_rgb_checkpoint", lambda: "")
     assert resolve_rgb_checkpoint("auto", "auto") is None
 
 

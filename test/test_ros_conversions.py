@@ -14,6 +14,7 @@ except ImportError:  # pragma: no cover - depends on the machine
     pytest.skip("rclpy not installed (run scripts/setup.sh)", allow_module_level=True)
 
 from npiseg_ros.core.errors import InvalidCloudError
+from npiseg_ros.io.colors import BACKGROUND_RGB
 from npiseg_ros.ros import conversions as conv
 
 F32, F64, U8, U16, U32 = (PointField.FLOAT32, PointField.FLOAT64, PointField.UINT8,
@@ -175,7 +176,7 @@ def test_segmented_cloud_fields_labels_and_colours():
     np.testing.assert_array_equal(record["label"], [0, 1, 2, conv.NO_LABEL])
     np.testing.assert_array_equal(record["uncertainty"][:3], uncertainty[:3])
     colours = conv.unpack_rgb(record["rgb"])
-    assert np.allclose(colours[0], np.array(conv.BACKGROUND_RGB) / 255.0)
+    assert np.allclose(colours[0], np.array(BACKGROUND_RGB) / 255.0)
     assert not np.allclose(colours[1], colours[2])
     np.testing.assert_array_equal(colours[3], colours[0])
 
@@ -222,4 +223,4 @@ def test_output_clouds_reused_per_click_equal_fresh_messages():
     colours = conv.unpack_rgb(np.frombuffer(bytes(reused.data), np.dtype(
         {"names": ["rgb"], "formats": ["<u4"], "offsets": [20],
          "itemsize": reused.point_step}))["rgb"])
-    np.testing.assert_allclose(colours[0], np.array(conv.BACKGROUND_RGB) / 255.0)
+    np.testing.assert_allclose(colours[0], np.array(BACKGROUND_RGB) / 255.0)

@@ -28,6 +28,13 @@ def test_same_or_empty_frame_is_used_directly():
     assert transformer.to_frame(click(""), "lidar", 0.1) == (1.0, 2.0, 3.0)
 
 
+def test_no_cloud_frame_yet_leaves_the_click_as_it_is(monkeypatch):
+    # before the first cloud there is nothing to transform into (the worker rejects the click
+    # with "no cloud yet"), and tf2 is not even asked
+    monkeypatch.setitem(sys.modules, "tf2_ros", None)
+    assert ClickTransformer(node=None).to_frame(click("map", 4.0), None, 0.1) == (4.0, 2.0, 3.0)
+
+
 def test_other_frame_without_tf2_is_rejected_with_a_reason(monkeypatch):
     monkeypatch.setitem(sys.modules, "tf2_ros", None)  # makes `import tf2_ros` fail
     with pytest.raises(ClickRejectedError, match="tf2 is not available"):

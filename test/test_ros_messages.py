@@ -10,7 +10,7 @@ try:
     from builtin_interfaces.msg import Time
     from visualization_msgs.msg import Marker
 
-    from npiseg_ros.ros.annotation import ClickRecord
+    from npiseg_ros.io.autosave import ClickRecord
     from npiseg_ros.ros.markers import build_markers
     from npiseg_ros.ros.state import ErrorInfo, build_state
     from npiseg_ros.ros.worker import Snapshot

@@ -19,7 +19,7 @@ except ImportError:  # pragma: no cover - depends on the machine
     pytest.skip("rclpy not installed (run scripts/setup.sh)", allow_module_level=True)
 
 from npiseg_ros.ros import params  # noqa: E402
-from npiseg_ros.ros.annotation import cloud_fingerprint  # noqa: E402
+from npiseg_ros.io.autosave import cloud_fingerprint  # noqa: E402
 from npiseg_ros.ros.client import SegmentationClient  # noqa: E402
 from npiseg_ros.ros.processes import stop_process  # noqa: E402
 from npiseg_ros.ros.testing import (FRAME, cloud_msg, domain_for, ros_test_context,  # noqa: E402

@@ -15,7 +15,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the machine
     pytest.skip("rclpy not installed (run scripts/setup.sh)", allow_module_level=True)
 
-from npiseg_ros.ros.annotation import load_autosave  # noqa: E402
+from npiseg_ros.io.autosave import load_autosave  # noqa: E402
 from npiseg_ros.ros.client import SegmentationClient  # noqa: E402
 from npiseg_ros.ros.processes import stop_process  # noqa: E402
 from npiseg_ros.ros.testing import (FRAME, cloud_msg, domain_for, ros_test_context,  # noqa: E402
@@ -41,8 +41,10 @@ def test_sigkill_after_clicks_then_restart_recovers_the_annotation(tmp_path):
             client.click(tuple(xyz[picks["a"]]), object_id=1, frame_id=FRAME)
             client.wait_for_state(lambda s: s.num_clicks == 1, what="first click")
             # Two clicks in a row: the node may decode them together; the resume must replay
-            # the same decode sequence to give identical labels.
-            client.click(tuple(xyz[picks["b"]]), object_id=2, frame_id=FRAME)
+            # the same decode sequence to give identical labels. The active object (the RViz
+            # click's) is saved with them and comes back as the parameter.
+            assert client.set_parameter("active_object", 2).successful
+            client.rviz_click(tuple(xyz[picks["b"]]), FRAME)
             client.click(tuple(xyz[5]), background=True, frame_id=FRAME)
             before = client.wait_for_state(lambda s: s.num_clicks == 3, what="three clicks")
             labels = client.wait_for_labels(lambda lab: lab[picks["b"]] == 2 and lab[5] == 0)

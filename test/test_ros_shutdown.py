@@ -17,12 +17,12 @@ import pytest
 from npiseg_ros.core.types import Click, CloudSummary, ObjectStats, Prediction
 
 try:
-    from npiseg_ros.ros.annotation import cloud_fingerprint, load_autosave
+    from npiseg_ros.io.autosave import cloud_fingerprint, load_autosave
     from npiseg_ros.ros.client import SegmentationClient
     from npiseg_ros.ros.processes import stop_process
     from npiseg_ros.ros.testing import (FRAME, cloud_msg, domain_for, ros_test_context,
                                         save_tiny_checkpoint, start_test_node, street_scene)
-    from npiseg_ros.ros.worker import AnnotationWorker, ClickRequest
+    from npiseg_ros.ros.worker import AnnotationWorker, ClickRequest, WorkerOptions
 except ImportError:  # pragma: no cover - depends on the machine
     pytest.skip("rclpy not installed (run scripts/setup.sh)", allow_module_level=True)
 
@@ -35,7 +35,6 @@ class GatedSession:
     def __init__(self) -> None:
         self.clicks: list[Click] = []
         self.points = 0
-        self.issued = 0
         self.gate: threading.Event | None = None
         self.in_predict = threading.Event()
 
@@ -48,10 +47,6 @@ class GatedSession:
         click = Click(tuple(position or (0.0, 0.0, 0.0)), object_id, index, index, 0.0)
         self.clicks.append(click)
         return click
-
-    def new_object(self) -> int:  # the core's rule: above every id used or issued
-        self.issued = max([self.issued, *[c.object_id for c in self.clicks]]) + 1
-        return self.issued
 
     def predict(self) -> Prediction:
         self.in_predict.set()
@@ -72,11 +67,18 @@ class Cloud:
         self.frame_id, self.colors, self.intensity = "lidar", None, None
 
 
+class Events:
+    """WorkerEvents: keeps the published states, prints the rest."""
+
+    def __init__(self, published: list) -> None:
+        self.on_state, self.on_rejected = published.append, print
+        self.on_labels = self.on_cloud_adopted = self.on_resumed = lambda reported: None
+
+
 def _worker(session, published: list) -> AnnotationWorker:
     # Relative autosave directory: under the working directory (the tests chdir to tmp_path).
-    return AnnotationWorker(session, publish=published.append, report_error=print,
-                            transform=lambda request, frame: request.position,
-                            autosave_directory="autosave")
+    return AnnotationWorker(session, events=Events(published),
+                            options=WorkerOptions(autosave_directory="autosave"))
 
 
 def test_stop_applies_and_autosaves_the_clicks_already_received(tmp_path, monkeypatch):
@@ -110,12 +112,14 @@ def test_new_object_is_never_the_active_object(tmp_path, monkeypatch):
     worker = _worker(session, published)
     worker.start()
     try:
-        assert worker.call("new_object", above=1) == (2, None)
-        assert worker.call("new_object", above=2) == (3, None)
-        assert worker.call("new_object", above=7) == (8, None)
+        assert worker.new_object() == (2, None)  # the node starts with active object 1
+        assert worker.new_object() == (3, None)  # the one just handed out is active now
+        worker.configure(active_object=7)         # the node's parameter, set by a user
+        assert worker.new_object() == (8, None)
         worker.submit_cloud(Cloud(20))
         worker.submit_click(ClickRequest(object_id=12, position=(0.0, 0.0, 0.0)))
-        assert worker.call("new_object", above=8) == (13, None)  # above the clicked ids too
+        worker.configure(active_object=8)
+        assert worker.new_object() == (13, None)  # above the clicked ids too
     finally:
         worker.stop()
 

@@ -1,6 +1,7 @@
 """The worker thread's ordering, batching and crash-safety logic, with a scripted fake session.
 
-No ROS graph: the worker takes plain callables, so these tests drive it directly.
+No ROS graph: the worker reports through ``WorkerEvents`` (here a recorder) and takes clicks
+already in the cloud's frame, so these tests drive it directly.
 """
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ from npiseg_ros.core.errors import ClickRejectedError, InvalidCloudError
 from npiseg_ros.core.types import Click, CloudSummary, ObjectStats, Prediction
 
 try:
-    from npiseg_ros.ros import annotation
-    from npiseg_ros.ros.annotation import load_autosave
-    from npiseg_ros.ros.worker import AnnotationWorker, ClickRequest
+    from npiseg_ros.io import autosave as annotation
+    from npiseg_ros.io.autosave import load_autosave
+    from npiseg_ros.ros.worker import AnnotationWorker, ClickRequest, WorkerOptions
 except ImportError:  # pragma: no cover - the ros package imports message modules
     pytest.skip("rclpy not installed (run scripts/setup.sh)", allow_module_level=True)
 
@@ -43,7 +44,6 @@ class FakeSession:
         self.gate: threading.Event | None = None
         self.in_predict = threading.Event()
         self.busy = False
-        self.issued = 0
 
     def set_cloud(self, xyz, colors=None, intensity=None) -> CloudSummary:
         assert not self.busy, "set_cloud during a decode"
@@ -69,10 +69,6 @@ class FakeSession:
     def reset(self) -> None:
         self.clicks = []
 
-    def new_object(self) -> int:
-        self.issued = max([self.issued, *[c.object_id for c in self.clicks]]) + 1
-        return self.issued
-
     def predict(self) -> Prediction:
         self.busy = True
         self.in_predict.set()
@@ -88,31 +84,63 @@ class FakeSession:
                           len(self.clicks))
 
 
-class Harness:
-    def __init__(self, tmp_path, **options) -> None:
-        self.session = FakeSession()
-        self.snapshots, self.errors = [], []
-        self.published = threading.Condition()
-        self.worker = AnnotationWorker(
-            self.session, publish=self._publish, report_error=self.errors.append,
-            transform=lambda request, frame: request.position,
-            **{"autosave_directory": str(tmp_path / "autosave"),
-               "output_directory": str(tmp_path), **options})
-        self.worker.start()
+class Recorder:
+    """The node's side of ``WorkerEvents``: records what the worker reports, in order."""
 
-    def _publish(self, snapshot) -> None:
+    def __init__(self) -> None:
+        self.snapshots, self.errors, self.resumed, self.adopted = [], [], [], []
+        self.order: list[tuple[str, int]] = []   # (event, clicks in its snapshot)
+        self.published = threading.Condition()
+        self.on_labels_hook = None
+
+    def on_cloud_adopted(self, summary) -> None:
+        self.adopted.append(summary)
+
+    def on_resumed(self, outcome) -> None:
+        self.resumed.append(outcome)
+
+    def on_labels(self, snapshot) -> None:
+        self.order.append(("labels", len(snapshot.clicks)))
+        if self.on_labels_hook is not None:
+            self.on_labels_hook(snapshot)
+
+    def on_state(self, snapshot) -> None:
+        self.order.append(("state", len(snapshot.clicks)))
         with self.published:
             self.snapshots.append(snapshot)
             self.published.notify_all()
 
+    def on_rejected(self, reason: str) -> None:
+        self.errors.append(reason)
+
+
+class Harness:
+    def __init__(self, tmp_path, output_directory: str | None = None, **options) -> None:
+        self.session = FakeSession()
+        self.events = Recorder()
+        self.snapshots, self.errors = self.events.snapshots, self.events.errors
+        self.worker = AnnotationWorker(
+            self.session, events=self.events,
+            options=WorkerOptions(**{"autosave_directory": str(tmp_path / "autosave"),
+                                     **options}),
+            output_directory=output_directory or str(tmp_path))
+        self.worker.start()
+
     def wait_snapshots(self, count: int):
-        with self.published:
-            assert self.published.wait_for(lambda: len(self.snapshots) >= count, 30)
+        with self.events.published:
+            assert self.events.published.wait_for(lambda: len(self.snapshots) >= count, 30)
         return self.snapshots[-1]
 
     def flush(self):
         """Returns once everything submitted before has been processed."""
-        self.worker.call("new_object")
+        self.worker.new_object()
+
+    def click_saved(self, object_id: int, point_index: int, snapshots: int):
+        """Click; return the ``snapshots``-th state once its batch is done (autosaved)."""
+        self.worker.submit_click(ClickRequest(object_id=object_id, point_index=point_index))
+        snapshot = self.wait_snapshots(snapshots)
+        self.flush()
+        return snapshot
 
 
 @pytest.fixture
@@ -169,13 +197,13 @@ def test_commands_run_in_arrival_order_with_clicks(harness):
     h.worker.submit_cloud(cloud())
     h.worker.submit_click(ClickRequest(object_id=1, point_index=1))
     h.worker.submit_click(ClickRequest(object_id=2, point_index=2))
-    removed, error = h.worker.call("undo")
+    removed, error = h.worker.undo()
     assert error is None and removed.object_id == 2
-    object_id, _ = h.worker.call("new_object")
+    object_id, _ = h.worker.new_object()
     assert object_id == 2
-    _, error = h.worker.call("reset")
+    _, error = h.worker.reset()
     assert error is None
-    assert h.worker.call("undo") == (None, "nothing to undo")
+    assert h.worker.undo() == (None, "nothing to undo")
 
 
 def test_rejections_are_reported_and_do_not_stop_the_worker(harness):
@@ -197,33 +225,36 @@ def test_rejections_are_reported_and_do_not_stop_the_worker(harness):
 def test_autosave_after_every_batch_and_resume_on_the_same_cloud(harness, tmp_path):
     h = harness()
     h.worker.submit_cloud(cloud())
+    h.wait_snapshots(1)
     h.worker.submit_click(ClickRequest(object_id=1, point_index=4))
+    h.wait_snapshots(2)
     h.worker.submit_click(ClickRequest(object_id=0, point_index=6))
-    snapshot = h.wait_snapshots(1)
-    h.flush()
+    h.wait_snapshots(3)
     record = load_autosave(tmp_path / "autosave", h.snapshots[-1].fingerprint)
     assert [(c.object_id, c.point_index) for c in record.clicks] == [(1, 4), (0, 6)]
-    assert record.active_object == 1 and record.decoded_at[-1] == 2
+    assert record.active_object == 1 and record.decoded_at == (1, 2)
     h.worker.stop()
 
-    resumed = []
     again = Harness(tmp_path)
-    again.worker._on_resume = resumed.append
     try:
         again.worker.submit_cloud(cloud())
         snapshot = again.wait_snapshots(1)
         assert [(c.object_id, c.point_index) for c in snapshot.clicks] == [(1, 4), (0, 6)]
-        assert resumed and resumed[0].fingerprint == snapshot.fingerprint
+        [outcome] = again.events.resumed
+        assert (outcome.saved_clicks, outcome.replayed, outcome.active_object) == (2, 2, 1)
+        # the saved decode sequence is replayed: a decode after each click, as they came
+        assert again.session.calls[:5] == ["set_cloud", "click1", "predict1", "click0",
+                                           "predict2"]
     finally:
         again.worker.stop()
 
 
 def test_save_command_writes_the_current_prediction(harness, tmp_path):
     h = harness()
-    assert "nothing to save" in h.worker.call("save", path="", fmt="")[1]
+    assert "nothing to save" in h.worker.save("")[1]
     h.worker.submit_cloud(cloud())
     h.worker.submit_click(ClickRequest(object_id=2, point_index=5))
-    path, error = h.worker.call("save", path=str(tmp_path / "a.npz"), fmt="")
+    path, error = h.worker.save(str(tmp_path / "a.npz"))
     assert error is None
     with np.load(path) as saved:
         assert saved["labels"][5] == 2       # the click before the save is in it
@@ -238,7 +269,7 @@ def test_latch_keeps_the_first_cloud_until_reset_then_takes_the_newest(harness):
     h.worker.submit_cloud(cloud(offset=2.0))   # only the newest unused cloud is kept
     h.flush()
     assert h.snapshots[-1].fingerprint == first and len(h.snapshots[-1].clicks) == 1
-    h.worker.call("reset")
+    h.worker.reset()
     latest = h.snapshots[-1]
     assert latest.fingerprint != first and latest.clicks == ()
     assert np.array_equal(latest.cloud.xyz, cloud(offset=2.0).xyz)
@@ -256,11 +287,11 @@ def test_save_outside_the_output_directory_is_refused_and_nothing_is_written(har
     h = harness(output_directory=str(root), autosave_directory="autosave")
     h.worker.submit_cloud(cloud())
     h.wait_snapshots(1)
-    path, error = h.worker.call("save", path=bad.replace("OUTSIDE", str(outside)), fmt="")
+    path, error = h.worker.save(bad.replace("OUTSIDE", str(outside)))
     assert path is None and error and ("outside the output directory" in error or "'..'" in error)
     assert list(outside.iterdir()) == [] and not (tmp_path / "escape.npz").exists()
     # The worker carries on: a name inside the directory is written there.
-    path, error = h.worker.call("save", path="sub/ok.npz", fmt="")
+    path, error = h.worker.save("sub/ok.npz")
     assert error is None and path == str(root.resolve() / "sub" / "ok.npz")
 
 
@@ -299,9 +330,7 @@ def test_failed_autosave_write_keeps_the_last_good_file(harness, tmp_path, monke
                                                         where):
     h = harness()
     h.worker.submit_cloud(cloud())
-    h.worker.submit_click(ClickRequest(object_id=1, point_index=4))
-    fingerprint = h.wait_snapshots(1).fingerprint
-    h.flush()
+    fingerprint = h.click_saved(1, 4, 1).fingerprint
     assert len(load_autosave(tmp_path / "autosave", fingerprint).clicks) == 1
 
     def failing_fsync(fd):   # the disk fills up (or turns read-only) during the next write
@@ -315,18 +344,14 @@ def test_failed_autosave_write_keeps_the_last_good_file(harness, tmp_path, monke
             patch.setattr(annotation.os, "fsync", failing_fsync)
         else:
             patch.setattr(annotation.np, "savez", failing_savez)
-        h.worker.submit_click(ClickRequest(object_id=2, point_index=6))
-        snapshot = h.wait_snapshots(2)
-        h.flush()
+        snapshot = h.click_saved(2, 6, 2)
     assert any(os.strerror(failure) in e for e in h.errors)
     assert len(snapshot.clicks) == 2 and snapshot.prediction.labels[6] == 2   # state kept
     kept = load_autosave(tmp_path / "autosave", fingerprint)                  # last good file
     assert [c.point_index for c in kept.clicks] == [4]
     assert not list((tmp_path / "autosave").glob(".*.tmp"))                   # no litter
     # Once the disk has room again, the next click is saved as usual.
-    h.worker.submit_click(ClickRequest(object_id=2, point_index=7))
-    h.wait_snapshots(3)
-    h.flush()
+    h.click_saved(2, 7, 3)
     assert len(load_autosave(tmp_path / "autosave", fingerprint).clicks) == 3
 
 
@@ -335,12 +360,8 @@ def test_corrupt_autosave_at_start_falls_back_to_the_previous_generation(harness
                                                                          damage):
     h = harness()
     h.worker.submit_cloud(cloud())
-    h.worker.submit_click(ClickRequest(object_id=1, point_index=4))
-    fingerprint = h.wait_snapshots(1).fingerprint
-    h.flush()
-    h.worker.submit_click(ClickRequest(object_id=2, point_index=8))
-    h.wait_snapshots(2)
-    h.flush()
+    fingerprint = h.click_saved(1, 4, 1).fingerprint
+    h.click_saved(2, 8, 2)
     h.worker.stop()
     newest = annotation.autosave_path(tmp_path / "autosave", fingerprint)
     data = newest.read_bytes()
@@ -382,20 +403,18 @@ def test_corrupt_autosave_without_a_previous_generation_starts_empty(harness, tm
 
 
 def test_labels_are_published_before_the_autosave_and_the_state_after_it(harness, tmp_path):
-    """The labelled clouds must not wait for the disk; the state (``publish``) comes after the
-    write, so a state that reports N clicks means they are autosaved."""
-    events = []
-    h = harness(publish_labels=lambda snapshot: events.append((
-        "labels", len(snapshot.clicks), _saved_clicks(tmp_path, snapshot))))
-    original = h._publish
-    h.worker._publish = lambda snapshot: (events.append((
-        "state", len(snapshot.clicks), _saved_clicks(tmp_path, snapshot))), original(snapshot))
+    """The labelled clouds must not wait for the disk; the state (``on_state``) comes after
+    the write, so a state that reports N clicks means they are autosaved."""
+    h = harness()
+    on_disk = []
+    h.events.on_labels_hook = lambda snapshot: on_disk.append(_saved_clicks(tmp_path, snapshot))
     h.worker.submit_cloud(cloud())
     h.wait_snapshots(1)
     h.worker.submit_click(ClickRequest(object_id=1, point_index=4))
-    h.wait_snapshots(2)
+    state = h.wait_snapshots(2)
+    assert h.events.order == [("labels", 0), ("state", 0), ("labels", 1), ("state", 1)]
     # each batch: labels while the disk still holds the batch before, then the state after
-    assert events == [("labels", 0, None), ("state", 0, 0), ("labels", 1, 0), ("state", 1, 1)]
+    assert on_disk == [None, 0] and _saved_clicks(tmp_path, state) == 1
 
 
 def _saved_clicks(tmp_path, snapshot):
@@ -429,10 +448,8 @@ def test_a_session_factory_runs_on_the_worker_thread_with_everything_else(tmp_pa
         sessions.append(ThreadRecordingSession())
         return sessions[0]
 
-    published = threading.Event()
-    worker = AnnotationWorker(None, session_factory=factory,
-                              publish=lambda snapshot: published.set(), report_error=print,
-                              transform=lambda request, frame: request.position,
+    events = Recorder()
+    worker = AnnotationWorker(session_factory=factory, events=events,
                               output_directory=str(tmp_path))
     assert built_on == []  # nothing is built before start
     worker.start()
@@ -440,8 +457,9 @@ def test_a_session_factory_runs_on_the_worker_thread_with_everything_else(tmp_pa
         assert len(built_on) == 1 and built_on[0] != threading.get_ident()
         worker.submit_cloud(cloud())
         worker.submit_click(ClickRequest(object_id=1, point_index=2))
-        assert published.wait(30)
-        worker.call("new_object")
+        with events.published:
+            assert events.published.wait_for(lambda: events.snapshots, 30)
+        worker.new_object()
         assert sessions[0].threads == {built_on[0]}
         assert sessions[0].calls[0] == "set_cloud" and "predict1" in sessions[0].calls
     finally:
@@ -454,8 +472,7 @@ def test_a_failing_session_factory_is_raised_by_start_and_ends_the_worker(tmp_pa
     def factory():
         raise CheckpointError("no checkpoint at /nowhere.safetensors")
 
-    worker = AnnotationWorker(None, session_factory=factory, publish=print, report_error=print,
-                              transform=lambda request, frame: request.position,
+    worker = AnnotationWorker(session_factory=factory, events=Recorder(),
                               output_directory=str(tmp_path))
     with pytest.raises(CheckpointError, match="nowhere"):
         worker.start()
@@ -465,6 +482,36 @@ def test_a_failing_session_factory_is_raised_by_start_and_ends_the_worker(tmp_pa
 def test_the_worker_takes_exactly_one_of_session_and_factory(tmp_path):
     for session, factory in ((None, None), (FakeSession(), FakeSession)):
         with pytest.raises(ValueError, match="exactly one"):
-            AnnotationWorker(session, session_factory=factory, publish=print,
-                             report_error=print, transform=lambda request, frame: None,
+            AnnotationWorker(session, session_factory=factory, events=Recorder(),
                              output_directory=str(tmp_path))
+
+
+def test_configure_changes_options_session_settings_and_the_active_object(harness):
+    h = harness()
+    with pytest.raises(ValueError, match="cannot configure"):
+        h.worker.configure(seed=3)                 # read-only: not configurable at run time
+    h.worker.configure(max_click_distance=0.25, num_samples=3, active_object=7)
+    assert h.worker.new_object() == (8, None)     # above the active object set just before
+    assert (h.session.max_click_distance, h.session.num_samples) == (0.25, 3)
+    h.worker.configure(cloud_policy="follow")
+    h.worker.submit_cloud(cloud())
+    h.wait_snapshots(1)
+    h.worker.submit_cloud(cloud(offset=1.0))     # followed, as configured
+    assert np.array_equal(h.wait_snapshots(2).cloud.xyz, cloud(offset=1.0).xyz)
+
+
+def test_cloud_frame_is_where_the_next_click_will_be_applied(harness):
+    h = harness(cloud_policy="latch")
+    assert h.worker.cloud_frame is None           # no cloud: nothing to transform into
+    gate = threading.Event()
+    h.session.gate = gate                         # hold the worker in its first decode
+    h.worker.submit_cloud(Cloud(cloud().xyz, frame_id="lidar"))
+    assert h.session.in_predict.wait(30)
+    h.worker.submit_cloud(Cloud(cloud(offset=1.0).xyz, frame_id="other"))
+    assert h.worker.cloud_frame == "lidar"        # latched: the waiting cloud is not taken
+    h.worker.configure(cloud_policy="follow")
+    gate.set()
+    h.flush()
+    h.worker.submit_cloud(Cloud(cloud(offset=2.0).xyz, frame_id="next"))
+    frame = h.worker.cloud_frame                  # "next" while it waits, then adopted
+    assert frame == "next"

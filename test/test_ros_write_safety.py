@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 try:
-    from npiseg_ros.ros.annotation import (AnnotationRecord, ClickRecord, autosave_path,
+    from npiseg_ros.io.autosave import (AnnotationRecord, ClickRecord, autosave_path,
                                            cloud_fingerprint, write_autosave)
     from npiseg_ros.ros.client import SegmentationClient
     from npiseg_ros.ros.processes import stop_process

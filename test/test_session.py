@@ -293,3 +293,63 @@ def test_each_model_voxelises_at_its_own_size_unless_the_session_sets_one(model,
     fixed = SegmentationSession(coarse, num_samples=2, rgb_model=model, voxel_size=0.08)
     assert fixed.voxel_size_for(None) == fixed.voxel_size_for(rgb) == 0.08
     assert fixed.set_cloud(xyz, colors=rgb).num_voxels == fixed.set_cloud(xyz).num_voxels
+
+
+def test_a_session_on_a_model_router_is_the_session_on_its_models(model, scene):
+    """``SegmentationSession(ModelRouter(default, rgb, voxel_size=...))`` picks and voxelises
+    exactly as ``SegmentationSession(default, rgb_model=rgb, voxel_size=...)``; the pair is
+    given once (a router plus ``rgb_model`` is an error)."""
+    from npiseg_ros.core.router import ModelRouter
+
+    torch.manual_seed(1)
+    rgb_model = build_model(tiny_config()).eval()
+    xyz, rgb, _ = scene
+    for voxel_size in (None, 0.08):
+        routed = SegmentationSession(ModelRouter(model, rgb_model, voxel_size=voxel_size),
+                                     num_samples=2)
+        direct = SegmentationSession(model, num_samples=2, rgb_model=rgb_model,
+                                     voxel_size=voxel_size)
+        assert routed.model is model and routed.rgb_model is rgb_model
+        for colors in (rgb, None):
+            predictions = []
+            for session in (routed, direct):
+                summary = session.set_cloud(xyz, colors=colors)
+                _click_objects(session, scene)
+                predictions.append((summary.model, summary.num_voxels, session.predict()))
+            assert predictions[0][:2] == predictions[1][:2]
+            np.testing.assert_array_equal(predictions[0][2].labels, predictions[1][2].labels)
+    with pytest.raises(ConfigError, match="ModelRouter"):
+        SegmentationSession(ModelRouter(model), rgb_model=rgb_model)
+    with pytest.raises(ConfigError, match="voxel_size"):
+        ModelRouter(model, voxel_size=0.0)
+
+
+def test_model_router_loads_the_shipped_pair_for_auto_and_a_named_model_alone(
+        model, tmp_path, monkeypatch):
+    """``auto`` = the shipped default plus the shipped colour-cloud model; a named checkpoint
+    runs alone unless a colour-cloud model is named too; a missing file lists the paths
+    tried."""
+    from npiseg_ros.core import router
+
+    default_path = save_checkpoint(tmp_path / "default.safetensors", model)
+    torch.manual_seed(2)
+    rgb_path = save_checkpoint(tmp_path / "rgb.safetensors", build_model(tiny_config()))
+    monkeypatch.setattr(router, "shipped_checkpoint", lambda: str(default_path))
+    monkeypatch.setattr(router, "shipped_rgb_checkpoint", lambda: str(rgb_path))
+    shipped = router.ModelRouter.load()
+    assert shipped.paths == {"default": default_path, "rgb": rgb_path}
+    expected = model.state_dict()
+    assert all(torch.equal(value, expected[name])
+               for name, value in shipped.default.state_dict().items())
+    assert not torch.equal(shipped.rgb.background_queries, shipped.default.background_queries)
+    alone = router.ModelRouter.load(str(default_path))
+    assert alone.rgb is None and alone.paths == {"default": default_path}
+    named = router.ModelRouter.load(str(default_path), str(rgb_path))
+    assert named.paths["rgb"] == rgb_path
+    with pytest.raises(CheckpointError, match="missing.safetensors' not found; tried"):
+        router.ModelRouter.load("missing.safetensors", cwd=tmp_path)
+    with pytest.raises(CheckpointError, match="rgb_checkpoint"):
+        router.ModelRouter.load(str(default_path), "missing.safetensors", cwd=tmp_path)
+    monkeypatch.setattr(router, "shipped_checkpoint", lambda: "")
+    with pytest.raises(CheckpointError, match="no shipped checkpoint"):
+        router.ModelRouter.load()

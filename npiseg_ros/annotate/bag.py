@@ -6,17 +6,19 @@ of a moving sensor). Writing (tests, the synthetic drive): :func:`write_cloud_ba
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from npiseg_ros.annotate.sources import Frame, FrameError, FrameSource, SourceError
+from npiseg_ros.core.errors import InvalidCloudError
+from npiseg_ros.io.pointcloud2 import CloudLayout, PackedPoints, decode_cloud
 
 __all__ = ["BagSource", "decode_pointcloud2", "write_cloud_bag", "POINTCLOUD2"]
 
 POINTCLOUD2 = "sensor_msgs/msg/PointCloud2"
 TF_TYPE = "tf2_msgs/msg/TFMessage"
-_DATATYPES = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 8: "f8"}
 MAX_POINTS = 20_000_000
 
 
@@ -31,48 +33,20 @@ def _rosbags():
 
 
 def decode_pointcloud2(msg, name: str = "") -> tuple[np.ndarray, np.ndarray | None]:
-    """(N, 3) float32 xyz and (N,) float32 intensity (or None) of a deserialized PointCloud2."""
-    fields = {f.name: f for f in msg.fields}
-    missing = [axis for axis in "xyz" if axis not in fields]
-    if missing:
-        raise FrameError(f"frame {name}: PointCloud2 has no field(s) {missing}; "
-                         f"found {sorted(fields)}")
-    width, height, step = int(msg.width), int(msg.height), int(msg.point_step)
-    count = width * height
-    if count == 0:
-        raise FrameError(f"frame {name} is empty (0 points): nothing to label; go to another frame")
-    if count > MAX_POINTS or step <= 0 or step > 1 << 16:
-        raise FrameError(f"frame {name}: implausible PointCloud2 layout "
-                         f"(width {width}, height {height}, point_step {step})")
-    data = np.frombuffer(bytes(msg.data) if not isinstance(msg.data, np.ndarray) else msg.data,
-                         dtype=np.uint8)
-    row_step = int(msg.row_step) or width * step
-    if row_step < width * step or data.size < row_step * (height - 1) + width * step:
-        raise FrameError(f"frame {name}: PointCloud2 data has {data.size} bytes, too few for "
-                         f"{height} rows of {width} points of {step} bytes")
-    if row_step != width * step:
-        data = np.concatenate([data[r * row_step:r * row_step + width * step]
-                               for r in range(height)])
-    else:
-        data = data[:count * step]
-    endian = ">" if msg.is_bigendian else "<"
-    names, formats, offsets = [], [], []
-    for key in ("x", "y", "z", "intensity"):
-        field = fields.get(key)
-        if field is None:
-            continue
-        kind = _DATATYPES.get(int(field.datatype))
-        if kind is None or int(field.offset) + np.dtype(kind).itemsize > step:
-            raise FrameError(f"frame {name}: field {key!r} has datatype {field.datatype} at "
-                             f"offset {field.offset}, unusable with point_step {step}")
-        names.append(key)
-        formats.append(endian + kind)
-        offsets.append(int(field.offset))
-    dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": step})
-    points = np.frombuffer(data, dtype=dtype, count=count)
-    xyz = np.stack([points[a].astype(np.float32) for a in "xyz"], axis=1)
-    intensity = points["intensity"].astype(np.float32) if "intensity" in names else None
-    return xyz, intensity
+    """(N, 3) float32 xyz and (N,) float32 intensity (or None) of a deserialized PointCloud2
+    (:func:`npiseg_ros.io.pointcloud2.decode_cloud`; colour fields are not read).
+
+    Raises:
+        FrameError: the message cannot be decoded; the message names the frame and the reason.
+    """
+    layout = CloudLayout.of(msg)
+    if layout.row_step == 0:  # some recorders leave it unset for dense clouds
+        layout = replace(layout, row_step=layout.width * layout.point_step)
+    try:
+        cloud = decode_cloud(layout, msg.data, max_points=MAX_POINTS, colors=False)
+    except InvalidCloudError as error:
+        raise FrameError(f"frame {name}: {error}") from None
+    return cloud.xyz, cloud.intensity
 
 
 def _quat_to_matrix(q) -> np.ndarray:
@@ -246,8 +220,7 @@ def write_cloud_bag(path: str | Path, clouds: list[np.ndarray], *, topic: str = 
         tf_conn = writer.add_connection("/tf", TF_TYPE, typestore=store) if poses else None
         text_conn = (writer.add_connection(extra_string_topic, "std_msgs/msg/String",
                                            typestore=store) if extra_string_topic else None)
-        fields = [PointField(name=n, offset=4 * i, datatype=7, count=1)
-                  for i, n in enumerate(("x", "y", "z", "intensity"))]
+        columns = [(name, np.float32) for name in ("x", "y", "z", "intensity")]
         for index, xyz in enumerate(clouds):
             stamp = start_ns + index * period_ns
             time = Time(sec=stamp // 10**9, nanosec=stamp % 10**9)
@@ -255,11 +228,17 @@ def write_cloud_bag(path: str | Path, clouds: list[np.ndarray], *, topic: str = 
             intensity = None if intensities is None else intensities[index]
             if intensity is None:
                 intensity = np.zeros(len(xyz), np.float32)
-            packed = np.concatenate([xyz, np.asarray(intensity, np.float32).reshape(-1, 1)], 1)
+            packed = PackedPoints(columns, len(xyz))
+            for column, axis in enumerate("xyz"):
+                packed.write(axis, xyz[:, column])
+            packed.write("intensity", np.asarray(intensity, np.float32).reshape(-1))
             message = PointCloud2(
-                header=Header(stamp=time, frame_id=frame_id), height=1, width=len(xyz),
-                fields=fields, is_bigendian=False, point_step=16, row_step=16 * len(xyz),
-                data=np.frombuffer(packed.astype("<f4").tobytes(), np.uint8), is_dense=False)
+                header=Header(stamp=time, frame_id=frame_id), height=1, width=packed.width,
+                fields=[PointField(name=field.name, offset=field.offset,
+                                   datatype=field.datatype, count=field.count)
+                        for field in packed.fields],
+                is_bigendian=False, point_step=packed.point_step, row_step=packed.row_step,
+                data=packed.points.view(np.uint8), is_dense=False)
             if tf_conn is not None:
                 writer.write(tf_conn, stamp, store.serialize_cdr(
                     _tf_message(types, time, fixed_frame, frame_id, poses[index]), TF_TYPE))

@@ -3,6 +3,7 @@
     npiseg-annotate SOURCE [--topic T] [--session DIR] [--port 8765]      browser tool
     npiseg-annotate --session DIR                                          reopen a session
     npiseg-annotate triage SOURCE [--topic T] [--session DIR]              rank frames (CSV + plot)
+    npiseg-annotate triage SOURCE... --out DIR [--ray] [--ray-address A]   fleet triage (parquet)
     npiseg-annotate make-synth-bag OUT [--frames 50] [--storage mcap]      synthetic test drive
 
 SOURCE: a rosbag2 bag (folder with metadata.yaml, .db3 or .mcap), a KITTI/SemanticKITTI
@@ -62,6 +63,25 @@ def _parser(command: str) -> argparse.ArgumentParser:
                             help="frame order (auto: triage rank when triage.csv exists)")
     else:
         parser.add_argument("--no-progress", action="store_true")
+        fleet = parser.add_argument_group(
+            "fleet triage (--out): every SOURCE is its own source, the model prompts itself "
+            "(docs/triage.md)")
+        fleet.add_argument("--out", default=None,
+                           help="output folder: triage.parquet, triage.csv, triage.png, "
+                                "index.html; a re-run skips the frames already in it")
+        fleet.add_argument("--ray", action="store_true",
+                           help="score on a local Ray (workers = CPUs / --cpus-per-worker)")
+        fleet.add_argument("--ray-address", default=None,
+                           help="join a running Ray cluster (auto, HOST:6379, ray://HOST:10001)")
+        fleet.add_argument("--workers", type=int, default=None,
+                           help="Ray workers, one model each (default: every CPU)")
+        fleet.add_argument("--cpus-per-worker", type=int, default=1)
+        fleet.add_argument("--chunk-frames", type=int, default=8, help="frames per task")
+        fleet.add_argument("--max-in-flight", type=int, default=None,
+                           help="tasks started and not finished (default 2 per worker)")
+        fleet.add_argument("--retries", type=int, default=2,
+                           help="extra tries of a failed task")
+        fleet.add_argument("--top", type=int, default=50, help="frames listed in index.html")
     return parser
 
 
@@ -116,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if command == "make-synth-bag":
         return _make_bag(args)
+    if command == "triage" and (args.out or args.ray or args.ray_address):
+        return _fleet(args)
     source_path, folder = _resolve(args)
     from npiseg_ros.annotate.workspace import Workspace, load_shipped_session
 
@@ -154,6 +176,56 @@ def main(argv: list[str] | None = None) -> int:
         workspace.fail(f"{problem}\n(open another input below; the tool keeps running)")
     serve(workspace, args.port, open_browser=args.open_browser)
     return 0
+
+
+def _fleet(args) -> int:
+    """``triage SOURCE... --out DIR``: exit 0 when every source was scored (unusable frames are
+    rows with their error), 1 when a source could not be opened or a task failed after its
+    retries (the rest is written), 2 on bad options or no model."""
+    from npiseg_ros.annotate.fleet import run_fleet_triage
+
+    def fail(message: str) -> int:
+        print(f"npiseg-annotate triage: error: {message}", file=sys.stderr, flush=True)
+        return 2
+
+    if not args.out:
+        return fail("--ray and --ray-address need --out DIR (fleet triage)")
+    if args.session:
+        return fail("give --out (fleet triage: the model's own prompts) or --session (carry "
+                    "the clicks of a labelling session), not both")
+    if not args.source:
+        return fail("give one or more SOURCEs (bags, sequence folders, cloud files)")
+    log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        summary = run_fleet_triage(
+            args.source, args.out, use_ray=args.ray, ray_address=args.ray_address,
+            workers=args.workers, cpus_per_worker=args.cpus_per_worker,
+            chunk_frames=args.chunk_frames, max_in_flight=args.max_in_flight,
+            retries=args.retries, topic=args.topic, checkpoint=args.checkpoint,
+            device=args.device, samples=args.samples, max_range=args.max_range, top=args.top,
+            progress=not args.no_progress, log=log)
+    except (RuntimeError, ValueError) as error:  # SourceError (no model) is a ValueError
+        return fail(str(error))
+    rate = summary.scored / summary.seconds if summary.seconds > 0 else 0.0
+    memory = "/".join(f"{m:.0f}" for m in summary.peak_rss_mb)
+    print(f"npiseg-annotate triage: scored {summary.scored} frame(s) in {summary.seconds:.1f} s "
+          f"({rate:.2f} frames/s, {summary.workers} worker(s)"
+          + (f", peak memory per worker {memory} MB" if memory else "")
+          + f"); {summary.skipped} skipped (already scored)", flush=True)
+    for source, error in summary.failed_sources:
+        print(f"npiseg-annotate triage: source failed: {source}: {error}", flush=True)
+    unusable = summary.failed_frames
+    if unusable:
+        print(f"npiseg-annotate triage: {len(unusable)} frame(s) unusable: "
+              + "; ".join(f"{Path(r['source']).name}/{r['frame']}: {r['error']}"
+                          for r in unusable[:5]), flush=True)
+    best = sorted((r for r in summary.rows if r["rank"]), key=lambda r: r["rank"])[:5]
+    print("npiseg-annotate triage: look first at: "
+          + (", ".join(f"{Path(r['source']).name}/{r['frame']} ({r['score']:.3f})" for r in best)
+             or "nothing scored")
+          + f" -> {summary.out / 'triage.parquet'}, triage.csv, triage.png, index.html",
+          flush=True)
+    return 1 if summary.failed_sources else 0
 
 
 def _make_bag(args) -> int:

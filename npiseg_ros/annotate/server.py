@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 
 from npiseg_ros.annotate.workspace import Workspace
+from npiseg_ros.core.types import MAX_OBJECT_ID
 
 __all__ = ["AnnotateServer", "serve"]
 
@@ -83,7 +84,7 @@ class AnnotateServer(ThreadingHTTPServer):
             elif action == "new_object":
                 ws.new_object()
             elif action == "active":
-                ws.set_active(_int(body, "object_id", 1, 65535))
+                ws.set_active(_int(body, "object_id", 1, MAX_OBJECT_ID))
             elif action == "step":
                 ws.step(_int(body, "delta", -1_000_000, 1_000_000))
             elif action == "goto":
@@ -101,7 +102,8 @@ class AnnotateServer(ThreadingHTTPServer):
 
     def binary(self, what: str) -> bytes:
         with self.lock:
-            return self.workspace.cloud_bytes() if what == "cloud" else self.workspace.label_bytes()
+            workspace = self.workspace
+            return workspace.cloud_bytes() if what == "cloud" else workspace.label_bytes()
 
 
 class _Handler(BaseHTTPRequestHandler):

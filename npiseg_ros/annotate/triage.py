@@ -16,6 +16,10 @@ For every frame (source order) the pass records:
 
 Output: ``triage.csv`` and ``triage.png`` in the session folder; the browser tool then opens
 frames in rank order.
+
+This ranks one source by the clicks of a labelling session. Many sources, before anyone clicks,
+in process or on Ray: ``fleet.py`` (``npiseg-annotate triage SOURCE... --out DIR``,
+docs/triage.md).
 """
 from __future__ import annotations
 
@@ -25,11 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-from npiseg_ros.annotate.files import atomic_write_bytes
 from npiseg_ros.annotate.sources import FrameError, FrameSource, within_range
-from npiseg_ros.core.errors import ClickRejectedError, NPISegError
+from npiseg_ros.annotate.workspace import carry_clicks
+from npiseg_ros.annotation import AnnotationController
+from npiseg_ros.core.errors import NPISegError
 from npiseg_ros.core.session import SegmentationSession
-from npiseg_ros.ros.annotation import cloud_fingerprint, recover_autosave
+from npiseg_ros.io.atomic import atomic_write_bytes
 
 __all__ = ["run_triage", "COLUMNS"]
 
@@ -61,6 +66,7 @@ def run_triage(source: FrameSource, session: SegmentationSession, folder: str | 
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    annotation = AnnotationController(session)
     rng = np.random.default_rng(0)
     rows: list[dict] = []
     carry: list[tuple[np.ndarray, int]] = []     # (world position, object id)
@@ -73,7 +79,8 @@ def run_triage(source: FrameSource, session: SegmentationSession, folder: str | 
         try:
             frame = source.frame(index)
             cropped = within_range(name, frame.xyz, max_range)
-            summary = session.set_cloud(cropped, intensity=frame.intensity, colors=frame.colors)
+            summary = annotation.set_cloud(frame.xyz, segment=cropped, intensity=frame.intensity,
+                                           colors=frame.colors, frame_id=frame.frame_id)
         except (FrameError, NPISegError, ValueError) as error:
             row["error"] = str(error)
             rows.append(row)
@@ -84,35 +91,24 @@ def run_triage(source: FrameSource, session: SegmentationSession, folder: str | 
                    encode_ms=round(summary.encode_ms, 1),
                    novelty=round(_novelty(world, previous_world, radius, rng), 4))
         previous_world = world
-        record, _ = recover_autosave(folder / "autosave" / name, cloud_fingerprint(frame.xyz))
-        own = [] if record is None else list(record.clicks)
-        row["own_clicks"] = len(own)
+        # the browser tool's replay (a click saved with another --max-range is left out)
+        own = annotation.resume(folder / "autosave" / name).saved_clicks
+        row["own_clicks"] = own
         if own:
-            for click in own:
-                try:
-                    session.add_click(point_index=click.point_index, object_id=click.object_id)
-                except ClickRejectedError:  # saved with another --max-range
-                    pass
             row.update(carried_clicks=0, missed_clicks=0)
         elif carry:
             inverse = None if frame.pose is None else np.linalg.inv(frame.pose)
-            missed = 0
-            for position, object_id in carry:
-                local = position if inverse is None else inverse[:3, :3] @ position + inverse[:3, 3]
-                try:
-                    session.add_click(local, object_id=object_id)
-                except ClickRejectedError:
-                    missed += 1
-            row.update(carried_clicks=len(carry), missed_clicks=missed)
-        if session.clicks:
-            prediction = session.predict()
+            missed = carry_clicks(annotation, carry, inverse)
+            row.update(carried_clicks=len(carry), missed_clicks=len(missed))
+        if annotation.clicks:
+            prediction = annotation.predict()
             objects = prediction.labels > 0
             row["object_uncertainty"] = round(float(np.nanmean(
                 prediction.uncertainty[objects])), 5) if objects.any() else 0.0
         # what the next frame inherits: this frame's clicks that landed (none: the objects left)
         if own or carry:
             carry = [(_world(frame.xyz[c.point_index][None].astype(np.float64), frame.pose)[0],
-                      c.object_id) for c in session.clicks]
+                      c.object_id) for c in annotation.clicks]
         rows.append(row)
         bar.set_postfix(frame=name)
     _score(rows)

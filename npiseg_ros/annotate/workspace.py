@@ -1,4 +1,8 @@
-"""The annotation workspace: one SegmentationSession over a sequence of frames, a session folder.
+"""The annotation workspace: an annotation controller over a sequence of frames, a session folder.
+
+The :class:`~npiseg_ros.annotation.AnnotationController` does the clicks, decodes, undo,
+objects, autosave, resume and exports of the frame on screen; the workspace adds the frames
+(order, navigation), carrying the clicks from one frame to the next, and the session folder.
 
 Session folder layout (everything the tool writes goes here and nowhere else)::
 
@@ -26,15 +30,16 @@ from pathlib import Path
 
 import numpy as np
 
-from npiseg_ros.annotate.files import atomic_write_bytes
 from npiseg_ros.annotate.sources import (Frame, FrameError, FrameSource, SourceError, open_source,
                                         within_range)
+from npiseg_ros.annotation import AnnotationController
 from npiseg_ros.core.errors import ClickRejectedError, NPISegError
 from npiseg_ros.core.session import SegmentationSession
-from npiseg_ros.ros.annotation import (AnnotationRecord, ClickRecord, cloud_fingerprint,
-                                       recover_autosave, save_annotation, write_autosave)
+from npiseg_ros.core.types import BACKGROUND_ID, MAX_OBJECT_ID, Prediction
+from npiseg_ros.io.atomic import atomic_write_bytes
 
-__all__ = ["Workspace", "CarryReport", "load_shipped_session", "SESSION_FILE", "EXPORT_FORMATS"]
+__all__ = ["Workspace", "CarryReport", "carry_clicks", "load_shipped_session", "SESSION_FILE",
+           "EXPORT_FORMATS"]
 
 SESSION_FILE = "session.json"
 SESSION_VERSION = 1
@@ -62,19 +67,22 @@ def load_shipped_session(checkpoint: str | None = None, device: str = "cpu",
     Raises:
         SourceError: no checkpoint shipped and none given.
     """
-    from npiseg_ros.core.checkpoint import load_model
-    from npiseg_ros.resources import shipped_checkpoint, shipped_rgb_checkpoint
+    from npiseg_ros.core.errors import CheckpointError
+    from npiseg_ros.core.router import AUTO_CHECKPOINT, ModelRouter, resolve_checkpoint
 
-    path = checkpoint or shipped_checkpoint()
-    if not path:
-        raise SourceError("no shipped checkpoint found (checkpoints/*.safetensors) and none given "
-                          "with --checkpoint; the tool does not run an untrained model")
-    model = load_model(path, device=device)
-    rgb_path = "" if checkpoint else shipped_rgb_checkpoint()
-    rgb_model = load_model(rgb_path, device=device) if rgb_path else None
-    session = SegmentationSession(model, device=device, num_samples=num_samples, seed=seed,
-                                  rgb_model=rgb_model)
-    return session, path + (f" (coloured clouds: {rgb_path})" if rgb_path else "")
+    if not checkpoint:
+        try:
+            resolve_checkpoint(AUTO_CHECKPOINT)
+        except CheckpointError as error:
+            raise SourceError("no shipped checkpoint found (checkpoints/*.safetensors) and none "
+                              "given with --checkpoint; the tool does not run an untrained "
+                              "model") from error
+    # ``auto`` for the colour-cloud model: the shipped one only with the shipped default
+    models = ModelRouter.load(checkpoint or AUTO_CHECKPOINT, AUTO_CHECKPOINT, device=device)
+    session = SegmentationSession(models, device=device, num_samples=num_samples, seed=seed)
+    rgb_path = models.paths.get("rgb")
+    return session, (str(models.paths["default"])
+                     + (f" (coloured clouds: {rgb_path})" if rgb_path else ""))
 
 
 @dataclass
@@ -91,14 +99,41 @@ class CarryReport:
                 "through_poses": self.through_poses, "missed": self.missed}
 
 
+def carry_clicks(annotation: AnnotationController, clicks: list[tuple[np.ndarray, int]],
+                 transform: np.ndarray | None) -> list[dict]:
+    """Click again, on the annotation's cloud, where earlier clicks were; returns the misses.
+
+    Args:
+        annotation: the controller holding the new frame (its clicks are added to).
+        clicks: (position, object id) pairs: (3,) float64 positions, metres, in the frame
+            ``transform`` maps from (the new frame's own when ``transform`` is None).
+        transform: (4, 4) float64 new frame <- old frame (through /tf poses), or None.
+
+    Returns:
+        One dict per click that landed on no point: click number (from 1), object id, the
+        position in the new frame (rounded to mm) and the reason.
+    """
+    missed = []
+    for number, (position, object_id) in enumerate(clicks, start=1):
+        target = position if transform is None else transform[:3, :3] @ position + transform[:3, 3]
+        try:
+            annotation.click(target, object_id=object_id)
+        except ClickRejectedError as error:
+            missed.append({"click": number, "object_id": object_id,
+                           "position": [round(float(v), 3) for v in target],
+                           "reason": str(error)})
+    return missed
+
+
 class Workspace:
-    """Frames + session + session folder. Not thread safe: the server serialises calls."""
+    """Frames + annotation controller + session folder. Not thread safe: the server serialises
+    calls."""
 
     def __init__(self, session: SegmentationSession, folder: str | os.PathLike,
                  source: FrameSource | None = None, *, source_path: str | list | None = None,
                  topic: str | None = None, carry: bool = True, order: str = "auto",
                  max_range: float | None = None, log=print) -> None:
-        self.session = session
+        self.annotation = AnnotationController(session)
         self.folder = Path(folder).expanduser().resolve()
         self.folder.mkdir(parents=True, exist_ok=True)
         self.carry = carry
@@ -110,9 +145,6 @@ class Workspace:
         self.order: list[int] = []
         self.position = 0             # position in self.order
         self.frame: Frame | None = None
-        self.active_object = 1
-        self.decoded_at: list[int] = []
-        self.prediction = None
         self.carry_report: CarryReport | None = None
         self.error = ""               # what went wrong last (shown in the page)
         self.notice = ""              # what happened last (shown in the page)
@@ -122,6 +154,18 @@ class Workspace:
         self.last_saved = 0.0
         if source is not None:
             self.attach(source, source_path, topic)
+
+    @property
+    def session(self) -> SegmentationSession:
+        return self.annotation.session
+
+    @property
+    def active_object(self) -> int:
+        return self.annotation.active_object
+
+    @property
+    def prediction(self) -> Prediction | None:
+        return self.annotation.prediction
 
     # ------------------------------------------------------------ source + session file
     def attach(self, source: FrameSource, source_path=None, topic: str | None = None) -> None:
@@ -217,44 +261,33 @@ class Workspace:
         self.goto_position(self.order.index(index), carry=self.carry)
 
     def goto_position(self, position: int, carry: bool) -> None:
+        """Open the frame at ``position``: its autosave when it has one, else (``carry``) the
+        clicks of the frame shown until now, carried over."""
         previous = self._carry_payload() if carry else None
         self.position = position
         self.error = ""
         self.notice = ""
         self.carry_report = None
-        self.prediction = None
-        self.decoded_at = []
-        self.active_object = 1
         self.frame_token += 1
         self.version += 1
+        self.annotation.select_object(1)
         try:
             frame = self.source.frame(self.frame_index)
-            self.session.set_cloud(within_range(frame.name, frame.xyz, self.max_range),
-                                   intensity=frame.intensity, colors=frame.colors)
+            self.annotation.set_cloud(
+                frame.xyz, segment=within_range(frame.name, frame.xyz, self.max_range),
+                intensity=frame.intensity, colors=frame.colors, frame_id=frame.frame_id)
         except (FrameError, NPISegError, ValueError) as error:
             self.frame = None
-            self.session.clear()
+            self.annotation.clear()
             self.fail(str(error))
             self._write_session_file()
             return
         self.frame = frame
-        resumed = self._resume()
-        if not resumed and previous is not None and previous["clicks"]:
+        if not self._resume() and previous is not None:
             self._carry_in(previous)
-        self.prediction = self.session.predict()
-        saved = getattr(self, "_saved_labels", None)
-        self._saved_labels = None
-        if resumed and saved is not None and saved.shape == self.prediction.labels.shape:
-            changed = int(np.count_nonzero(saved != self.prediction.labels))
-            if changed:
-                message = (f"the clicks replayed with this model give labels that differ from "
-                           f"the saved ones at {changed} points (another checkpoint or "
-                           f"--max-range than when they were saved?)")
-                self.notice = f"{self.notice}; {message}" if self.notice else message
-                self.log(f"npiseg-annotate: frame {self.frame_name}: {message}")
+        self.annotation.predict()
         if self.carry_report is not None and self.carry_report.carried:
-            self.decoded_at = [len(self.session.clicks)]
-            self._save()
+            self._save()  # carried clicks are saved at once: the frame reopens with them
         self._write_session_file()
 
     # ------------------------------------------------------------ resume + carry
@@ -262,40 +295,32 @@ class Workspace:
         return self.folder / "autosave" / self.frame_name
 
     def _resume(self) -> bool:
-        record, problems = recover_autosave(self._autosave_dir(), cloud_fingerprint(self.frame.xyz))
-        for problem in problems:
+        """Replay this frame's autosave; whether there was one."""
+        outcome = self.annotation.resume(self._autosave_dir())
+        for problem in outcome.problems:
             self.log(f"npiseg-annotate: {problem}")
-        if record is None:
-            return False
-        boundaries = sorted(set(record.decoded_at) | {len(record.clicks)})
-        done = 0
-        try:
-            for boundary in boundaries:
-                for click in record.clicks[done:boundary]:
-                    self.session.add_click(point_index=click.point_index,
-                                           object_id=click.object_id)
-                done = boundary
-                if boundary:
-                    self.session.predict()
-        except NPISegError as error:
-            self.session.reset()
-            self.fail(f"autosave of frame {self.frame_name} could not be replayed ({error}); "
-                      "starting the frame afresh")
-            return False
-        self.decoded_at = [b for b in record.decoded_at if b <= len(record.clicks)]
-        self.active_object = max(1, int(record.active_object))
-        self._saved_labels = None if record.labels is None else np.asarray(record.labels)
-        if record.clicks:
-            self.notice = f"resumed {len(record.clicks)} clicks of frame {self.frame_name}"
-        return True
+        if outcome.skipped:
+            self.fail(f"autosave of frame {self.frame_name}: {len(outcome.skipped)} of "
+                      f"{outcome.saved_clicks} clicks could not be replayed and were left out "
+                      f"({'; '.join(outcome.skipped[:3])})")
+        if outcome.replayed:
+            self.notice = f"resumed {outcome.replayed} clicks of frame {self.frame_name}"
+        if outcome.relabelled:
+            message = (f"the clicks replayed with this model give labels that differ from "
+                       f"the saved ones at {outcome.relabelled} points (another checkpoint or "
+                       f"--max-range than when they were saved?)")
+            self.notice = f"{self.notice}; {message}" if self.notice else message
+            self.log(f"npiseg-annotate: frame {self.frame_name}: {message}")
+        return outcome.found
 
     def _carry_payload(self) -> dict | None:
-        if self.frame is None or not self.session.clicks:
+        clicks = self.annotation.clicks
+        if self.frame is None or not clicks:
             return None
-        xyz = self.frame.xyz
-        clicks = [(xyz[c.point_index].astype(np.float64), c.object_id) for c in self.session.clicks]
-        return {"frame": self.frame_name, "pose": self.frame.pose, "clicks": clicks,
-                "active": self.active_object}
+        xyz = self.frame.xyz  # the snapped points, not the click positions
+        return {"frame": self.frame_name, "pose": self.frame.pose,
+                "clicks": [(xyz[c.point_index].astype(np.float64), c.object_id) for c in clicks],
+                "active": self.annotation.active_object}
 
     def _carry_in(self, previous: dict) -> None:
         report = CarryReport(from_frame=previous["frame"])
@@ -303,17 +328,9 @@ class Workspace:
         if previous["pose"] is not None and self.frame.pose is not None:
             transform = np.linalg.inv(self.frame.pose) @ previous["pose"]
             report.through_poses = True
-        for number, (position, object_id) in enumerate(previous["clicks"]):
-            target = (position if transform is None
-                      else transform[:3, :3] @ position + transform[:3, 3])
-            try:
-                self.session.add_click(target, object_id=object_id)
-                report.carried += 1
-            except ClickRejectedError as error:
-                report.missed.append({"click": number + 1, "object_id": object_id,
-                                      "position": [round(float(v), 3) for v in target],
-                                      "reason": str(error)})
-        self.active_object = previous["active"]
+        report.missed = carry_clicks(self.annotation, previous["clicks"], transform)
+        report.carried = len(previous["clicks"]) - len(report.missed)
+        self.annotation.select_object(previous["active"])
         self.carry_report = report
         message = (f"carried {report.carried} clicks from frame {report.from_frame}"
                    f"{' through /tf poses' if report.through_poses else ''}")
@@ -328,51 +345,48 @@ class Workspace:
               background: bool = False) -> None:
         if self.frame is None:
             return self.fail("no usable frame here: go to another frame")
-        object_id = 0 if background else self.active_object
         try:
-            self.session.add_click(position, object_id=object_id, point_index=point_index)
+            click = self.annotation.click(position, point_index=point_index,
+                                          object_id=BACKGROUND_ID if background else None)
         except ClickRejectedError as error:
             return self.fail(f"click rejected: {error}")
-        self._after_edit(f"{'background' if background else f'object {object_id}'} click")
+        self._after_edit(f"{'background' if background else f'object {click.object_id}'} click")
 
     def undo(self) -> None:
         if self.frame is None:
             return self.fail("no usable frame here")
-        if self.session.undo() is None:
+        if self.annotation.undo() is None:
             self.notice = "nothing to undo"
             return
-        self.decoded_at = [b for b in self.decoded_at if b <= len(self.session.clicks)]
-        self._after_edit("undone", decode_boundary=False)
+        self._after_edit("undone")
 
     def reset(self) -> None:
         if self.frame is None:
             return self.fail("no usable frame here")
-        self.session.reset()
-        self.decoded_at = []
-        self.active_object = 1
-        self._after_edit("reset: all clicks of this frame removed", decode_boundary=False)
+        self.annotation.reset()
+        self.annotation.select_object(1)
+        self._after_edit("reset: all clicks of this frame removed")
 
     def new_object(self) -> None:
-        used = [self.active_object, *self.session.object_ids]
-        self.active_object = max(used) + 1
-        self.notice = f"new object {self.active_object}: click on it"
+        try:
+            object_id = self.annotation.new_object()
+        except ClickRejectedError as error:
+            return self.fail(str(error))
+        self.notice = f"new object {object_id}: click on it"
         if self.frame is not None:
             self._save()
 
     def set_active(self, object_id: int) -> None:
-        if not 1 <= object_id <= 65535:
-            return self.fail(f"object id {object_id} outside 1..65535")
-        self.active_object = object_id
+        if not 1 <= object_id <= MAX_OBJECT_ID:
+            return self.fail(f"object id {object_id} outside 1..{MAX_OBJECT_ID}")
+        self.annotation.select_object(object_id)
         self.notice = f"active object {object_id}"
         if self.frame is not None:
             self._save()
 
-    def _after_edit(self, what: str, decode_boundary: bool = True) -> None:
+    def _after_edit(self, what: str) -> None:
         self.error = ""
-        self.prediction = self.session.predict()
-        count = len(self.session.clicks)
-        if decode_boundary and count and (not self.decoded_at or self.decoded_at[-1] != count):
-            self.decoded_at.append(count)
+        self.annotation.predict()
         self.version += 1
         self.notice = what
         self._save()
@@ -384,22 +398,11 @@ class Workspace:
     # ------------------------------------------------------------ saving
     def _save(self) -> None:
         """Autosave (atomic) and the three exports of the current frame."""
-        frame = self.frame
-        clicks = tuple(ClickRecord(tuple(float(v) for v in c.position), c.object_id,
-                                   c.point_index) for c in self.session.clicks)
-        prediction = self.prediction
-        record = AnnotationRecord(
-            fingerprint=cloud_fingerprint(frame.xyz), frame_id=frame.frame_id, clicks=clicks,
-            active_object=self.active_object,
-            labels=None if prediction is None else prediction.labels,
-            uncertainty=None if prediction is None else prediction.uncertainty,
-            decoded_at=tuple(self.decoded_at))
         try:
-            _shareable(write_autosave(self._autosave_dir(), record))
-            if prediction is not None:
+            _shareable(self.annotation.autosave(self._autosave_dir()))
+            if self.annotation.prediction is not None:
                 for fmt in EXPORT_FORMATS:
-                    _shareable(save_annotation(self.export_path(fmt), fmt, frame.xyz,
-                                               prediction.labels, prediction.uncertainty, clicks))
+                    _shareable(self.annotation.save(self.export_path(fmt), fmt))
             self._write_session_file()
         except OSError as error:
             self.fail(f"could not save into {self.folder}: {error}")
@@ -424,8 +427,7 @@ class Workspace:
                                 "mean_uncertainty": round(float(stats.mean_uncertainty), 5),
                                 "clicks": stats.num_clicks})
         clicks = [{"position": [round(float(v), 3) for v in c.position], "object_id": c.object_id,
-                   "point_index": c.point_index} for c in self.session.clicks] \
-            if self.frame is not None else []
+                   "point_index": c.point_index} for c in self.annotation.clicks]
         suggestion = None
         if prediction is not None and prediction.suggested_click is not None:
             suggestion = [round(float(v), 3) for v in prediction.suggested_click]

@@ -115,3 +115,17 @@ def label_means(values: Tensor, labels: Tensor, num_classes: int) -> Tensor:
 def label_sums(values: Tensor, labels: Tensor, num_classes: int) -> Tensor:
     """Sum of the rows of ``values`` (P, d) per label -> (C, d)."""
     return values.new_zeros(num_classes, values.shape[1]).index_add_(0, labels, values)
+
+
+def at_mean_of(distribution: Gaussian) -> Gaussian:
+    """The distribution collapsed onto its mean (sigma 0: every sample is ``mu``)."""
+    return Gaussian(distribution.mu, torch.zeros_like(distribution.sigma))
+
+
+def object_samples(source: Gaussian, scene_sample: Tensor | None, num_samples: int,
+                   generator: torch.Generator | None) -> Tensor:
+    """(S, C, d) object-latent samples from an object-latent distribution (C, d), or (S, C, d)
+    when conditioned on S scene samples."""
+    if scene_sample is None:  # one (1, C, d) distribution: draw S samples from it
+        return source.sample(num_samples, generator)[:, 0]
+    return source.sample(1, generator)[0]  # (S, C, d): one draw per scene-latent sample

@@ -1,28 +1,31 @@
 """Interactive segmentation session: encode a cloud once, decode after every click.
 
 The session is the predictor users call (the ROS node, the evaluation CLI, notebooks). It owns
-voxelisation, the scene embedding, the click list and the history needed for exact undo. Every
-method either succeeds or raises a typed error leaving the session as it was.
+the click list, the object ids and the history needed for exact undo; the model internals
+(voxelisation, embedding, voxel graph, click distances) live in the ``Scene`` its model
+encodes (``core.scene``), and the choice of model per cloud in its ``ModelRouter``
+(``core.router``). Every method either succeeds or raises a typed error leaving the session as
+it was.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from npiseg_ros.core.config import UNCERTAINTY_MODES
 from npiseg_ros.core.errors import ClickRejectedError, ConfigError, InvalidCloudError, NoCloudError
-from npiseg_ros.core.geodesic import ClickDistanceCache, build_voxel_graph
-from npiseg_ros.core.model import LATENT_MODES, NPISeg3D, SceneEmbedding
+from npiseg_ros.core.model import LATENT_MODES, DecodeOutput, NPISeg3D
+from npiseg_ros.core.router import CHROMA_THRESHOLD, ModelRouter, has_chroma, resolve_device
+from npiseg_ros.core.scene import PointCloud, Scene, VoxelClicks, VoxelisedCloud, as_points
 from npiseg_ros.core.suggest import region_cells, suggest_next_click
-from npiseg_ros.core.types import (BACKGROUND_ID, INVALID_LABEL, Click, CloudSummary, ObjectStats,
-                                   Prediction)
-from npiseg_ros.core.voxelize import Voxelization, voxelize
+from npiseg_ros.core.types import (BACKGROUND_ID, INVALID_LABEL, MAX_OBJECT_ID, Click,
+                                   CloudSummary, ObjectStats, Prediction)
 
-MAX_OBJECT_ID = 65535
-"""Largest object id (16 bits, as SemanticKITTI instance ids)."""
+__all__ = ["SegmentationSession", "resolve_device", "has_chroma", "CHROMA_THRESHOLD",
+           "MAX_OBJECT_ID", "DEFAULT_MAX_CLICK_DISTANCE_M"]
 
 DEFAULT_MAX_CLICK_DISTANCE_M = 0.5
 
@@ -32,24 +35,15 @@ SUGGESTION_REGION_VOXELS = 10
 
 @dataclass
 class _Cloud:
-    xyz: np.ndarray              # (N, 3) float32 input coordinates (non-finite rows kept)
-    valid: np.ndarray            # (N,) bool, finite rows
-    valid_index: np.ndarray      # (P,) int64 input index of each valid point
-    voxels: Voxelization         # over the valid points
-    voxel_of_point: np.ndarray   # (N,) int64 voxel of each input point, -1 if dropped
-    voxel_xyz: torch.Tensor      # (V, 3) on device, representative point of each voxel
-    embedding: SceneEmbedding
+    scene: Scene                 # the encoded cloud (its ``cloud`` holds the points and voxels)
     model: NPISeg3D              # the model that encoded this cloud (and decodes its clicks)
-    # graph distances of clicked voxels over the voxel graph (geodesic-prior models only)
-    distances: ClickDistanceCache | None
-    # Per-cloud work that every predict needs, done once in set_cloud (while the user looks at
-    # the cloud) instead of in the first click's predict:
-    valid_xyz: np.ndarray        # (P, 3) the valid points
-    region_of_point: np.ndarray  # (P,) suggestion cube of every valid point (10 voxel edges)
-    points_per_voxel: np.ndarray  # (V,) valid points in each voxel
-    # coarse-decoding models: each clicked voxel's graph distances min-pooled over the decoder
-    # cells, pooled once when the voxel is first clicked
-    cell_distances: dict[int, torch.Tensor] = field(default_factory=dict)
+    # suggestion cube of every valid point (10 voxel edges), computed once in set_cloud (while
+    # the user looks at the cloud) instead of in the first click's predict
+    region_of_point: np.ndarray
+
+    @property
+    def points(self) -> VoxelisedCloud:
+        return self.scene.cloud
 
 
 @dataclass
@@ -65,7 +59,9 @@ class SegmentationSession:
     """Encode-once, decode-per-click interactive segmentation.
 
     Args:
-        model: an :class:`NPISeg3D` (put in eval mode by the session).
+        model: an :class:`NPISeg3D` (put in eval mode by the session), or a
+            :class:`ModelRouter` holding the default and colour-cloud models and the voxel size
+            (then ``rgb_model`` and ``voxel_size`` stay None).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"auto"`` (CUDA when available) or None
             (the model's current device).
         num_samples: Monte-Carlo samples S per decode (paper default 10).
@@ -82,12 +78,13 @@ class SegmentationSession:
             (:func:`has_chroma`: not all grey, so the zero / grey colours a LiDAR sweep gets
             in colour-requiring formats do not count) and ``model`` otherwise (LiDAR sweeps);
             that cloud's clicks decode with the same model. It may have its own voxel size
-            (the shipped pair: 10 cm for sweeps, 5 cm for coloured rooms).
+            (the shipped pair: 10 cm for sweeps, 5 cm for coloured rooms). The two models
+            and the voxel size form the session's :attr:`router`.
         latents: ``sample`` (the method: S Monte-Carlo latent samples) or ``mean`` (every
             latent at its mean, one decode: the ablation of what sampling adds).
     """
 
-    def __init__(self, model: NPISeg3D, *, device: str | torch.device | None = None,
+    def __init__(self, model: NPISeg3D | ModelRouter, *, device: str | torch.device | None = None,
                  num_samples: int = 10, scene_weight: float | None = None,
                  max_click_distance: float = DEFAULT_MAX_CLICK_DISTANCE_M, seed: int = 0,
                  uncertainty: str = "auto", max_points: int | None = None,
@@ -106,11 +103,15 @@ class SegmentationSession:
             raise ConfigError(f"latents must be one of {list(LATENT_MODES)}, got {latents!r}")
         if max_points is not None and max_points < 1:
             raise ConfigError(f"max_points must be >= 1 or None, got {max_points}")
-        if voxel_size is not None and not voxel_size > 0:
-            raise ConfigError(f"voxel_size must be > 0 metres or None, got {voxel_size}")
-        self.device = resolve_device(device, model)
-        self.model = model.to(self.device).eval()
-        self.rgb_model = None if rgb_model is None else rgb_model.to(self.device).eval()
+        if isinstance(model, ModelRouter):
+            if rgb_model is not None or voxel_size is not None:
+                raise ConfigError("give rgb_model and voxel_size to the ModelRouter, not to a "
+                                  "session built on it")
+            router = model
+        else:
+            router = ModelRouter(model, rgb_model, voxel_size=voxel_size)
+        self.router = router
+        self.device = router.place(device)
         self.num_samples = int(num_samples)
         self.latents = latents
         self.scene_weight = scene_weight
@@ -118,7 +119,6 @@ class SegmentationSession:
         self.seed = int(seed)
         self.uncertainty = uncertainty
         self.max_points = max_points
-        self._voxel_size = None if voxel_size is None else float(voxel_size)
         self._cloud: _Cloud | None = None
         self._clicks: list[Click] = []
         self._history: list[_Step] = []
@@ -126,8 +126,23 @@ class SegmentationSession:
 
     # ------------------------------------------------------------------ state
     @property
+    def model(self) -> NPISeg3D:
+        """The default model (clouds without colour; every cloud without ``rgb_model``)."""
+        return self.router.default
+
+    @property
+    def rgb_model(self) -> NPISeg3D | None:
+        """The model for clouds with colours, or None."""
+        return self.router.rgb
+
+    @property
     def has_cloud(self) -> bool:
         return self._cloud is not None
+
+    @property
+    def scene(self) -> Scene | None:
+        """The encoded current cloud (``core.scene.Scene``), or None."""
+        return None if self._cloud is None else self._cloud.scene
 
     @property
     def active_model(self) -> NPISeg3D:
@@ -140,54 +155,43 @@ class SegmentationSession:
         ``rgb_model``), ``"default"`` (``model``), or None without a cloud."""
         if self._cloud is None:
             return None
-        return "rgb" if self._cloud.model is not self.model else "default"
+        return self.router.role_of(self._cloud.model)
 
     def model_for(self, colors: np.ndarray | None) -> NPISeg3D:
         """The model ``set_cloud`` uses for a cloud with these colours (or none)."""
-        if self.rgb_model is not None and colors is not None and has_chroma(colors):
-            return self.rgb_model
-        return self.model
+        return self.router.model_for(colors)
 
     def voxel_size_for(self, colors: np.ndarray | None) -> float:
         """Voxel edge (metres) ``set_cloud`` uses for a cloud with these colours (or none): the
         session's ``voxel_size`` when given, else that of the model it picks."""
-        return self._voxel_size_of(self.model_for(colors))
-
-    def _voxel_size_of(self, model: NPISeg3D) -> float:
-        """The session's ``voxel_size`` when given, else ``model``'s own."""
-        if self._voxel_size is not None:
-            return self._voxel_size
-        return float(model.config.voxel_size)
+        return self.router.voxel_size_for(colors)
 
     @property
     def voxel_size(self) -> float:
         """Voxel edge (metres) of the current cloud; without one, what a colourless cloud
         would get."""
         if self._cloud is not None:
-            return float(self._cloud.voxels.voxel_size)
+            return self._cloud.points.voxel_size
         return self.voxel_size_for(None)
 
     @property
     def num_points(self) -> int:
-        return 0 if self._cloud is None else int(self._cloud.xyz.shape[0])
+        return 0 if self._cloud is None else self._cloud.points.num_points
 
     @property
     def num_voxels(self) -> int:
-        return 0 if self._cloud is None else self._cloud.voxels.num_voxels
+        return 0 if self._cloud is None else self._cloud.scene.num_voxels
 
     @property
     def num_decode_tokens(self) -> int:
         """Tokens the click-attention decoder runs on for this cloud: its voxels, or its cells
         of ``decode_stride``^3 voxels (coarse decoding); 0 without a cloud."""
-        if self._cloud is None:
-            return 0
-        cells = self._cloud.embedding.cells
-        return self.num_voxels if cells is None else cells.num_cells
+        return 0 if self._cloud is None else self._cloud.scene.num_tokens
 
     @property
     def point_to_voxel(self) -> np.ndarray | None:
         """(N,) int64 voxel index of every input point (-1 for dropped points), or None."""
-        return None if self._cloud is None else self._cloud.voxel_of_point
+        return None if self._cloud is None else self._cloud.points.voxel_of_point
 
     @property
     def clicks(self) -> tuple[Click, ...]:
@@ -214,63 +218,20 @@ class SegmentationSession:
                 colours out of range. The previous cloud and clicks are then kept.
         """
         start = time.perf_counter()
-        xyz = _as_points(xyz)
+        xyz = as_points(xyz)
         if self.max_points is not None and xyz.shape[0] > self.max_points:
             raise InvalidCloudError(f"cloud has {xyz.shape[0]} points, more than max_points="
                                     f"{self.max_points}; crop or downsample it, or raise the limit")
-        if colors is not None:
-            colors = _as_colors(colors, xyz.shape[0])
-        model = self.model_for(colors)
-        features = self._input_features(model, xyz.shape[0], colors, intensity)
-        valid = np.isfinite(xyz).all(axis=1)
-        valid_index = np.flatnonzero(valid)
-        if valid_index.size == 0:
-            raise InvalidCloudError(f"all {xyz.shape[0]} points have NaN/inf coordinates")
-        valid_xyz = xyz[valid_index]
-        try:
-            voxels = voxelize(valid_xyz, self._voxel_size_of(model))
-        except ValueError as error:
-            raise InvalidCloudError(str(error)) from error
-        voxel_of_point = np.full(xyz.shape[0], -1, dtype=np.int64)
-        voxel_of_point[valid_index] = voxels.point_to_voxel
-        representative = valid_index[voxels.representative]
-        voxel_xyz = torch.from_numpy(xyz[representative]).to(self.device)
-        voxel_features = torch.from_numpy(features[representative]).to(self.device)
-        coords = torch.from_numpy(voxels.coords).to(self.device)
-        with torch.inference_mode():
-            embedding = model.encode(voxel_features, coords, voxel_xyz)
-        distances = None
-        if model.config.geodesic_prior:
-            voxel_colors = None if colors is None else colors[representative]
-            graph = build_voxel_graph(xyz[representative], voxel_colors,
-                                      model.config.graph_config())
-            distances = ClickDistanceCache(graph, model.distance_limit())
-        self._cloud = _Cloud(xyz, valid, valid_index, voxels, voxel_of_point, voxel_xyz, embedding,
-                             model, distances, valid_xyz,
-                             region_cells(valid_xyz, _suggestion_region_m(voxels)),
-                             np.bincount(voxels.point_to_voxel, minlength=voxels.num_voxels))
+        model, scene = self.router.encode(PointCloud.from_arrays(xyz, colors, intensity))
+        points = scene.cloud
+        self._cloud = _Cloud(scene, model, region_cells(points.valid_xyz,
+                                                        _suggestion_region_m(points)))
         self._forget_clicks()
-        return CloudSummary(num_points=int(xyz.shape[0]),
-                            num_dropped=int(xyz.shape[0] - valid_index.size),
-                            num_voxels=voxels.num_voxels,
+        return CloudSummary(num_points=points.num_points,
+                            num_dropped=int(points.num_points - points.valid_index.size),
+                            num_voxels=scene.num_voxels,
                             encode_ms=(time.perf_counter() - start) * 1e3,
                             model=self.active_model_role)
-
-    @staticmethod
-    def _input_features(model: NPISeg3D, num_points: int, colors: np.ndarray | None,
-                        intensity: np.ndarray | None) -> np.ndarray:
-        """(N, in_channels) float32 features for the model's input mode."""
-        mode = model.config.input_mode
-        if intensity is not None:
-            intensity = _as_intensity(intensity, num_points)
-        if mode == "rgb":
-            # LiDAR without colour feeds zeros, as the research code does.
-            return colors if colors is not None else np.zeros((num_points, 3), np.float32)
-        if mode == "intensity":
-            if intensity is None:
-                return np.zeros((num_points, 1), np.float32)
-            return intensity[:, None]
-        return np.ones((num_points, 1), np.float32)
 
     def clear(self) -> None:
         """Forget the cloud and every click."""
@@ -309,7 +270,7 @@ class SegmentationSession:
             ClickRejectedError: bad object id, non-finite position, index out of range or of a
                 dropped point, or no point within ``max_click_distance``.
         """
-        cloud = self._require_cloud()
+        cloud = self._require_cloud().points
         if isinstance(object_id, bool) or not isinstance(object_id, (int, np.integer)):
             raise ClickRejectedError(f"object_id must be an integer, got {object_id!r}")
         if not 0 <= int(object_id) <= MAX_OBJECT_ID:
@@ -359,7 +320,7 @@ class SegmentationSession:
         if self._history and self._history[-1].num_clicks == len(self._clicks):
             return self._history[-1].prediction
         start = time.perf_counter()
-        num_voxels = cloud.voxels.num_voxels
+        num_voxels = cloud.scene.num_voxels
         voxel_confidence = None
         if not self._clicks:
             voxel_labels = np.zeros(num_voxels, np.int64)
@@ -388,14 +349,8 @@ class SegmentationSession:
             previous = torch.from_numpy(lookup[earlier]).to(self.device)
         generator = torch.Generator(device=self.device).manual_seed(self.seed)
         with torch.inference_mode():
-            distances, cell_distances = self._click_distances(cloud)
-            output = cloud.model.decode(cloud.embedding, click_voxels, click_labels, previous,
-                                       num_samples=self.num_samples, generator=generator,
-                                       scene_weight=self.scene_weight,
-                                       uncertainty=self.uncertainty,
-                                       click_distances=distances,
-                                       cell_click_distances=cell_distances, auxiliary=False,
-                                       latents=self.latents)
+            output = self._run_model(cloud.model, cloud.scene,
+                                     VoxelClicks(click_voxels, click_labels), previous, generator)
             labels = output.logits.argmax(dim=1)
             labels[click_voxels] = click_labels  # clicked voxels take their click's label
             confidence = output.probabilities.gather(1, labels.unsqueeze(1)).squeeze(1)
@@ -403,25 +358,19 @@ class SegmentationSession:
         return (label_to_id[labels.cpu().numpy()], output.uncertainty.float().cpu().numpy(),
                 confidence.float().cpu().numpy())
 
-    def _click_distances(self, cloud: _Cloud) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """(K, V) graph distances of the clicks (prior models), one Dijkstra per NEW voxel, and
-        for coarse decoding their (K, N) minima over the decoder cells (one pooling per NEW
-        voxel), else None."""
-        if cloud.distances is None:
-            return None, None
-        voxels = [c.voxel_index for c in self._clicks]
-        rows = torch.from_numpy(cloud.distances.ordered_rows(voxels)).to(self.device)
-        cells = cloud.embedding.cells
-        if cells is None:
-            return rows, None
-        for index, voxel in enumerate(voxels):
-            if voxel not in cloud.cell_distances:
-                cloud.cell_distances[voxel] = cells.min_pool(rows[index:index + 1], 1)[0]
-        return rows, torch.stack([cloud.cell_distances[voxel] for voxel in voxels])
+    def _run_model(self, model: NPISeg3D, scene: Scene, clicks: VoxelClicks,
+                   previous: torch.Tensor | None, generator: torch.Generator) -> DecodeOutput:
+        """The model's decode of the clicks with the session's settings (under inference
+        mode). The one place a subclass changes how the labels' probabilities are made (the
+        evaluation's MC-dropout baseline, ``npiseg_ros.eval.session_adapter``)."""
+        return model.decode(scene, clicks, previous, num_samples=self.num_samples,
+                            generator=generator, uncertainty=self.uncertainty,
+                            latents=self.latents, scene_weight=self.scene_weight)
 
-    def _full_resolution(self, cloud: _Cloud, voxel_labels: np.ndarray,
+    def _full_resolution(self, state: _Cloud, voxel_labels: np.ndarray,
                          voxel_uncertainty: np.ndarray, voxel_confidence: np.ndarray | None,
                          decode_ms: float) -> Prediction:
+        cloud = state.points
         inverse = cloud.voxels.point_to_voxel
         valid_uncertainty = voxel_uncertainty[inverse]
         confidence = None
@@ -458,8 +407,8 @@ class SegmentationSession:
         suggestion = None
         if self._clicks:
             suggestion = suggest_next_click(cloud.valid_xyz, valid_uncertainty,
-                                            region_size=_suggestion_region_m(cloud.voxels),
-                                            cell_of_point=cloud.region_of_point)
+                                            region_size=_suggestion_region_m(cloud),
+                                            cell_of_point=state.region_of_point)
         return Prediction(labels=labels, uncertainty=uncertainty, object_stats=stats,
                           suggested_click=suggestion, decode_ms=decode_ms,
                           num_clicks=len(self._clicks), confidence=confidence)
@@ -470,72 +419,6 @@ class SegmentationSession:
         return self._cloud
 
 
-def resolve_device(device: str | torch.device | None, model: torch.nn.Module) -> torch.device:
-    """``auto`` -> CUDA when available else CPU; None -> the model's device."""
-    if device is None:
-        return next(model.parameters()).device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ConfigError(f"unknown device {device!r}: use cpu, cuda, cuda:N or auto") from error
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available; use cpu or auto")
-    return resolved
-
-
-def _suggestion_region_m(voxels: Voxelization) -> float:
-    """Edge in metres of the suggestion's regions for a cloud voxelised as ``voxels``."""
-    return SUGGESTION_REGION_VOXELS * voxels.voxel_size
-
-
-def _as_points(xyz: np.ndarray) -> np.ndarray:
-    xyz = np.asarray(xyz)
-    if xyz.ndim != 2 or xyz.shape[1] != 3:
-        raise InvalidCloudError(f"xyz must have shape (N, 3), got {xyz.shape}")
-    if xyz.shape[0] == 0:
-        raise InvalidCloudError("the cloud is empty (0 points)")
-    if not np.issubdtype(xyz.dtype, np.number):
-        raise InvalidCloudError(f"xyz must be numeric, got dtype {xyz.dtype}")
-    return np.ascontiguousarray(xyz, dtype=np.float32)
-
-
-CHROMA_THRESHOLD = 0.02
-"""A point has colour when its RGB channels differ by more than this (of the [0, 1] range)."""
-
-
-def has_chroma(colors: np.ndarray) -> bool:
-    """Whether (N, 3) colours in [0, 1] carry colour: some point's channels differ by more than
-    ``CHROMA_THRESHOLD``. All-zero, constant or grey (R = G = B) colours, what LiDAR sweeps get
-    in formats that require colours, do not."""
-    colors = np.asarray(colors)
-    spread = colors.max(axis=1, initial=-np.inf) - colors.min(axis=1, initial=np.inf)
-    return bool(np.any(spread[np.isfinite(spread)] > CHROMA_THRESHOLD))
-
-
-def _as_colors(colors: np.ndarray, num_points: int) -> np.ndarray:
-    colors = np.asarray(colors)
-    if colors.shape != (num_points, 3):
-        raise InvalidCloudError(f"colors must have shape ({num_points}, 3) like xyz, "
-                                f"got {colors.shape}")
-    if colors.dtype == np.uint8:
-        return colors.astype(np.float32) / 255.0
-    colors = colors.astype(np.float32)
-    finite = np.isfinite(colors)
-    if not finite.all() or colors.min() < 0.0 or colors.max() > 1.0:
-        raise InvalidCloudError("float colors must be finite and in [0, 1] "
-                                "(pass uint8 arrays for 0..255 colours)")
-    return colors
-
-
-def _as_intensity(intensity: np.ndarray, num_points: int) -> np.ndarray:
-    intensity = np.asarray(intensity, dtype=np.float32).reshape(-1)
-    if intensity.shape != (num_points,):
-        raise InvalidCloudError(f"intensity must have {num_points} values like xyz, "
-                                f"got {intensity.shape[0]}")
-    intensity = np.where(np.isfinite(intensity), intensity, 0.0).astype(np.float32)
-    # Sensors report reflectance in [0, 1] (KITTI) or 8-bit [0, 255] (many drivers).
-    if intensity.size and float(intensity.max()) > 1.5:
-        intensity = intensity / 255.0
-    return np.clip(intensity, 0.0, 1.0)
+def _suggestion_region_m(cloud: VoxelisedCloud) -> float:
+    """Edge in metres of the suggestion's regions for a cloud voxelised as ``cloud``."""
+    return SUGGESTION_REGION_VOXELS * cloud.voxels.voxel_size

@@ -11,6 +11,10 @@ BACKGROUND_ID = 0
 INVALID_LABEL = -1
 """Label given to input points that were dropped (non-finite coordinates)."""
 
+MAX_OBJECT_ID = 65535
+"""Largest object id: ids are stored in 16 bits (the instance half of a SemanticKITTI
+``.label`` word, the node's ``active_object`` parameter range)."""
+
 
 @dataclass(frozen=True)
 class Click:

@@ -7,19 +7,31 @@ to the nearest click of each label; a voxel takes the label of the nearest click
 background when no background click is nearer and every object click is farther than
 ``object_radius`` (so the first click on an object does not flood the whole scene).
 It implements the evaluation ``Segmenter`` protocol and returns ``core.types.Prediction``.
+
+``prior_alone`` is the learned counterpart (``npiseg-eval --baseline prior``): a copy of a model
+with the geodesic prior whose correction gate is 0, so its logits are the prior's alone -- the
+same region growing with the model's learned radius and sharpness. Beside the full model it
+shows what the network adds to those few scalars.
 """
 from __future__ import annotations
 
+import copy
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from npiseg_ros.core.errors import ClickRejectedError, InvalidCloudError, NoCloudError
+from npiseg_ros.core.errors import (
+    ClickRejectedError, ConfigError, InvalidCloudError, NoCloudError)
 from npiseg_ros.core.geodesic import GraphConfig, VoxelGraph, build_voxel_graph
 from npiseg_ros.core.types import BACKGROUND_ID, Prediction
 from npiseg_ros.eval.interactive import voxel_grid
 
-__all__ = ["GraphDistanceSegmenter", "BASELINES", "build_baseline"]
+if TYPE_CHECKING:  # torch is imported only by the model baselines
+    from npiseg_ros.core.model import NPISeg3D
+
+__all__ = ["GraphDistanceSegmenter", "BASELINES", "MODEL_BASELINES", "build_baseline",
+           "prior_alone"]
 
 
 class GraphDistanceSegmenter:
@@ -124,3 +136,27 @@ def build_baseline(name: str, **kwargs: float) -> GraphDistanceSegmenter:
     if name not in BASELINES:
         raise InvalidCloudError(f"unknown baseline {name!r}; known: {sorted(BASELINES)}")
     return BASELINES[name](**kwargs)
+
+
+def prior_alone(model: NPISeg3D) -> NPISeg3D:
+    """A deep copy of ``model`` with its correction gate at 0: the logits are the geodesic
+    prior's alone (``-k log(D + eps)`` with the model's learned radius and sharpness; see
+    ``core.prior``), the decoder's correction is multiplied by 0.
+
+    ``model`` itself is not changed (other runs of the same process may use it). Raises
+    ``ConfigError`` for a model without the geodesic prior (nothing to keep alone).
+    """
+    if getattr(model, "prior", None) is None:
+        raise ConfigError("--baseline prior needs a model with the geodesic prior "
+                          "(config.geodesic_prior); this checkpoint has none")
+    import torch
+
+    alone = copy.deepcopy(model)
+    with torch.no_grad():
+        alone.prior.correction_gate.zero_()
+    return alone
+
+
+MODEL_BASELINES = {"prior": prior_alone}
+"""Named baselines made from a model (``npiseg-eval --baseline NAME``, with ``--checkpoint``
+or the shipped default): name -> function of the loaded model."""

@@ -5,11 +5,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from npiseg_ros.core.errors import NPISegError
-
-
-class DatasetFormatError(NPISegError, ValueError):
-    """A dataset file is missing, malformed or inconsistent; the message names the file and fix."""
+from npiseg_ros.io.errors import DatasetFormatError
 
 
 @dataclass

@@ -13,7 +13,12 @@ from npiseg_ros.eval.interactive import InteractiveResult, Segmenter, run_intera
 from npiseg_ros.eval.metrics import (
     IOU_CLICKS, NOC_THRESHOLDS, iou_at, mean_curve, noc_at, summarize)
 
-__all__ = ["EvaluationReport", "evaluate", "format_table", "report_to_json"]
+__all__ = ["EvaluationReport", "evaluate", "format_table", "report_to_json", "aggregate_seeds",
+           "format_seed_table", "SEED_METRICS"]
+
+SEED_METRICS = tuple([f"IoU@{k}" for k in IOU_CLICKS]
+                     + [f"NoC@{round(q * 100)}" for q in NOC_THRESHOLDS] + ["AUROC", "ECE"])
+"""The aggregates whose spread over simulator seeds ``aggregate_seeds`` reports."""
 
 
 @dataclass
@@ -167,4 +172,71 @@ def format_table(report: EvaluationReport) -> str:
         cells = [f"{100 * summary[k]:9.1f}" if k.startswith("IoU") else f"{summary[k]:9.2f}"
                  for k in keys]
         lines.append(f"{user:<12}{int(summary['num_samples']):>8}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def _seed_metrics(report: dict[str, Any], user: str) -> dict[str, float | None]:
+    """IoU@k / NoC@q (``metrics``) and mean AUROC / ECE (``uncertainty_quality``) of a JSON
+    report, keyed as in ``SEED_METRICS``."""
+    metrics = report["metrics"][user]
+    quality = report["uncertainty_quality"][user]
+    values: dict[str, float | None] = {key: metrics.get(key) for key in SEED_METRICS[:-2]}
+    values["AUROC"] = quality.get("auroc_mean")
+    values["ECE"] = quality.get("ece_mean")
+    values["num_samples"] = metrics.get("num_samples")
+    return values
+
+
+def aggregate_seeds(reports: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """Mean and spread over simulator seeds of the JSON reports of one configuration.
+
+    Args:
+        reports: seed -> ``report_to_json`` output of the same configuration run with that
+            ``seed`` (so with that seed's samples and latent draws).
+
+    Returns:
+        ``{"seeds", "per_seed": {seed: {user: {metric: value}}}, "spread": {user: {metric:
+        {"mean", "std", "min", "max", "n"}}}}`` with the metrics of ``SEED_METRICS`` (IoU as
+        fractions, NoC in clicks per object); ``std`` is the sample standard deviation
+        (ddof 1; None for one seed); a metric undefined for a seed (ECE of a segmenter without
+        probabilities) is left out of its statistics, and ``n`` says how many seeds count.
+    """
+    if not reports:
+        raise DatasetFormatError("aggregate_seeds needs at least one report")
+    users = [user for user in next(iter(reports.values()))["metrics"]
+             if all(user in r["metrics"] for r in reports.values())]
+    per_seed = {str(seed): {user: _seed_metrics(report, user) for user in users}
+                for seed, report in reports.items()}
+    spread: dict[str, dict[str, Any]] = {}
+    for user in users:
+        spread[user] = {}
+        for key in SEED_METRICS:
+            values = _finite(v[user][key] for v in per_seed.values() if v[user][key] is not None)
+            spread[user][key] = {
+                "mean": float(np.mean(values)) if values else None,
+                "std": float(np.std(values, ddof=1)) if len(values) > 1 else None,
+                "min": min(values) if values else None, "max": max(values) if values else None,
+                "n": len(values)}
+    return _clean({"seeds": [int(s) for s in reports], "per_seed": per_seed, "spread": spread})
+
+
+def format_seed_table(aggregate: dict[str, Any]) -> str:
+    """One row per user: each metric as ``mean [min-max]`` over the seeds (IoU in percent, NoC
+    in clicks per object, AUROC and ECE as fractions)."""
+    seeds = " ".join(str(s) for s in aggregate["seeds"])
+    lines = [f"mean [min-max] over seeds {seeds}"]
+    for user, stats in aggregate["spread"].items():
+        cells = []
+        for key in SEED_METRICS:
+            entry = stats[key]
+            if entry["mean"] is None:
+                cells.append(f"{key} -")
+                continue
+            # IoU in percent as the paper tables; NoC in clicks; AUROC / ECE as fractions (an
+            # ECE of a whole sweep is often below 0.01)
+            scale, digits = (100.0, 1) if key.startswith("IoU") else (
+                (1.0, 2) if key.startswith("NoC") else (1.0, 3))
+            cells.append(f"{key} {scale * entry['mean']:.{digits}f} "
+                         f"[{scale * entry['min']:.{digits}f}-{scale * entry['max']:.{digits}f}]")
+        lines.append(f"{user}: " + ", ".join(cells))
     return "\n".join(lines)

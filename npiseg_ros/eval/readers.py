@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from npiseg_ros.eval.cloud import DatasetFormatError, LabelledCloud
-from npiseg_ros.eval.pcd import read_pcd, unpack_rgb
-from npiseg_ros.eval.ply import read_ply
+from npiseg_ros.io.colors import unpack_rgb
+from npiseg_ros.io.pcd import read_pcd
+from npiseg_ros.io.ply import read_ply
 
 __all__ = ["read_cloud", "read_benchmark_scene", "read_val_list", "read_single_object_list",
            "read_semantickitti", "semantickitti_frames", "read_semantickitti_config"]

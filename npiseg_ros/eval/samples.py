@@ -8,18 +8,20 @@ the full scan with the object's id), or -- without that file -- every distinct o
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from npiseg_ros.eval.cloud import DatasetFormatError, LabelledCloud, Sample
-from npiseg_ros.eval.ply import read_ply
+from npiseg_ros.io.ply import read_ply
 from npiseg_ros.eval.readers import (
     read_benchmark_scene, read_cloud, read_semantickitti, read_single_object_list, read_val_list,
     semantickitti_frames)
+from npiseg_ros.eval.targets import TARGET_KINDS, read_scan_semantics, scan_targets
 
-__all__ = ["benchmark_samples", "semantickitti_samples", "scan_samples", "dataset_samples"]
+__all__ = ["benchmark_samples", "semantickitti_samples", "scan_samples", "dataset_samples",
+           "check_object_counts", "SCAN_OBJECT_COUNTS"]
 
 SCAN_OBJECT_COUNTS = (1, 3, 5)
 """Objects per multi-object sample of a whole scan (the independent evaluation's 1, 3 and 5)."""
@@ -123,7 +125,7 @@ def semantickitti_samples(cloud: LabelledCloud, scene: str, mode: str = "multi",
 
 
 def scan_samples(cloud: LabelledCloud, scene: str, mode: str = "multi", *,
-                 object_counts: tuple[int, ...] = SCAN_OBJECT_COUNTS, min_points: int = 50,
+                 object_counts: Sequence[int] = SCAN_OBJECT_COUNTS, min_points: int = 50,
                  seed: int = 0) -> list[Sample]:
     """Samples of one WHOLE labelled scan (no crop: what the node receives).
 
@@ -131,10 +133,13 @@ def scan_samples(cloud: LabelledCloud, scene: str, mode: str = "multi", *,
     ``object_counts`` an anchor is drawn (seeded by ``seed`` and the scene name, so a sample
     does not change when other files are added) and the targets are the anchor plus its K-1
     nearest candidates (centroid distance): neighbouring objects are the hard case of
-    annotation. Single mode: one sample per candidate, at most ``max(object_counts)`` per scan.
+    annotation. A K above the number of candidates takes them all; a sample with the same
+    targets as an earlier one of the scan is not repeated. Single mode: one sample per
+    candidate, at most ``max(object_counts)`` per scan.
     """
     if mode not in ("multi", "single"):
         raise DatasetFormatError(f"mode must be 'multi' or 'single', got {mode!r}")
+    object_counts = check_object_counts(object_counts)
     counts = np.bincount(cloud.labels)
     candidates = [int(o) for o in np.flatnonzero(counts >= min_points) if o > 0]
     if not candidates:
@@ -146,31 +151,67 @@ def scan_samples(cloud: LabelledCloud, scene: str, mode: str = "multi", *,
         chosen = rng.permutation(len(candidates))[:max(object_counts)]
         return [Sample(name=f"{scene}_{candidates[i]}", scene=scene, cloud=cloud,
                        object_ids=(candidates[i],)) for i in sorted(chosen)]
-    samples = []
+    samples: list[Sample] = []
+    seen: set[frozenset[int]] = set()
     for k in object_counts:
-        anchor = int(rng.integers(len(candidates)))
+        anchor = int(rng.integers(len(candidates)))  # drawn for every K: seeds stay aligned
         distance = np.linalg.norm(centroids - centroids[anchor], axis=1)
         nearest = np.argsort(distance, kind="stable")[:k]
         ids = tuple(candidates[i] for i in nearest)
+        if frozenset(ids) in seen:
+            continue
+        seen.add(frozenset(ids))
         samples.append(Sample(name=f"{scene}_obj_{len(ids)}", scene=scene, cloud=cloud,
                               object_ids=ids))
     return samples
 
 
+def check_object_counts(object_counts: Sequence[int]) -> tuple[int, ...]:
+    """The object counts per sample as a tuple; raises for an empty list or a count < 1."""
+    counts = tuple(int(k) for k in object_counts)
+    if not counts or min(counts) < 1:
+        raise DatasetFormatError(f"object counts per sample must be >= 1, got {list(counts)}")
+    return counts
+
+
 def dataset_samples(path: str | os.PathLike, data_format: str, mode: str = "multi", *,
-                    seed: int = 0, **semantickitti_options: float) -> Iterator[Sample]:
+                    seed: int = 0, targets: str = "raw",
+                    object_counts: Sequence[int] | None = None,
+                    skipped: list[str] | None = None,
+                    **semantickitti_options: float) -> Iterator[Sample]:
     """All samples of a dataset folder (``data_format``: ``"benchmark"``, ``"semantickitti"``
     or ``"scans"``: a folder of whole labelled scans, ``.npz`` / ``.ply`` / ``.pcd``, read
     with ``read_cloud``, sampled by ``scan_samples``); SemanticKITTI options go to
-    ``semantickitti_samples``."""
+    ``semantickitti_samples``.
+
+    Scans only: ``targets`` (``eval.targets.TARGET_KINDS``) replaces each scan's stored
+    instances by ``scan_targets`` of that kind (``"raw"`` keeps them), and ``object_counts``
+    sets the objects per multi-object sample (default ``SCAN_OBJECT_COUNTS``). A scan that
+    cannot have the chosen targets (whole classes of a file without semantics) gives no
+    sample; its name is appended to ``skipped`` when a list is passed.
+    """
+    if data_format != "scans" and (targets != "raw" or object_counts is not None):
+        raise DatasetFormatError("targets and object counts apply to --format scans only")
     if data_format == "benchmark":
         yield from benchmark_samples(path, mode)
     elif data_format == "scans":
+        counts = check_object_counts(SCAN_OBJECT_COUNTS if object_counts is None
+                                     else object_counts)
+        if targets not in TARGET_KINDS:
+            raise DatasetFormatError(f"targets must be one of {TARGET_KINDS}, got {targets!r}")
         files = sorted(p for p in Path(path).iterdir() if p.suffix in (".npz", ".ply", ".pcd"))
         if not files:
             raise DatasetFormatError(f"{path}: no .npz / .ply / .pcd scans")
         for file in files:
-            yield from scan_samples(read_cloud(file), file.stem, mode, seed=seed)
+            cloud = read_cloud(file)
+            if targets != "raw":
+                semantics = read_scan_semantics(file)
+                if targets == "classes" and not semantics.has_semantics:
+                    if skipped is not None:
+                        skipped.append(file.name)
+                    continue
+                cloud = scan_targets(cloud, semantics, targets)
+            yield from scan_samples(cloud, file.stem, mode, object_counts=counts, seed=seed)
     elif data_format == "semantickitti":
         for sequence, frame in semantickitti_frames(path):
             cloud = read_semantickitti(path, sequence, frame)

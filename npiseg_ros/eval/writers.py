@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from npiseg_ros.eval.cloud import DatasetFormatError, LabelledCloud
-from npiseg_ros.eval.ply import write_ply
+from npiseg_ros.io.ply import write_ply
 
 __all__ = ["write_benchmark_scene", "write_val_list", "write_single_object_list",
            "write_labelled_ply", "write_labelled_npz"]

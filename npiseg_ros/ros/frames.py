@@ -36,15 +36,16 @@ class ClickTransformer:
         self._buffer = tf2_ros.Buffer()
         self._listener = tf2_ros.TransformListener(self._buffer, self._node, spin_thread=False)
 
-    def to_frame(self, point: PointStamped, target_frame: str,
+    def to_frame(self, point: PointStamped, target_frame: str | None,
                  timeout_s: float) -> tuple[float, float, float]:
         """(x, y, z) of ``point`` in ``target_frame``, metres.
 
         An empty ``point.header.frame_id`` is taken to be the target frame (clients that do not
-        fill the header). Raises ClickRejectedError when the transform is unavailable.
+        fill the header); ``target_frame`` None (no cloud yet, nothing to click on) returns the
+        point as given. Raises ClickRejectedError when the transform is unavailable.
         """
         source = point.header.frame_id
-        if not source or source == target_frame:
+        if target_frame is None or not source or source == target_frame:
             return (point.point.x, point.point.y, point.point.z)
         self._ensure_tf2()
         if self._buffer is None:

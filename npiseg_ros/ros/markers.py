@@ -12,8 +12,8 @@ from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from npiseg_ros.core.types import BACKGROUND_ID
-from npiseg_ros.ros.annotation import ClickRecord
-from npiseg_ros.ros.conversions import object_color
+from npiseg_ros.io.autosave import ClickRecord
+from npiseg_ros.io.colors import object_color
 
 __all__ = ["build_markers", "CLICK_NAMESPACE", "LABEL_NAMESPACE", "SUGGESTION_NAMESPACE"]
 

@@ -2,8 +2,10 @@
 
 Run: ``python -m npiseg_ros.ros.node --ros-args --params-file config/segment.yaml``.
 Topics, services and parameters are listed in ``docs/ros.md``. All session work happens on the
-:class:`~npiseg_ros.ros.worker.AnnotationWorker` thread; callbacks here only convert messages,
-validate, and queue, so the executor never waits for a decode.
+:class:`~npiseg_ros.ros.worker.AnnotationWorker` thread; callbacks here only convert messages
+(clicks into the cloud's frame), validate, and queue, so the executor never waits for a decode.
+The node implements the worker's :class:`~npiseg_ros.ros.worker.WorkerEvents`: it publishes
+what the worker reports.
 """
 from __future__ import annotations
 
@@ -25,20 +27,19 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
-from npiseg_ros.core.errors import ConfigError, InvalidCloudError, NPISegError
+from npiseg_ros.annotation import ResumeOutcome
+from npiseg_ros.core.errors import ClickRejectedError, ConfigError, InvalidCloudError, NPISegError
+from npiseg_ros.core.types import MAX_OBJECT_ID, CloudSummary
 from npiseg_ros.msg import Click, SegmentationState
 from npiseg_ros.ros import conversions, params, paths
 from npiseg_ros.ros.frames import ClickTransformer
 from npiseg_ros.ros.markers import build_markers
 from npiseg_ros.ros.session_factory import build_session
 from npiseg_ros.ros.state import ErrorInfo, build_state
-from npiseg_ros.ros.worker import AnnotationWorker, ClickRequest, Snapshot
+from npiseg_ros.ros.worker import AnnotationWorker, ClickRequest, Snapshot, WorkerOptions
 from npiseg_ros.srv import NewObject, SaveAnnotation
 
 NODE_NAME = "npiseg"
-# Session attributes and worker options that may change at run time (others are read-only).
-_SESSION_ATTRIBUTES = ("num_samples", "scene_weight", "max_click_distance", "max_points")
-_WORKER_OPTIONS = ("cloud_policy", "autosave_directory", "resume")
 
 
 class SegmentationNode(Node):
@@ -50,20 +51,13 @@ class SegmentationNode(Node):
             self.declare_parameter(spec.name, spec.default, params.descriptor(spec))
         self.settings = params.NodeSettings.from_values(
             {spec.name: self.get_parameter(spec.name).value for spec in params.PARAMETERS})
+        self._output_root = paths.output_root(self.settings.output_directory)
         # Values from a params file or launch argument (e.g. qos_reliability:=besteffort) are
         # checked like run-time changes: a wrong one stops the node with the reason (exit 2).
-        reasons = [reason for spec in params.PARAMETERS if (reason := params.validate(
+        reasons = [reason for spec in params.PARAMETERS if (reason := self._refusal(
             spec.name, getattr(self.settings, spec.name))) is not None]
         if reasons:
             raise ConfigError("; ".join(reasons))
-        self._output_root = paths.output_root(self.settings.output_directory)
-        if self.settings.autosave_directory:  # a wrong params file: say so and stop (exit 2)
-            try:
-                paths.resolve_inside(self._output_root, self.settings.autosave_directory,
-                                     "autosave_directory")
-            except paths.PathNotAllowedError as error:
-                raise ConfigError(f"{error}; set output_directory to a directory that contains "
-                                  "it") from error
         self.get_logger().info(f"writing only inside {self._output_root}")
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._error = ErrorInfo()
@@ -74,13 +68,12 @@ class SegmentationNode(Node):
         self._transformer = ClickTransformer(self)
         # The models are loaded on the worker thread, which runs every PyTorch call of the
         # node (see AnnotationWorker); start() raises a loading error here (exit 2).
+        settings = self.settings
         self.worker = AnnotationWorker(
-            None, session_factory=self._build_session, publish=self._publish,
-            report_error=self._report_error, transform=self._transform,
-            cloud_policy=self.settings.cloud_policy,
-            autosave_directory=self.settings.autosave_directory, resume=self.settings.resume,
-            on_resume=self._on_resume, log_info=self.get_logger().info,
-            output_directory=self.settings.output_directory, publish_labels=self._publish_labels)
+            session_factory=self._build_session, events=self,
+            options=WorkerOptions(settings.cloud_policy, settings.autosave_directory,
+                                  settings.resume),
+            active_object=settings.active_object, output_directory=settings.output_directory)
 
         group = ReentrantCallbackGroup()
         # Latched outputs: a viewer or test that subscribes late still gets the current result.
@@ -90,10 +83,10 @@ class SegmentationNode(Node):
         self._uncertainty_pub = self.create_publisher(PointCloud2, "~/uncertainty", latched)
         self._markers_pub = self.create_publisher(MarkerArray, "~/markers", latched)
         self._state_pub = self.create_publisher(SegmentationState, "~/state", latched)
-        cloud_qos = QoSProfile(depth=self.settings.qos_depth, reliability=(
-            ReliabilityPolicy.BEST_EFFORT if self.settings.qos_reliability == "best_effort"
+        cloud_qos = QoSProfile(depth=settings.qos_depth, reliability=(
+            ReliabilityPolicy.BEST_EFFORT if settings.qos_reliability == "best_effort"
             else ReliabilityPolicy.RELIABLE))
-        self.create_subscription(PointCloud2, self.settings.cloud_topic, self._on_cloud,
+        self.create_subscription(PointCloud2, settings.cloud_topic, self._on_cloud,
                                  cloud_qos, callback_group=group)
         self.create_subscription(PointStamped, "/clicked_point", self._on_clicked_point, 10,
                                  callback_group=group)
@@ -119,57 +112,53 @@ class SegmentationNode(Node):
     def _on_cloud(self, msg: PointCloud2) -> None:
         try:
             cloud = conversions.cloud_to_arrays(msg, max_points=self.settings.max_points)
-        except InvalidCloudError as error:
-            self._report_error(f"cloud rejected: {error}")
-            return
-        except Exception as error:  # a bug must not kill the executor: reject, say why
-            self._report_error(f"cloud rejected: unexpected error reading it: {error!r}")
+        except Exception as error:  # a bug must not kill the executor either: reject, say why
+            self.on_rejected("cloud rejected: " + (str(error) if isinstance(
+                error, InvalidCloudError) else f"unexpected error reading it: {error!r}"))
             return
         self.worker.submit_cloud(cloud)
 
     def _on_clicked_point(self, msg: PointStamped) -> None:
         """RViz "Publish Point": labelled with the current ``active_object``."""
-        self.worker.submit_click(ClickRequest(
-            object_id=self.settings.active_object, frame_id=msg.header.frame_id,
-            position=(msg.point.x, msg.point.y, msg.point.z), source="/clicked_point", raw=msg))
-        self._publish_state()  # shows the queued click (pending_clicks) during a long decode
+        self._queue_click(msg, self.settings.active_object, None, "/clicked_point")
 
     def _on_click(self, msg: Click) -> None:
         object_id = 0 if msg.background else int(msg.object_id)
-        if not msg.background and not 1 <= object_id <= params.MAX_OBJECT_ID:
-            self._report_error(f"click rejected: object_id {object_id} is not an object id "
-                               f"(1..{params.MAX_OBJECT_ID}); set background=true for a "
-                               "background click")
+        if not msg.background and not 1 <= object_id <= MAX_OBJECT_ID:
+            self.on_rejected(f"click rejected: object_id {object_id} is not an object id "
+                             f"(1..{MAX_OBJECT_ID}); set background=true for a background click")
             return
-        stamped = PointStamped(header=msg.header, point=msg.point)
-        self.worker.submit_click(ClickRequest(
-            object_id=object_id, frame_id=msg.header.frame_id,
-            position=(msg.point.x, msg.point.y, msg.point.z),
-            point_index=None if msg.point_index < 0 else int(msg.point_index),
-            source="~/click", raw=stamped))
-        self._publish_state()
+        self._queue_click(PointStamped(header=msg.header, point=msg.point), object_id,
+                          None if msg.point_index < 0 else int(msg.point_index), "~/click")
 
-    def _transform(self, request: ClickRequest, cloud_frame: str) -> tuple[float, float, float]:
-        if request.raw is None:
-            return request.position
-        return self._transformer.to_frame(request.raw, cloud_frame,
-                                          self.settings.transform_timeout)
+    def _queue_click(self, click: PointStamped, object_id: int, point_index: int | None,
+                     source: str) -> None:
+        """Queue a click, its position brought into the cloud's frame first (tf2)."""
+        position = None
+        if point_index is None:
+            try:  # no cloud yet: queued as it is, the worker says there is nothing to click
+                position = self._transformer.to_frame(click, self.worker.cloud_frame,
+                                                      self.settings.transform_timeout)
+            except ClickRejectedError as error:
+                self.on_rejected(f"{source} rejected: {error}")
+                return
+        self.worker.submit_click(ClickRequest(object_id, position, point_index, source))
+        self._publish_state()  # shows the queued click (pending_clicks) during a long decode
 
     # ------------------------------------------------------------------ services
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response):
-        _, error = self.worker.call("reset")
+        _, error = self.worker.reset()
         response.success, response.message = error is None, error or "clicks cleared"
         return response
 
     def _on_undo(self, request: Trigger.Request, response: Trigger.Response):
-        removed, error = self.worker.call("undo")
+        removed, error = self.worker.undo()
         response.success = error is None
         response.message = error or f"removed the click on object {removed.object_id}"
         return response
 
     def _on_new_object(self, request: NewObject.Request, response: NewObject.Response):
-        # Never the active object again, even when nothing was clicked on it yet.
-        object_id, error = self.worker.call("new_object", above=self.settings.active_object)
+        object_id, error = self.worker.new_object()  # never the active object again
         if error is None:
             self.set_parameters([Parameter("active_object", value=object_id)])
             response.object_id = object_id
@@ -177,49 +166,66 @@ class SegmentationNode(Node):
         return response
 
     def _on_save(self, request: SaveAnnotation.Request, response: SaveAnnotation.Response):
-        path, error = self.worker.call("save", path=request.path, fmt=request.format)
+        path, error = self.worker.save(request.path, request.format)
         response.success, response.path = error is None, path or ""
         response.message = error or f"annotation written to {path}"
         if error:
-            self._report_error(f"save_annotation failed: {error}")
+            self.on_rejected(f"save_annotation failed: {error}")
         return response
 
     # ------------------------------------------------------------------ parameters
     def _on_set_parameters(self, changes: list[Parameter]) -> SetParametersResult:
         reasons = [reason for change in changes
-                   if (reason := params.validate(change.name, change.value)) is not None]
-        for change in changes:  # a graph client must not redirect writes out of output_directory
-            if change.name == "autosave_directory" and change.value:
-                try:
-                    paths.resolve_inside(self._output_root, change.value, "autosave_directory")
-                except paths.PathNotAllowedError as error:
-                    reasons.append(str(error))
+                   if (reason := self._refusal(change.name, change.value)) is not None]
         if reasons:
             self.get_logger().warning(f"parameter change rejected: {'; '.join(reasons)}")
             return SetParametersResult(successful=False, reason="; ".join(reasons))
         updates = {c.name: c.value for c in changes if hasattr(self.settings, c.name)}
         self.settings = self.settings.replace(**updates)
         self.worker.configure(**{name: value for name, value in updates.items()
-                                 if name in _SESSION_ATTRIBUTES + _WORKER_OPTIONS})
+                                 if name in AnnotationWorker.CONFIGURABLE})
         if "active_object" in updates:
             self._publish_state()
         return SetParametersResult(successful=True)
 
-    def _on_resume(self, record) -> None:
-        if record.active_object > 0:
-            self.set_parameters([Parameter("active_object", value=record.active_object)])
+    def _refusal(self, name: str, value) -> str | None:
+        """Why parameter ``name`` cannot take ``value``, None when it can. A graph client must
+        not redirect writes out of ``output_directory``."""
+        if name == "autosave_directory" and value:
+            try:
+                paths.resolve_inside(self._output_root, value, name)
+            except paths.PathNotAllowedError as error:
+                return f"{error}; set output_directory to a directory that contains it"
+        return params.validate(name, value)
 
-    # ------------------------------------------------------------------ outputs
-    def _report_error(self, reason: str) -> None:
+    # ------------------------------------------------------------------ worker events
+    def on_cloud_adopted(self, summary: CloudSummary) -> None:
+        if summary.model == "rgb":
+            self.get_logger().info("cloud has colours: segmenting it with the RGB (indoor) model")
+        if summary.num_dropped:
+            self.get_logger().info(f"dropped {summary.num_dropped} of {summary.num_points} "
+                                   "points with non-finite coordinates")
+
+    def on_resumed(self, outcome: ResumeOutcome) -> None:
+        if outcome.replayed:
+            self.get_logger().info(f"resumed {outcome.replayed} clicks from the autosave of "
+                                   "this cloud")
+        if outcome.relabelled:
+            self.get_logger().warning(f"the resumed clicks give labels that differ from the "
+                                      f"saved ones at {outcome.relabelled} points")
+        if outcome.active_object > 0:
+            self.set_parameters([Parameter("active_object", value=outcome.active_object)])
+
+    def on_rejected(self, reason: str) -> None:
         self.get_logger().warning(reason)
         with self._state_lock:
             self._error = ErrorInfo(reason, self.get_clock().now().to_msg(),
                                     self._error.count + 1)
         self._publish_state()
 
-    def _publish_labels(self, snapshot: Snapshot) -> None:
-        """Worker callback right after a decode, before its autosave is written: segmented +
-        uncertainty clouds and markers (what the user looks at)."""
+    def on_labels(self, snapshot: Snapshot) -> None:
+        """Right after a decode, before its autosave is written: segmented + uncertainty
+        clouds and markers (what the user looks at)."""
         if not self.context.ok():  # Ctrl-C: the context is gone, nothing can be published
             return
         cloud, prediction = snapshot.cloud, snapshot.prediction
@@ -235,8 +241,8 @@ class SegmentationNode(Node):
         self._markers_pub.publish(build_markers(cloud.frame_id, cloud.stamp, snapshot.clicks,
                                                 points, prediction.suggested_click))
 
-    def _publish(self, snapshot: Snapshot) -> None:
-        """Worker callback after every batch, once its autosave is written: the state."""
+    def on_state(self, snapshot: Snapshot) -> None:
+        """After every batch, once its autosave is written: the state."""
         if not self.context.ok():
             return
         with self._state_lock:

@@ -11,10 +11,9 @@ from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
-__all__ = ["ParamSpec", "PARAMETERS", "NodeSettings", "descriptor", "validate", "MAX_OBJECT_ID"]
+from npiseg_ros.core.types import MAX_OBJECT_ID
 
-MAX_OBJECT_ID = 65535
-"""Largest object id: SemanticKITTI .label files keep the id in 16 bits."""
+__all__ = ["ParamSpec", "PARAMETERS", "NodeSettings", "descriptor", "validate", "MAX_OBJECT_ID"]
 
 
 @dataclass(frozen=True)

@@ -1,60 +1,56 @@
-"""The thread that owns the segmentation session; ROS callbacks only hand it work.
+"""The node's annotation worker: an :class:`AnnotationController` on its own thread and a queue.
 
 Why a single owner thread: the session's encode/decode take from milliseconds to seconds, and
 callbacks must never wait for them (the executor would stop delivering clicks, clouds and
 service calls). Callbacks put clicks and commands into one FIFO and the latest cloud into a
 one-slot mailbox; the worker drains everything that arrived, applies it in arrival order, then
-decodes ONCE for the whole batch (clicks made during a decode are applied together) and hands a
-:class:`Snapshot` to the publisher. Only this thread touches the session, so a cloud arriving in
-the middle of a decode just waits in the mailbox and cannot corrupt it.
+decodes ONCE for the whole batch (clicks made during a decode are applied together) and reports
+a :class:`Snapshot`. Only this thread touches the controller, so a cloud arriving in the middle
+of a decode just waits in the mailbox and cannot corrupt it.
 
-No rclpy here: the node passes plain callables, so this logic is testable without a ROS graph.
+What the worker adds to the controller: the cloud policy (``latch`` / ``follow``), the queue,
+the stop, and where it may write (``output_directory``). It reports through
+:class:`WorkerEvents`, which the node implements. No rclpy here: clicks arrive already in the
+cloud's frame (the node transforms them before queueing), so this is testable without ROS.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Protocol
 
-from npiseg_ros.core.errors import NoCloudError, NPISegError
+from npiseg_ros.annotation import SESSION_SETTINGS, AnnotationController, ResumeOutcome
+from npiseg_ros.core.errors import NPISegError
 from npiseg_ros.core.types import CloudSummary, Prediction
-from npiseg_ros.ros import annotation, paths
-from npiseg_ros.ros.annotation import AnnotationRecord, ClickRecord
+from npiseg_ros.io.autosave import ClickRecord, check_writable, cloud_fingerprint
+from npiseg_ros.ros import paths
 
-__all__ = ["ClickRequest", "Snapshot", "AnnotationWorker"]
+__all__ = ["ClickRequest", "Snapshot", "WorkerEvents", "WorkerOptions", "AnnotationWorker",
+           "CLOUD_POLICIES"]
 
 log = logging.getLogger(__name__)
+
+CLOUD_POLICIES = ("latch", "follow")
 
 
 @dataclass(frozen=True)
 class ClickRequest:
-    """A click as received: a position in ``frame_id`` (metres) or a point index.
-
-    ``frame_id`` empty means the cloud's frame. ``source`` names the input for error messages.
-    """
+    """A click to apply: a position (x, y, z metres, ALREADY in the cloud's frame) or a point
+    index into the cloud. ``source`` names the input in rejection messages."""
 
     object_id: int
     position: tuple[float, float, float] | None = None
-    frame_id: str = ""
     point_index: int | None = None
     source: str = "click"
-    raw: Any = None  # the original message, for the frame transformer
-
-
-@dataclass
-class _Command:
-    kind: str
-    arguments: dict[str, Any]
-    done: threading.Event = field(default_factory=threading.Event)
-    result: Any = None
-    error: str | None = None
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """What the publisher needs after a batch: the cloud, its summary, clicks and prediction."""
+    """What the node publishes after a batch: the cloud, its summary, clicks and prediction."""
 
     cloud: Any                      # conversions.CloudArrays
     fingerprint: str
@@ -64,73 +60,108 @@ class Snapshot:
     pending_clicks: int
 
 
+class WorkerEvents(Protocol):
+    """What the worker reports, on its own thread (the node implements this)."""
+
+    def on_cloud_adopted(self, summary: CloudSummary) -> None:
+        """A new cloud is being annotated (encoded; before its clicks are resumed)."""
+
+    def on_resumed(self, outcome: ResumeOutcome) -> None:
+        """The autosave of the new cloud was found and its clicks replayed."""
+
+    def on_labels(self, snapshot: Snapshot) -> None:
+        """A batch was decoded; called BEFORE its autosave is written (the labels are
+        published without waiting for the disk)."""
+
+    def on_state(self, snapshot: Snapshot) -> None:
+        """The same batch, once its autosave is written: a state that reports N clicks means
+        they are on disk."""
+
+    def on_rejected(self, reason: str) -> None:
+        """An input or write was refused; ``reason`` is for the user."""
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """``cloud_policy``: latch (keep the first cloud until reset) or follow (switch to every
+    new cloud, re-applying the clicks); ``autosave_directory``: inside ``output_directory``
+    (relative: under it; empty: no autosave); ``resume``: replay the autosave of a cloud seen
+    before."""
+
+    cloud_policy: str = "latch"
+    autosave_directory: str = ""
+    resume: bool = True
+
+    def __post_init__(self) -> None:
+        if self.cloud_policy not in CLOUD_POLICIES:
+            raise ValueError(f"cloud_policy must be one of {', '.join(CLOUD_POLICIES)}, "
+                             f"got {self.cloud_policy!r}")
+
+
+Reply = tuple[Any, str | None]
+"""(result, None) or (None, reason) of a command."""
+
+
+@dataclass
+class _Command:
+    name: str
+    run: Callable[[], tuple[Any, bool]]    # -> (result, whether the annotation changed)
+    needs_decode: bool = False             # run on the decode of the clicks before it
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Any = None
+    error: str | None = None
+
+
+class _Refused(Exception):
+    """A command that cannot run now; the message is the reply."""
+
+
 class AnnotationWorker:
-    """Owns a ``SegmentationSession`` and applies clouds, clicks and commands in order.
+    """Applies clouds, clicks and commands in arrival order on one thread.
 
     Every PyTorch call of the node happens on the worker thread, the model loading included
-    when ``session`` is a factory: each thread that runs PyTorch ops gets its own OpenMP thread
-    team, and with more OpenMP threads than cores libgomp stops spinning between parallel
-    regions, which made every encode and decode ~1.5-2x slower when the models were loaded on
-    the main thread (docs/backbone.md, "One PyTorch thread").
+    when ``session_factory`` is given: each thread that runs PyTorch ops gets its own OpenMP
+    thread team, and with more OpenMP threads than cores libgomp stops spinning between
+    parallel regions, which made every encode and decode ~1.5-2x slower when the models were
+    loaded on the main thread (docs/backbone.md, "One PyTorch thread").
 
     Args:
         session: the core session (used from the worker thread only), or None with
             ``session_factory``.
-        session_factory: a zero-argument callable that builds the session; :meth:`start` runs
-            it on the worker thread and raises what it raised (the node loads its models so).
-        publish: called with a :class:`Snapshot` after every batch that changed something,
-            once its autosave is written (the node publishes ``~/state`` from it: a state that
-            reports N clicks means they are on disk).
-        publish_labels: called with the same snapshot right after the decode, BEFORE the
-            autosave is written (the node publishes the labelled clouds from it, so the user
-            sees the labels without waiting for the disk), or None.
-        report_error: called with a human-readable reason for every rejected input.
-        transform: ``transform(request, cloud_frame) -> (x, y, z)`` in the cloud frame; raises
-            ``ClickRejectedError`` when it cannot.
-        settings: initial ``cloud_policy``, ``autosave_directory``, ``resume``.
+        events: where the worker reports (:class:`WorkerEvents`).
+        options: initial :class:`WorkerOptions`.
+        active_object: initial active object (the node's parameter).
         output_directory: the only directory tree written to (autosave and saves); paths from
             requests and ``autosave_directory`` are resolved inside it (``paths``).
-        on_resume: called with the restored ``AnnotationRecord`` after a resume.
-        log_info: where informational messages go (the node passes its ROS logger).
+        session_factory: a zero-argument callable that builds the session; :meth:`start` runs
+            it on the worker thread and raises what it raised (the node loads its models so).
     """
 
-    def __init__(self, session, publish: Callable[[Snapshot], None],
-                 report_error: Callable[[str], None],
-                 transform: Callable[[ClickRequest, str], tuple[float, float, float]],
-                 cloud_policy: str = "latch", autosave_directory: str = "", resume: bool = True,
-                 on_resume: Callable[[AnnotationRecord], None] | None = None,
-                 log_info: Callable[[str], None] = log.info,
+    CONFIGURABLE = frozenset({f.name for f in dataclasses.fields(WorkerOptions)}
+                             | SESSION_SETTINGS | {"active_object"})
+    """Names :meth:`configure` takes."""
+
+    def __init__(self, session=None, *, events: WorkerEvents,
+                 options: WorkerOptions = WorkerOptions(), active_object: int = 1,
                  output_directory: str = ".",
-                 publish_labels: Callable[[Snapshot], None] | None = None,
                  session_factory: Callable[[], Any] | None = None) -> None:
         if (session is None) == (session_factory is None):
             raise ValueError("give exactly one of session and session_factory")
         self._factory = session_factory
-        self._session = session
+        self._controller = None if session is None else AnnotationController(
+            session, active_object=active_object)
+        self._active_object = active_object
         self._built = threading.Event()
         self._build_error: BaseException | None = None
-        self._publish = publish
-        self._publish_labels = publish_labels
-        self._report_error = report_error
-        self._transform = transform
-        self._on_resume = on_resume
-        self._log_info = log_info
-        self._options = {"cloud_policy": cloud_policy, "autosave_directory": autosave_directory,
-                         "resume": resume}
+        self._events = events
+        self._options = options
         self._root = paths.output_root(output_directory)
         self._wake = threading.Condition()
-        self._events: deque[ClickRequest | _Command] = deque()
+        self._queue: deque[ClickRequest | _Command] = deque()
         self._mailbox = None            # latest cloud not yet looked at
         self._latest_unused = None      # latest cloud ignored by the latch policy
         self._stopping = False
-        self._cloud = None
-        self._fingerprint = ""
-        self._summary: CloudSummary | None = None
-        self._clicks: list[ClickRecord] = []
-        # Click counts whose prediction is still in the session's undo history (see
-        # AnnotationRecord.decoded_at): lets a resume replay the decodes exactly.
-        self._decoded_at: list[int] = []
-        self._prediction: Prediction | None = None
+        self._cloud = None              # the cloud being annotated (conversions.CloudArrays)
         self._thread = threading.Thread(target=self._run, name="npiseg-worker", daemon=True)
 
     # ------------------------------------------------------------ called from callbacks
@@ -154,49 +185,76 @@ class AnnotationWorker:
     @property
     def pending_clicks(self) -> int:
         """Clicks received but not yet taken by the worker."""
-        with self._wake:  # a re-entrant lock: safe from the worker's own callbacks too
-            return sum(isinstance(event, ClickRequest) for event in self._events)
+        with self._wake:  # a re-entrant lock: safe from the worker's own events too
+            return sum(isinstance(item, ClickRequest) for item in self._queue)
 
     @property
-    def cloud_frame(self) -> str:
-        return "" if self._cloud is None else self._cloud.frame_id
+    def cloud_frame(self) -> str | None:
+        """The frame a click queued now will be applied in (the node transforms clicks into
+        it): the waiting cloud's when the worker will take it first, else the annotated
+        cloud's; None before any cloud."""
+        with self._wake:
+            waiting, current = self._mailbox, self._cloud
+            if waiting is not None and (current is None or
+                                        self._options.cloud_policy == "follow"):
+                return waiting.frame_id
+            return None if current is None else current.frame_id
 
     def submit_cloud(self, cloud) -> None:
-        """Offer a decoded cloud; only the latest one waiting is kept."""
+        """Offer a decoded cloud (``conversions.CloudArrays``); only the latest one waiting is
+        kept."""
         with self._wake:
             self._mailbox = cloud
             self._wake.notify()
 
     def submit_click(self, request: ClickRequest) -> None:
-        with self._wake:
-            self._events.append(request)
-            self._wake.notify()
+        self._enqueue(request)
 
-    def call(self, kind: str, timeout_s: float = 120.0,
-             **arguments: Any) -> tuple[Any, str | None]:
-        """Run a command (undo, reset, new_object, save, configure) in order; wait for it.
+    def undo(self, timeout_s: float = 120.0) -> Reply:
+        """Remove the last click; replies with the removed :class:`ClickRecord`."""
+        return self._call(_Command("undo", self._undo), timeout_s)
 
-        Returns (result, error reason or None).
-        """
-        command = _Command(kind, arguments)
-        with self._wake:
-            self._events.append(command)
-            self._wake.notify()
-        if not command.done.wait(timeout_s):
-            return None, f"the node is busy: {kind} did not complete within {timeout_s:.0f} s"
-        return command.result, command.error
+    def reset(self, timeout_s: float = 120.0) -> Reply:
+        """Remove every click (a latched cloud waiting is taken now); replies True."""
+        return self._call(_Command("reset", self._reset), timeout_s)
+
+    def new_object(self, timeout_s: float = 120.0) -> Reply:
+        """A fresh object id above every id used and the active one; it becomes active."""
+        return self._call(_Command("new_object",
+                                   lambda: (self._controller.new_object(), False)), timeout_s)
+
+    def save(self, path: str, fmt: str = "", timeout_s: float = 120.0) -> Reply:
+        """Export the annotation, with the clicks received before; replies with the path
+        written. ``path`` empty: ``annotation.<fmt>`` in the autosave directory."""
+        return self._call(_Command("save", lambda: (self._save(path, fmt), False),
+                                   needs_decode=True), timeout_s)
 
     def configure(self, **changes: Any) -> None:
-        """Change session attributes or worker options, in order, without waiting."""
+        """Change options, session settings or the active object (:data:`CONFIGURABLE`), in
+        order with the clicks, without waiting."""
+        unknown = set(changes) - self.CONFIGURABLE
+        if unknown:
+            raise ValueError(f"cannot configure {', '.join(sorted(unknown))}")
+        self._enqueue(_Command("configure", lambda: (self._configure(changes), False)))
+
+    def _enqueue(self, item: ClickRequest | _Command) -> None:
         with self._wake:
-            self._events.append(_Command("configure", changes))
+            self._queue.append(item)
             self._wake.notify()
+
+    def _call(self, command: _Command, timeout_s: float) -> Reply:
+        self._enqueue(command)
+        if not command.done.wait(timeout_s):
+            return None, (f"the node is busy: {command.name} did not complete within "
+                          f"{timeout_s:.0f} s")
+        return command.result, command.error
 
     # ------------------------------------------------------------ worker thread
     def _run(self) -> None:
         if self._factory is not None:
             try:
-                self._session = self._factory()
+                self._controller = AnnotationController(self._factory(),
+                                                        active_object=self._active_object)
             except BaseException as error:  # re-raised by start() on the caller's thread
                 self._build_error = error
                 return
@@ -205,82 +263,96 @@ class AnnotationWorker:
         self._check_autosave_directory()
         while True:
             with self._wake:
-                self._wake.wait_for(lambda: self._stopping or self._events or
+                self._wake.wait_for(lambda: self._stopping or self._queue or
                                     self._mailbox is not None)
                 # Stopping: the clicks and commands already received are still applied and
                 # autosaved (one last batch); a cloud not yet taken is dropped.
                 stopping = self._stopping
-                if stopping and not self._events:
+                if stopping and not self._queue:
                     return
                 cloud, self._mailbox = (None if stopping else self._mailbox), None
-                events = list(self._events)
-                self._events.clear()
+                batch = list(self._queue)
+                self._queue.clear()
             try:
-                self._process(cloud, events)
+                self._process(cloud, batch)
             except Exception as error:  # keep the node alive whatever happens in one batch
                 log.exception("unexpected error in the segmentation worker")
                 try:
-                    self._report_error(f"internal error: {error!r}")
+                    self._events.on_rejected(f"internal error: {error!r}")
                 except Exception:  # reporting itself failed (e.g. the node is shutting down)
                     pass
             finally:
-                for event in events:
-                    if isinstance(event, _Command):
-                        event.done.set()
+                for item in batch:
+                    if isinstance(item, _Command):
+                        item.done.set()
             if stopping:
                 return
 
-    def _process(self, cloud, events: list) -> None:
+    def _process(self, cloud, batch: list) -> None:
         changed = cloud is not None and self._offer_cloud(cloud)
-        for event in events:
-            if isinstance(event, ClickRequest):
-                changed |= self._apply_click(event)
-            else:
-                if event.kind == "save" and changed:
-                    self._predict_and_publish()
-                    changed = False
-                changed |= self._apply_command(event)
+        for item in batch:
+            if isinstance(item, ClickRequest):
+                changed |= self._apply_click(item)
+                continue
+            if item.needs_decode and changed:
+                self._publish_batch()
+                changed = False
+            try:
+                item.result, effect = item.run()
+                changed |= effect
+            except (_Refused, NPISegError, ValueError, OSError) as error:
+                item.error = str(error)
         if changed:
-            self._predict_and_publish()
+            self._publish_batch()
 
     def _offer_cloud(self, cloud) -> bool:
         """Adopt ``cloud`` if the policy allows; returns whether the annotation changed."""
-        if self._cloud is not None and self._options["cloud_policy"] == "latch":
+        if self._cloud is not None and self._options.cloud_policy == "latch":
             self._latest_unused = cloud
             return False
-        return self._adopt(cloud, carry_clicks=self._options["cloud_policy"] == "follow")
+        return self._adopt(cloud, carry_clicks=self._options.cloud_policy == "follow")
 
     def _adopt(self, cloud, carry_clicks: bool) -> bool:
-        fingerprint = annotation.cloud_fingerprint(cloud.xyz)
-        if fingerprint == self._fingerprint:
+        controller = self._controller
+        if cloud_fingerprint(cloud.xyz) == controller.fingerprint:
             self._cloud = cloud  # same points again (new stamp): nothing to recompute
             return False
+        carried = controller.clicks if carry_clicks else ()
         try:
-            summary = self._session.set_cloud(cloud.xyz, colors=cloud.colors,
-                                              intensity=cloud.intensity)
+            summary = controller.set_cloud(cloud.xyz, colors=cloud.colors,
+                                           intensity=cloud.intensity, frame_id=cloud.frame_id)
         except (NPISegError, ValueError) as error:  # ValueError: numeric trouble in the core
-            self._report_error(f"cloud rejected: {error}")
+            self._events.on_rejected(f"cloud rejected: {error}")
             return False
-        carried, self._clicks = self._clicks if carry_clicks else [], []
-        self._decoded_at = []
-        self._cloud, self._fingerprint, self._summary = cloud, fingerprint, summary
-        self._prediction = None
-        if summary.model == "rgb":
-            self._log_info("cloud has colours: segmenting it with the RGB (indoor) model")
-        if summary.num_dropped:
-            self._log_info(f"dropped {summary.num_dropped} of {summary.num_points} points "
-                           "with non-finite coordinates")
+        self._cloud = cloud
+        self._events.on_cloud_adopted(summary)
         for click in carried:  # follow policy: the same positions on the new cloud
-            self._apply_click(ClickRequest(object_id=click.object_id, position=click.position,
+            self._apply_click(ClickRequest(click.object_id, position=click.position,
                                            source="re-applied click"))
-        if not carried and self._options["resume"]:
+        if not carried and self._options.resume:
             self._resume()
         return True
 
+    def _resume(self) -> None:
+        try:
+            directory = self._autosave_directory()
+        except NPISegError as error:
+            self._events.on_rejected(f"autosave not resumed: {error}")
+            return
+        if directory is None:
+            return
+        outcome = self._controller.resume(directory)
+        for problem in outcome.problems:
+            self._events.on_rejected(f"autosave: {problem}")
+        for reason in outcome.skipped:
+            self._events.on_rejected(f"resumed click rejected: {reason}")
+        if outcome.found:
+            self._events.on_resumed(outcome)
+
     def _autosave_directory(self):
         """The resolved autosave directory, None when autosave is off; raises
-        ``PathNotAllowedError`` when the parameter points outside the output directory."""
-        directory = self._options["autosave_directory"]
+        ``PathNotAllowedError`` when the option points outside the output directory."""
+        directory = self._options.autosave_directory
         if not directory:
             return None
         return paths.resolve_inside(self._root, directory, "autosave_directory")
@@ -290,133 +362,64 @@ class AnnotationWorker:
         try:
             directory = self._autosave_directory()
             if directory is not None:
-                annotation.check_writable(directory)
+                check_writable(directory)
         except (OSError, NPISegError) as error:
-            self._report_error(f"autosave directory not usable, annotations are kept in memory "
-                               f"only until it is fixed: {error}")
-
-    def _resume(self) -> None:
-        try:
-            directory = self._autosave_directory()
-        except NPISegError as error:
-            self._report_error(f"autosave not resumed: {error}")
-            return
-        if directory is None:
-            return
-        record, problems = annotation.recover_autosave(directory, self._fingerprint)
-        for problem in problems:
-            self._report_error(f"autosave: {problem}")
-        if record is None or not record.clicks:
-            return
-        boundaries = [count for count in record.decoded_at if count <= len(record.clicks)]
-        for number, click in enumerate(record.clicks, start=1):
-            self._apply_click(ClickRequest(object_id=click.object_id,
-                                           point_index=click.point_index, source="resumed click"))
-            if number in boundaries[:-1] and len(self._clicks) == number:
-                self._predict()  # same decode sequence as before the crash: same labels
-        self._log_info(f"resumed {len(self._clicks)} clicks from the autosave of this cloud")
-        if self._on_resume is not None:
-            self._on_resume(record)
+            self._events.on_rejected(f"autosave directory not usable, annotations are kept in "
+                                     f"memory only until it is fixed: {error}")
 
     def _apply_click(self, request: ClickRequest) -> bool:
         try:
-            if self._cloud is None:
-                raise NoCloudError("no cloud yet: publish a PointCloud2 before clicking")
-            position = request.position
-            if request.point_index is None:
-                position = self._transform(request, self._cloud.frame_id)
-            click = self._session.add_click(position if request.point_index is None else None,
-                                            object_id=request.object_id,
-                                            point_index=request.point_index)
+            self._controller.click(request.position if request.point_index is None else None,
+                                   point_index=request.point_index, object_id=request.object_id)
         except (NPISegError, ValueError) as error:
-            self._report_error(f"{request.source} rejected: {error}")
+            self._events.on_rejected(f"{request.source} rejected: {error}")
             return False
-        self._clicks.append(ClickRecord(click.position, click.object_id, click.point_index))
         return True
 
-    def _apply_command(self, command: _Command) -> bool:
-        """Run one command; returns whether the annotation changed."""
-        kind = command.kind
-        try:
-            if kind == "undo":
-                removed = self._session.undo() if self._cloud is not None else None
-                if removed is None:
-                    command.error = "nothing to undo"
-                    return False
-                self._clicks.pop()
-                while self._decoded_at and self._decoded_at[-1] > len(self._clicks):
-                    self._decoded_at.pop()
-                command.result = removed
-                return True
-            if kind == "reset":
-                self._session.reset()
-                self._clicks, self._decoded_at = [], []
-                command.result = True
-                if self._latest_unused is not None:  # latch released: take the newest cloud
-                    cloud, self._latest_unused = self._latest_unused, None
-                    self._adopt(cloud, carry_clicks=False)
-                return self._cloud is not None
-            if kind == "new_object":  # fresh id, above the active one (``above``)
-                object_id = self._session.new_object()
-                while object_id <= command.arguments.get("above", 0):
-                    object_id = self._session.new_object()
-                command.result = object_id
-                return False
-            if kind == "save":
-                command.result = self._save(**command.arguments)
-                return False
-            if kind == "configure":
-                for name, value in command.arguments.items():
-                    if name in self._options:
-                        self._options[name] = value
-                    else:
-                        setattr(self._session, name, value)
-                return False
-            command.error = f"unknown command {kind!r}"
-        except (NPISegError, ValueError, OSError) as error:
-            command.error = str(error)
-        return False
+    # ------------------------------------------------------------ commands
+    def _undo(self) -> tuple[ClickRecord, bool]:
+        removed = self._controller.undo()
+        if removed is None:
+            raise _Refused("nothing to undo")
+        return removed, True
+
+    def _reset(self) -> tuple[bool, bool]:
+        self._controller.reset()
+        if self._latest_unused is not None:  # latch released: take the newest cloud
+            cloud, self._latest_unused = self._latest_unused, None
+            self._adopt(cloud, carry_clicks=False)
+        return True, self._cloud is not None
+
+    def _configure(self, changes: dict[str, Any]) -> None:
+        options = {name: value for name, value in changes.items()
+                   if name in {f.name for f in dataclasses.fields(WorkerOptions)}}
+        self._options = dataclasses.replace(self._options, **options)
+        if "active_object" in changes:
+            self._controller.select_object(changes["active_object"])
+        self._controller.tune(**{name: value for name, value in changes.items()
+                                 if name in SESSION_SETTINGS})
 
     def _save(self, path: str, fmt: str) -> str:
-        if self._cloud is None or self._prediction is None:
-            raise ValueError("nothing to save yet: no cloud has been segmented")
         if not path:
             fmt = fmt or "npz"
             path = str((self._autosave_directory() or self._root) / f"annotation.{fmt}")
-        fmt = annotation.format_from_path(path, fmt)
-        path = paths.resolve_inside(self._root, path, "save_annotation path")
-        written = annotation.save_annotation(
-            path, fmt, self._cloud.xyz, self._prediction.labels, self._prediction.uncertainty,
-            self._clicks)
-        return str(written)
+        return str(self._controller.save(
+            paths.resolve_inside(self._root, path, "save_annotation path"), fmt))
 
-    def _predict(self) -> None:
-        self._prediction = self._session.predict()
-        if not self._decoded_at or self._decoded_at[-1] != len(self._clicks):
-            self._decoded_at.append(len(self._clicks))
-
-    def _predict_and_publish(self) -> None:
+    # ------------------------------------------------------------ outputs
+    def _publish_batch(self) -> None:
         if self._cloud is None:
             return
-        self._predict()
-        snapshot = Snapshot(cloud=self._cloud, fingerprint=self._fingerprint,
-                            summary=self._summary, clicks=tuple(self._clicks),
-                            prediction=self._prediction, pending_clicks=self.pending_clicks)
-        if self._publish_labels is not None:
-            self._publish_labels(snapshot)
+        controller = self._controller
+        prediction = controller.predict()
+        snapshot = Snapshot(cloud=self._cloud, fingerprint=controller.fingerprint,
+                            summary=controller.summary, clicks=controller.clicks,
+                            prediction=prediction, pending_clicks=self.pending_clicks)
+        self._events.on_labels(snapshot)
         try:
             directory = self._autosave_directory()
-        except NPISegError as error:
-            self._report_error(f"autosave failed: {error}")
-            directory = None
-        if directory is not None:
-            try:
-                annotation.write_autosave(directory, AnnotationRecord(
-                    fingerprint=self._fingerprint, frame_id=self._cloud.frame_id,
-                    clicks=tuple(self._clicks),
-                    active_object=max((c.object_id for c in self._clicks), default=0),
-                    labels=self._prediction.labels, uncertainty=self._prediction.uncertainty,
-                    decoded_at=tuple(self._decoded_at)))
-            except (OSError, ValueError) as error:  # full disk, read-only, ...: state is kept
-                self._report_error(f"autosave failed: {error}")
-        self._publish(snapshot)
+            if directory is not None:
+                controller.autosave(directory)
+        except (OSError, ValueError) as error:  # full disk, read-only, outside: state is kept
+            self._events.on_rejected(f"autosave failed: {error}")
+        self._events.on_state(snapshot)

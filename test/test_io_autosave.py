@@ -1,4 +1,4 @@
-"""Annotation files: atomic autosave round trip, fingerprints, export formats (no ROS graph)."""
+"""io.autosave: atomic autosave round trip, fingerprints, export formats (no ROS, no torch)."""
 from __future__ import annotations
 
 import os
@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from npiseg_ros.ros import annotation as ann
+from npiseg_ros.io import autosave as ann
 
 
 def record(fingerprint: str = "f" * 32, n: int = 6) -> ann.AnnotationRecord:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from npiseg_ros.eval.cloud import DatasetFormatError
+from npiseg_ros.io.errors import DatasetFormatError
 
-__all__ = ["read_pcd", "write_pcd", "unpack_rgb"]
+__all__ = ["read_pcd", "write_pcd"]
 
 _KINDS = {"I": "i", "U": "u", "F": "f"}
 
@@ -88,14 +88,6 @@ def read_pcd(path: str | os.PathLike) -> dict[str, np.ndarray]:
         out[name] = (values[:, 0] if not shape else values).astype(dtype)
         column += step
     return out
-
-
-def unpack_rgb(values: np.ndarray) -> np.ndarray:
-    """PCL's packed colour (float32 or uint32 0x00RRGGBB) -> (N, 3) float32 RGB in [0, 1]."""
-    values = np.ascontiguousarray(values)
-    packed = values.view(np.uint32) if values.dtype.itemsize == 4 else values.astype(np.uint32)
-    rgb = np.stack([(packed >> 16) & 255, (packed >> 8) & 255, packed & 255], axis=1)
-    return rgb.astype(np.float32) / 255.0
 
 
 def write_pcd(path: str | os.PathLike, fields: dict[str, np.ndarray], *,

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
-from npiseg_ros.eval.cloud import DatasetFormatError
+from npiseg_ros.io.errors import DatasetFormatError
 
-__all__ = ["read_ply", "write_ply"]
+__all__ = ["read_ply", "write_ply", "write_ply_stream"]
 
 _PLY_TYPES = {
     "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
@@ -106,17 +108,8 @@ def read_ply(path: str | os.PathLike) -> dict[str, np.ndarray]:
             for name, _ in props}
 
 
-def write_ply(path: str | os.PathLike, fields: dict[str, np.ndarray], *,
-              binary: bool = True, big_endian: bool = False) -> None:
-    """Write a vertex-only PLY.
-
-    Args:
-        path: output file; parent folders are created.
-        fields: property name -> (N,) array, written in order with its dtype (bool -> uchar,
-            int64 -> int, float64 -> double).
-        binary: binary (default) or ASCII.
-        big_endian: for binary files, big-endian instead of little-endian.
-    """
+def _columns(fields: dict[str, np.ndarray]) -> tuple[list[tuple[str, np.ndarray, str]], int]:
+    """[(name, (N,) values in a PLY-representable dtype, numpy type code)], N."""
     arrays = []
     count = None
     for name, values in fields.items():
@@ -137,23 +130,54 @@ def write_ply(path: str | os.PathLike, fields: dict[str, np.ndarray], *,
         arrays.append((name, values, code))
     if count is None:
         raise DatasetFormatError("write_ply needs at least one field")
+    return arrays, count
+
+
+def write_ply_stream(stream: BinaryIO, fields: dict[str, np.ndarray], *, binary: bool = True,
+                     big_endian: bool = False, comments: Sequence[str] = ()) -> None:
+    """Write a vertex-only PLY into an open binary file (arguments of :func:`write_ply`)."""
+    _write_columns(stream, *_columns(fields), binary=binary, big_endian=big_endian,
+                   comments=comments)
+
+
+def _write_columns(stream: BinaryIO, arrays: list[tuple[str, np.ndarray, str]], count: int, *,
+                   binary: bool, big_endian: bool, comments: Sequence[str]) -> None:
     fmt = "ascii" if not binary else ("binary_big_endian" if big_endian
                                       else "binary_little_endian")
-    header = ["ply", f"format {fmt} 1.0", f"element vertex {count}"]
+    header = ["ply", f"format {fmt} 1.0", *(f"comment {text}" for text in comments),
+              f"element vertex {count}"]
     header += [f"property {_NUMPY_TO_PLY[code]} {name}" for name, _, code in arrays]
     header.append("end_header")
+    stream.write(("\n".join(header) + "\n").encode("ascii"))
+    if binary:
+        order = ">" if big_endian else "<"
+        table = np.empty(count, dtype=[(n, order + c) for n, _, c in arrays])
+        for name, values, _ in arrays:
+            table[name] = values
+        stream.write(table.tobytes())
+    else:
+        columns = [v.astype(object) if v.dtype.kind in "iu" else
+                   np.char.mod("%.9g" if c == "f4" else "%.17g", v) for _, v, c in arrays]
+        lines = [" ".join(str(c[i]) for c in columns) for i in range(count)]
+        stream.write(("\n".join(lines) + ("\n" if lines else "")).encode("ascii"))
+
+
+def write_ply(path: str | os.PathLike, fields: dict[str, np.ndarray], *,
+              binary: bool = True, big_endian: bool = False,
+              comments: Sequence[str] = ()) -> None:
+    """Write a vertex-only PLY.
+
+    Args:
+        path: output file; parent folders are created.
+        fields: property name -> (N,) array, written in order with its dtype (bool -> uchar,
+            int64 -> int, float64 -> double).
+        binary: binary (default) or ASCII.
+        big_endian: for binary files, big-endian instead of little-endian.
+        comments: ``comment`` lines of the header (ASCII, no newlines).
+    """
+    columns = _columns(fields)  # checked before the file is created
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as stream:
-        stream.write(("\n".join(header) + "\n").encode("ascii"))
-        if binary:
-            order = ">" if big_endian else "<"
-            table = np.empty(count, dtype=[(n, order + c) for n, _, c in arrays])
-            for name, values, _ in arrays:
-                table[name] = values
-            stream.write(table.tobytes())
-        else:
-            columns = [v.astype(object) if v.dtype.kind in "iu" else
-                       np.char.mod("%.9g" if c == "f4" else "%.17g", v) for _, v, c in arrays]
-            lines = [" ".join(str(c[i]) for c in columns) for i in range(count)]
-            stream.write(("\n".join(lines) + ("\n" if lines else "")).encode("ascii"))
+        _write_columns(stream, *columns, binary=binary, big_endian=big_endian,
+                       comments=comments)

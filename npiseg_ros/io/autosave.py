@@ -1,6 +1,6 @@
 """Annotation files: atomic autosave / resume keyed by a cloud fingerprint, and export formats.
 
-No ROS imports: the node and the tests call these with numpy arrays.
+No ROS and no PyTorch: the node, the browser tool and the tests call these with numpy arrays.
 
 - Autosave: ``<directory>/<fingerprint>.npz`` written to a temporary file in the same directory,
   fsync'ed, then ``os.replace``d over the previous one (and the directory fsync'ed), so a crash
@@ -16,21 +16,25 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from npiseg_ros.io.atomic import atomic_write, check_writable, previous_path
+from npiseg_ros.io.label import encode_object_labels
+from npiseg_ros.io.ply import write_ply_stream
+
 __all__ = [
     "ClickRecord", "AnnotationRecord", "cloud_fingerprint", "autosave_path", "write_autosave",
     "load_autosave", "recover_autosave", "check_writable", "save_annotation", "FORMATS",
-    "format_from_path",
+    "format_from_path", "previous_path",
 ]
 
 FORMATS = ("ply", "label", "npz")
 AUTOSAVE_VERSION = 1
+PLY_COMMENT = "npiseg_ros annotation; label -1 = dropped point"
 
 
 @dataclass(frozen=True)
@@ -86,63 +90,6 @@ def autosave_path(directory: str | os.PathLike, fingerprint: str) -> Path:
     return Path(directory).expanduser() / f"{fingerprint}.npz"
 
 
-def previous_path(path: Path) -> Path:
-    """Where the generation before ``path`` is kept (``x.npz`` -> ``x.prev.npz``)."""
-    return path.with_name(f"{path.stem}.prev{path.suffix}")
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (best effort: not every file system allows it)."""
-    try:
-        handle = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(handle)
-    except OSError:
-        pass
-    finally:
-        os.close(handle)
-
-
-def _atomic_write(path: Path, write, keep_previous: bool = False) -> None:
-    """Call ``write(file)`` on a temporary file next to ``path``, then rename it over ``path``.
-
-    The temporary file is created with ``O_EXCL`` and fsync'ed before the rename, and the
-    directory after it, so ``path`` is always either the old or the new complete file. Any error
-    (full disk, read-only directory, ...) removes the temporary file and leaves ``path``
-    untouched. ``keep_previous`` first renames the old ``path`` to :func:`previous_path`.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as tmp:
-            write(tmp)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        if keep_previous and path.is_file() and not path.is_symlink():
-            os.replace(path, previous_path(path))
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
-def check_writable(directory: str | os.PathLike) -> None:
-    """Create ``directory`` if needed and write + remove a probe file; raises OSError if not."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=".npiseg-probe.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as probe:
-            probe.write(b"npiseg")
-            probe.flush()
-            os.fsync(probe.fileno())
-    finally:
-        Path(name).unlink(missing_ok=True)
-
-
 def _clicks_array(clicks: tuple[ClickRecord, ...] | list[ClickRecord]) -> np.ndarray:
     """(K, 5) float64 rows [x, y, z, object_id, point_index]."""
     rows = [(*click.position, click.object_id, click.point_index) for click in clicks]
@@ -165,7 +112,7 @@ def write_autosave(directory: str | os.PathLike, record: AnnotationRecord) -> Pa
         arrays["labels"] = np.asarray(record.labels, dtype=np.int32)
     if record.uncertainty is not None:
         arrays["uncertainty"] = np.asarray(record.uncertainty, dtype=np.float32)
-    _atomic_write(path, lambda file: np.savez(file, **arrays), keep_previous=True)
+    atomic_write(path, lambda file: np.savez(file, **arrays), keep_previous=True)
     return path
 
 
@@ -276,28 +223,16 @@ def save_annotation(
         arrays = {"xyz": np.asarray(xyz, dtype=np.float32), "labels": labels,
                   "uncertainty": np.asarray(uncertainty, dtype=np.float32),
                   "clicks": _clicks_array(clicks)}
-        _atomic_write(path, lambda file: np.savez_compressed(file, **arrays))
+        atomic_write(path, lambda file: np.savez_compressed(file, **arrays))
     elif fmt == "label":
-        ids = np.clip(labels, 0, 0xFFFF).astype(np.uint32)
-        packed = ((ids << 16) | ids).astype("<u4")
-        _atomic_write(path, lambda file: file.write(packed.tobytes()))
+        words = encode_object_labels(labels)
+        atomic_write(path, lambda file: file.write(words.tobytes()))
     elif fmt == "ply":
-        _atomic_write(path, lambda file: _write_ply(file, xyz, labels, uncertainty))
+        xyz = np.asarray(xyz)
+        fields = {axis: xyz[:, column].astype(np.float32) for column, axis in enumerate("xyz")}
+        fields["label"] = labels
+        fields["uncertainty"] = np.asarray(uncertainty).astype(np.float32)
+        atomic_write(path, lambda file: write_ply_stream(file, fields, comments=[PLY_COMMENT]))
     else:
         raise ValueError(f"unknown annotation format {fmt!r}; use one of {', '.join(FORMATS)}")
     return path
-
-
-def _write_ply(file, xyz: np.ndarray, labels: np.ndarray, uncertainty: np.ndarray) -> None:
-    vertex = np.empty(labels.shape[0], dtype=[
-        ("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("label", "<i4"), ("uncertainty", "<f4")])
-    for column, axis in enumerate("xyz"):
-        vertex[axis] = xyz[:, column]
-    vertex["label"] = labels
-    vertex["uncertainty"] = uncertainty
-    header = (
-        "ply\nformat binary_little_endian 1.0\ncomment npiseg_ros annotation; label -1 = "
-        f"dropped point\nelement vertex {labels.shape[0]}\nproperty float x\nproperty float y\n"
-        "property float z\nproperty int label\nproperty float uncertainty\nend_header\n")
-    file.write(header.encode("ascii"))
-    file.write(vertex.tobytes())
