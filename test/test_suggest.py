@@ -61,3 +61,20 @@ def test_summed_uncertainty_rule_still_picks_the_most_uncertain_cube():
     uncertainty = np.concatenate([np.full(125, 0.1), np.full(125, 0.9)])
     x, _, _ = suggest_next_click(xyz, uncertainty, region_size=1.0)
     assert x >= 3.0
+
+
+def test_the_session_suggests_the_deepest_point_of_its_expected_error_region():
+    from npiseg_ros.core.build import build_model, tiny_config
+    from npiseg_ros.core.session import ERROR_REGION_VOXELS, SegmentationSession
+    from scenes import floor_with_boxes
+
+    xyz, colors, labels = floor_with_boxes(seed=3)
+    session = SegmentationSession(build_model(tiny_config()).eval(), device="cpu", seed=0)
+    session.set_cloud(xyz, colors=colors)
+    session.add_click(tuple(xyz[labels == 1].mean(axis=0)), object_id=1)
+    prediction = session.predict()
+    expected = suggest_error_region(xyz, prediction.confidence, prediction.labels,
+                                    ERROR_REGION_VOXELS * session.voxel_size)
+    assert expected is not None  # an untrained model is unsure somewhere
+    assert prediction.suggested_click == expected
+    assert any(np.allclose(prediction.suggested_click, point) for point in xyz)

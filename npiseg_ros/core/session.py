@@ -20,7 +20,7 @@ from npiseg_ros.core.errors import ClickRejectedError, ConfigError, InvalidCloud
 from npiseg_ros.core.model import LATENT_MODES, DecodeOutput, NPISeg3D
 from npiseg_ros.core.router import CHROMA_THRESHOLD, ModelRouter, has_chroma, resolve_device
 from npiseg_ros.core.scene import PointCloud, Scene, VoxelClicks, VoxelisedCloud, as_points
-from npiseg_ros.core.suggest import region_cells, suggest_next_click
+from npiseg_ros.core.suggest import region_cells, suggest_error_region, suggest_next_click
 from npiseg_ros.core.types import (BACKGROUND_ID, INVALID_LABEL, MAX_OBJECT_ID, Click,
                                    CloudSummary, ObjectStats, Prediction)
 
@@ -31,6 +31,10 @@ DEFAULT_MAX_CLICK_DISTANCE_M = 0.5
 
 SUGGESTION_REGION_VOXELS = 10
 """Edge of the suggestion's regions (``suggest_next_click``), in voxel edges."""
+
+ERROR_REGION_VOXELS = 2
+"""Edge of the grid cells from which ``suggest_error_region`` builds its connected regions,
+in voxel edges (two: neighbouring LiDAR rings at 10-20 m stay connected)."""
 
 
 @dataclass
@@ -405,7 +409,12 @@ class SegmentationSession:
                 mean_uncertainty=float(sums[object_id] / count) if count else 0.0,
                 num_clicks=clicks_per_object.get(object_id, 0))
         suggestion = None
-        if self._clicks:
+        if self._clicks and voxel_confidence is not None:
+            # where the model expects the largest connected error (the simulated user's rule)
+            suggestion = suggest_error_region(
+                cloud.valid_xyz, voxel_confidence[inverse], voxel_labels[inverse],
+                cell_size=ERROR_REGION_VOXELS * cloud.voxels.voxel_size)
+        if self._clicks and suggestion is None:
             suggestion = suggest_next_click(cloud.valid_xyz, valid_uncertainty,
                                             region_size=_suggestion_region_m(cloud),
                                             cell_of_point=state.region_of_point)

@@ -79,8 +79,10 @@ class Prediction:
         uncertainty: (N,) float32 per-point uncertainty (Eq. 13-14 of the paper by default),
             NaN for dropped points. Higher means less certain.
         object_stats: statistics per object id present in the clicks (background included).
-        suggested_click: (x, y, z) centre of the most uncertain region, metres, cloud frame,
-            or None when nothing is uncertain.
+        suggested_click: (x, y, z) of the suggested next click, metres, cloud frame: the point
+            deepest inside the largest region the model expects to have wrong
+            (``core.suggest.suggest_error_region``), else the centre of the most uncertain
+            region; None before the first click or when nothing is uncertain.
         decode_ms: wall time of the decoder for this prediction, milliseconds.
         num_clicks: clicks the prediction is based on.
         confidence: (N,) float32 model probability of each point's predicted label (mean
