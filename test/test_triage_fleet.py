@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from annotate_helpers import REPO
-from npiseg_ros.annotate.fleet import schedule
+from npiseg_ros.annotate.fleet_workers import schedule
 from npiseg_ros.annotate.proposals import (DESCRIPTOR_SIZE, UNASSIGNED, combine_scores,
                                            novelty_of, occupancy_descriptor, propose,
                                            proposal_terms)
