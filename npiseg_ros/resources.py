@@ -1,7 +1,8 @@
 """Files shipped with the package (config, checkpoints), wherever it was installed.
 
-Shared by the ROS node, the demo and ``npiseg-eval``; imports nothing from ROS (the ament index
-is consulted lazily when present).
+Read by ``core.router.ModelRouter`` (the node, the demo, ``npiseg-eval``,
+``npiseg-annotate``); imports nothing from ROS (the ament index is consulted lazily when
+present).
 """
 from __future__ import annotations
 

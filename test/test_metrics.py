@@ -125,6 +125,45 @@ def test_the_report_carries_the_ece_of_the_predicted_label_by_hand():
     assert quality["auroc_mean"] == pytest.approx(1.0)  # the wrong point is the most uncertain
 
 
+def test_object_ece_leaves_out_the_easy_background():
+    """Six points: two of object 1 predicted at 0.95 and 0.55 (both right), a far background
+    point predicted background at 0.99 (right, not counted), and three background points
+    predicted as object 1 at 0.6 (wrong, counted). All points: 15 bins; object region: the
+    2 + 3 points, ECE = 1/5 |1 - .95| + 1/5 |1 - .55| + 3/5 |0 - .6| = 0.46."""
+    from types import SimpleNamespace
+
+    from npiseg_ros.eval.cloud import LabelledCloud, Sample
+    from npiseg_ros.eval.evaluate import evaluate, report_to_json
+
+    labels = np.array([1, 1, 0, 1, 1, 1])
+    confidence = np.array([0.95, 0.55, 0.99, 0.6, 0.6, 0.6])
+
+    class Stub:
+        def set_cloud(self, xyz, colors=None, intensity=None):
+            pass
+
+        def reset(self):
+            pass
+
+        def add_click(self, position=None, *, object_id, point_index=None):
+            pass
+
+        def predict(self):
+            return SimpleNamespace(labels=labels, uncertainty=1 - confidence,
+                                   confidence=confidence)
+
+    xyz = np.array([[0, 0, 0], [0.1, 0, 0], [9, 0, 0], [3, 0, 0], [3.1, 0, 0], [3.2, 0, 0]])
+    cloud = LabelledCloud(xyz=xyz, labels=np.array([1, 1, 0, 0, 0, 0]))
+    sample = Sample(name="s", scene="s", cloud=cloud, object_ids=(1,))
+    report = evaluate(Stub(), [sample], max_clicks_per_object=1, click_level="point")
+    result = report.results["oracle"][0]
+    assert result.ece_objects.tolist() == pytest.approx([0.46])
+    assert result.ece.tolist() == pytest.approx([(0.05 + 0.45 + 0.01 + 3 * 0.6) / 6])
+    quality = report_to_json(report, {})["uncertainty_quality"]["oracle"]
+    assert quality["ece_objects_mean"] == pytest.approx(0.46)
+    assert quality["per_clicks_per_object"]["1"]["ece_objects"] == pytest.approx(0.46)
+
+
 def test_aggregate_seeds_by_hand():
     from npiseg_ros.eval.evaluate import SEED_METRICS, aggregate_seeds, format_seed_table
 

@@ -11,8 +11,8 @@ cores. Between two encodes each new sweep is labelled from the last segmented on
    enough (:data:`SUPPORT_M`, growing with range like the gaps between laser rings), else it
    is unsupported (-1: the caller shows it as unknown until the next encode).
 
-Pure numpy + scipy (no torch, no ROS); used by the node's follow mode and by the labelling
-tool's tracking. Transforms are 4x4 float64 matrices mapping previous-frame points into the
+Pure numpy + scipy (no torch, no ROS), for the node's follow mode (issue 21) and the
+labelling tool's tracking (issue 24). Transforms are 4x4 float64 matrices mapping previous-frame points into the
 new frame (``x_new = T @ x_prev``).
 """
 from __future__ import annotations

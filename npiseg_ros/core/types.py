@@ -76,8 +76,10 @@ class Prediction:
 
     Attributes:
         labels: (N,) int32 object id per input point (0 = background, -1 = dropped point).
-        uncertainty: (N,) float32 per-point uncertainty (Eq. 13-14 of the paper by default),
-            NaN for dropped points. Higher means less certain.
+        uncertainty: (N,) float32 per-point uncertainty (the session's ``uncertainty`` mode:
+            ``auto`` = predictive entropy of the Monte-Carlo mean for the geodesic-prior models,
+            the paper's Eq. 13-14 variance otherwise), NaN for dropped points. Higher means
+            less certain.
         object_stats: statistics per object id present in the clicks (background included).
         suggested_click: (x, y, z) of the suggested next click, metres, cloud frame: the point
             deepest inside the largest region the model expects to have wrong

@@ -17,7 +17,8 @@ __all__ = ["EvaluationReport", "evaluate", "format_table", "report_to_json", "ag
            "format_seed_table", "SEED_METRICS"]
 
 SEED_METRICS = tuple([f"IoU@{k}" for k in IOU_CLICKS]
-                     + [f"NoC@{round(q * 100)}" for q in NOC_THRESHOLDS] + ["AUROC", "ECE"])
+                     + [f"NoC@{round(q * 100)}" for q in NOC_THRESHOLDS]
+                     + ["AUROC", "ECE", "ECE objects"])
 """The aggregates whose spread over simulator seeds ``aggregate_seeds`` reports."""
 
 
@@ -109,20 +110,28 @@ def _uncertainty_quality(results: list[InteractiveResult], budget: int) -> dict[
     """AUROC / ECE averaged over every prediction, and per clicks-per-object k."""
     per_k: dict[str, dict[str, float | None]] = {}
     for k in range(1, budget + 1):
-        aurocs, eces = [], []
+        aurocs, eces, object_eces = [], [], []
         for result in results:
             index = np.searchsorted(result.curve.num_clicks, k * result.curve.num_objects,
                                     side="right") - 1
             if index >= 0:
                 aurocs.append(result.auroc[index])
                 eces.append(result.ece[index])
+                if result.ece_objects is not None:
+                    object_eces.append(result.ece_objects[index])
         finite_auroc, finite_ece = _finite(aurocs), _finite(eces)
+        finite_objects = _finite(object_eces)
         per_k[str(k)] = {"auroc": float(np.mean(finite_auroc)) if finite_auroc else None,
-                         "ece": float(np.mean(finite_ece)) if finite_ece else None}
+                         "ece": float(np.mean(finite_ece)) if finite_ece else None,
+                         "ece_objects": (float(np.mean(finite_objects)) if finite_objects
+                                         else None)}
     all_auroc = _finite(v for r in results for v in r.auroc)
     all_ece = _finite(v for r in results for v in r.ece)
+    all_objects = _finite(v for r in results if r.ece_objects is not None
+                          for v in r.ece_objects)
     return {"auroc_mean": float(np.mean(all_auroc)) if all_auroc else None,
             "ece_mean": float(np.mean(all_ece)) if all_ece else None,
+            "ece_objects_mean": float(np.mean(all_objects)) if all_objects else None,
             "num_predictions_with_auroc": len(all_auroc), "per_clicks_per_object": per_k}
 
 
@@ -153,7 +162,8 @@ def report_to_json(report: EvaluationReport, config: dict[str, Any]) -> dict[str
             "final_object_ious": r.object_ious[-1],
             "iou_at": {str(k): iou_at(r.curve, k) for k in IOU_CLICKS},
             "noc_at": {str(round(q * 100)): noc_at(r.curve, q, budget) for q in NOC_THRESHOLDS},
-            "auroc": r.auroc, "ece": r.ece, "predict_ms": r.predict_ms,
+            "auroc": r.auroc, "ece": r.ece, "ece_objects": r.ece_objects,
+            "predict_ms": r.predict_ms,
             "set_cloud_ms": r.set_cloud_ms, "fallback_clicks": r.fallback_clicks,
             "model": r.model, "clicks": r.clicks} for r in results]
         roles = [r.model for r in results if r.model is not None]
@@ -180,9 +190,10 @@ def _seed_metrics(report: dict[str, Any], user: str) -> dict[str, float | None]:
     report, keyed as in ``SEED_METRICS``."""
     metrics = report["metrics"][user]
     quality = report["uncertainty_quality"][user]
-    values: dict[str, float | None] = {key: metrics.get(key) for key in SEED_METRICS[:-2]}
+    values: dict[str, float | None] = {key: metrics.get(key) for key in SEED_METRICS[:-3]}
     values["AUROC"] = quality.get("auroc_mean")
     values["ECE"] = quality.get("ece_mean")
+    values["ECE objects"] = quality.get("ece_objects_mean")
     values["num_samples"] = metrics.get("num_samples")
     return values
 

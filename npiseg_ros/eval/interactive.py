@@ -56,7 +56,10 @@ class InteractiveResult:
         clicks: the clicks in order: ``{"point_index", "object_id", "distance", "source"}``.
         auroc: (T,) AUROC of the uncertainty for wrong points after each prediction (NaN when
             undefined: no errors, or no uncertainty).
-        ece: (T,) expected calibration error after each prediction (NaN without confidence).
+        ece: (T,) expected calibration error after each prediction over all points (NaN
+            without confidence). On whole sweeps the easy far background dominates it.
+        ece_objects: (T,) the same over the points that are a target or predicted as one (where
+            the decisions are made), NaN without confidence.
         set_cloud_ms: wall time of ``set_cloud`` (0 when the cloud was reused), milliseconds.
         predict_ms: (T,) wall time of each ``predict``, milliseconds.
         fallback_clicks: clicks of the uncertainty-guided user that fell back to the oracle
@@ -79,6 +82,7 @@ class InteractiveResult:
     predict_ms: np.ndarray
     fallback_clicks: int = 0
     model: str | None = None
+    ece_objects: np.ndarray | None = None
     final_labels: np.ndarray | None = field(default=None, repr=False)
     final_uncertainty: np.ndarray | None = field(default=None, repr=False)
 
@@ -191,6 +195,7 @@ def run_interactive(segmenter: Segmenter, sample: Sample, *, max_clicks_per_obje
         click(simulated, "oracle")
 
     totals, scores, per_object, auroc, ece, latency = [], [], [], [], [], []
+    ece_objects = []
     tree = cKDTree(cloud.xyz) if user == "uncertainty" else None
     fallbacks = 0
     budget = max_clicks_per_object * num_objects
@@ -208,6 +213,9 @@ def run_interactive(segmenter: Segmenter, sample: Sample, *, max_clicks_per_obje
         confidence = getattr(prediction, "confidence", None)
         ece.append(float("nan") if confidence is None
                    else expected_calibration_error(confidence, ~wrong))
+        decided = (gt > 0) | ((labels >= 1) & (labels <= num_objects))
+        ece_objects.append(float("nan") if confidence is None or not decided.any()
+                           else expected_calibration_error(confidence[decided], ~wrong[decided]))
         if len(clicks) >= budget:
             break
         sim_pred = labels[sim_index]
@@ -232,5 +240,6 @@ def run_interactive(segmenter: Segmenter, sample: Sample, *, max_clicks_per_obje
         object_ious=np.stack(per_object), clicks=clicks, auroc=np.asarray(auroc),
         ece=np.asarray(ece), set_cloud_ms=set_cloud_ms, predict_ms=np.asarray(latency),
         fallback_clicks=fallbacks, model=getattr(segmenter, "active_model_role", None),
+        ece_objects=np.asarray(ece_objects),
         final_labels=labels if keep_prediction else None,
         final_uncertainty=uncertainty if keep_prediction else None)
