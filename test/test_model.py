@@ -199,3 +199,42 @@ def test_sample_statistics_in_small_blocks_match_naive_cell_readout(monkeypatch,
         torch.testing.assert_close(variance, cosine.var(0, unbiased=False)[cell_of_row],
                                    rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(probabilities, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_calibration_temperature_changes_probabilities_never_labels():
+    """softmax(logits / T): the same labels, flatter (T > 1) or sharper (T < 1) confidence;
+    T = 1 is the network's own output bit for bit."""
+    import dataclasses
+
+    from npiseg_ros.core.build import build_model, tiny_config
+    from npiseg_ros.core.errors import ConfigError
+    from npiseg_ros.core.scene import PointCloud, VoxelClicks
+
+    torch.manual_seed(0)
+    config = dataclasses.replace(tiny_config(), geodesic_prior=True, input_mode="none")
+    model = build_model(config).eval()
+    rng = np.random.default_rng(0)
+    xyz = rng.uniform(0, 2, (800, 3)).astype(np.float32)
+    scene = model.encode(PointCloud.from_arrays(xyz))
+    clicks = VoxelClicks(torch.tensor([3, 40, 90]), torch.tensor([1, 2, 0]))
+
+    def decode(temperature, latents="sample"):
+        with torch.inference_mode():
+            return model.decode(scene, clicks, num_samples=4, latents=latents,
+                                generator=torch.Generator().manual_seed(1),
+                                temperature=temperature)
+
+    plain, same, hot = decode(None), decode(1.0), decode(3.0)
+    assert torch.equal(plain.probabilities, same.probabilities)
+    assert torch.equal(hot.logits.argmax(1), plain.logits.argmax(1))
+    assert not torch.allclose(hot.probabilities, plain.probabilities)
+    # one latent draw (at the mean): the predicted label's probability falls as T grows
+    plain, flat, sharp = decode(None, "mean"), decode(3.0, "mean"), decode(0.5, "mean")
+    for other in (flat, sharp):
+        assert torch.equal(other.logits.argmax(1), plain.logits.argmax(1))
+    top = plain.probabilities.max(1).values
+    assert (flat.probabilities.max(1).values <= top + 1e-6).all()
+    assert (sharp.probabilities.max(1).values >= top - 1e-6).all()
+    assert flat.probabilities.max(1).values.mean() < top.mean()
+    with pytest.raises(ConfigError, match="calibration_temperature"):
+        dataclasses.replace(config, calibration_temperature=0.0)

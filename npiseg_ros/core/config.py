@@ -69,6 +69,11 @@ class ModelConfig:
             Dijkstra stops there; farther voxels count as unreachable). 0 = the rule of
             ``core.geodesic.distance_limit`` (max(30 m, 4 R)). A model is trained and run with
             the same horizon; a shorter one makes each new click's graph search cheaper.
+        calibration_temperature: T of the output probabilities, softmax(logits / T) per
+            Monte-Carlo sample (temperature scaling, Guo et al. 2017): fitted after training
+            on TRAINING scans (``scripts/fit_temperature.py``) so the probability of the
+            predicted label matches how often it is right. Labels never change with T; the
+            confidence and the entropy uncertainty do. 1 = the network's own.
     """
 
     backbone: str = "small"
@@ -97,6 +102,7 @@ class ModelConfig:
     graph_color_weight: float = 10.0
     decode_stride: int = 1
     distance_horizon_m: float = 0.0
+    calibration_temperature: float = 1.0
 
     def __post_init__(self) -> None:
         _check_choice("input_mode", self.input_mode, INPUT_MODES)
@@ -111,6 +117,9 @@ class ModelConfig:
         if not self.distance_horizon_m >= 0:
             raise ConfigError(f"distance_horizon_m must be >= 0 metres (0 = the default rule), "
                               f"got {self.distance_horizon_m}")
+        if not 0.05 <= self.calibration_temperature <= 20.0:
+            raise ConfigError(f"calibration_temperature must be in [0.05, 20], "
+                              f"got {self.calibration_temperature}")
         if not self.voxel_size > 0:
             raise ConfigError(f"voxel_size must be > 0 metres, got {self.voxel_size}")
         for name in ("hidden_dim", "num_heads", "ffn_dim", "num_decoder_layers",

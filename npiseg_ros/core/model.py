@@ -175,7 +175,8 @@ class NPISeg3D(nn.Module):
     def decode(self, scene: Scene, clicks: VoxelClicks, previous: Tensor | None = None, *,
                num_samples: int = 10, generator: torch.Generator | None = None,
                uncertainty: str = "auto", latents: str = "sample",
-               scene_weight: float | None = None) -> DecodeOutput:
+               scene_weight: float | None = None,
+               temperature: float | None = None) -> DecodeOutput:
         """Predict every voxel's label from the clicks (inference).
 
         Args:
@@ -192,7 +193,13 @@ class NPISeg3D(nn.Module):
                 with every latent at its prior mean, sigma 0; the ablation that shows what the
                 sampled latents add).
             scene_weight: alpha of Eq. 7; None uses the config value.
+            temperature: T of the probabilities (``ModelConfig.calibration_temperature``);
+                None uses the config value. The logits, hence the labels, do not depend on it.
         """
+        temperature = (self.config.calibration_temperature if temperature is None
+                       else float(temperature))
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
         if latents not in LATENT_MODES:
             raise ValueError(f"latents must be one of {LATENT_MODES}, got {latents!r}")
         if latents == "mean":
@@ -207,7 +214,7 @@ class NPISeg3D(nn.Module):
         state = self.attend(scene, clicks, previous, auxiliary=False)
         if self.modulator is None:
             logits = self.to_voxels(self.token_logits(state, state.points, state.queries), state)
-            probabilities = logits.softmax(dim=1)
+            probabilities = (logits / temperature).softmax(dim=1)
             if uncertainty == "entropy":
                 spread = readout.entropy(probabilities)
             else:
@@ -218,10 +225,14 @@ class NPISeg3D(nn.Module):
         prototypes = label_means(embeddings, state.query_labels, state.num_classes)
         latent = self.latent_samples(embeddings, state.query_labels, prototypes, alpha,
                                      num_samples, generator, at_mean=latents == "mean")
+        gain, prior_logits = self.gain(state.prior_logits), state.prior_logits
+        if temperature != 1.0:  # softmax((prior + gain * similarity) / T) per sample
+            gain = gain / temperature
+            prior_logits = None if prior_logits is None else prior_logits / temperature
         mean, variance, probabilities = readout.sample_statistics(
             state.points, self.modulate(latent, embeddings, state.query_labels), state.segments,
-            cosine=self.config.mask_head == "cosine", gain=self.gain(state.prior_logits),
-            per_sample_softmax=uncertainty == "entropy", prior_logits=state.prior_logits,
+            cosine=self.config.mask_head == "cosine", gain=gain,
+            per_sample_softmax=uncertainty == "entropy", prior_logits=prior_logits,
             cell_of_row=state.cell_of_voxel)
         logits = self.combine(state.prior_logits, mean)
         if uncertainty == "entropy":
