@@ -62,7 +62,7 @@ setup(
         "console_scripts": [
             "npiseg-eval = npiseg_ros.eval.cli:main",
             "npiseg-train = npiseg_train.cli:main",
-            "npiseg-segment-node = npiseg_ros.ros.node:main",
+            "npiseg-segment-node = npiseg_ros.ros.node_main:main",
             "npiseg-demo = npiseg_ros.ros.demo:main",
             "npiseg-annotate = npiseg_ros.annotate.cli:main",
         ],

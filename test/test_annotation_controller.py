@@ -160,6 +160,24 @@ def test_resume_replays_an_old_autosave_with_its_decode_sequence(model, scene, t
     assert again.resume(tmp_path).replayed == 4 and _same(again.prediction, reference)
 
 
+def test_a_clicks_only_autosave_is_small_and_resumes_to_the_same_labels(model, scene,
+                                                                       tmp_path):
+    annotation = _controller(model, scene)
+    for index, object_id in _picks(scene):
+        annotation.click(point_index=index, object_id=object_id)
+        annotation.predict()
+    written = annotation.autosave(tmp_path / "clicks", with_labels=False)
+    full = annotation.autosave(tmp_path / "full")
+    with np.load(written) as saved:
+        assert "labels" not in saved and "uncertainty" not in saved
+        assert saved["clicks"].shape == (4, 5)
+    assert written.stat().st_size < 4096 < full.stat().st_size
+    again = _controller(model, scene)
+    outcome = again.resume(tmp_path / "clicks")
+    assert outcome.replayed == 4 and outcome.relabelled == 0
+    assert _same(again.prediction, annotation.prediction)      # the replay gives the labels
+
+
 def test_resume_skips_clicks_that_cannot_be_replayed_and_says_so(model, scene, tmp_path):
     xyz = scene[0]
     (a, object_a), (b, object_b), _, _ = _picks(scene)

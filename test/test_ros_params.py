@@ -69,13 +69,16 @@ def test_launch_file_uses_installed_executable_and_config():
     # links to an executable too (file(GENERATE) wrote mode 644 files).
     assert "install(PROGRAMS bin/segment_node bin/segment_demo bin/segment_demo_user" in cmake
     assert "file(GENERATE" not in cmake
-    for name, module in (("segment_node", "npiseg_ros.ros.node"),
+    for name, module in (("segment_node", "npiseg_ros.ros.node_main"),
                          ("segment_demo", "npiseg_ros.ros.demo"),
                          ("segment_demo_user", "npiseg_ros.ros.demo_user")):
         script = ROOT / "bin" / name
         assert script.stat().st_mode & 0o111 == 0o111, f"bin/{name} is not executable"
         text = script.read_text()
-        assert text.startswith("#!/usr/bin/env python3\n") and f"from {module} import main" in text
+        assert f"from {module} import main" in text, name
+        # segment_node: a shell that starts Python with SIGINT / SIGTERM blocked (node_main)
+        shebang = "#!/bin/sh\n" if name == "segment_node" else "#!/usr/bin/env python3\n"
+        assert text.startswith(shebang), name
 
 
 def _load_launch_with_stand_ins(monkeypatch, rviz_prefix: str | None = None):
@@ -122,7 +125,8 @@ def _load_launch_with_stand_ins(monkeypatch, rviz_prefix: str | None = None):
     return namespace["generate_launch_description"]()
 
 
-LAUNCH_CONTEXT = {"params_file": "p.yaml", "checkpoint": "", "cloud_topic": "",
+LAUNCH_CONTEXT = {"params_file": "p.yaml", "namespace": "", "clicked_point_topic": "",
+                  "checkpoint": "", "cloud_topic": "",
                   "qos_reliability": "", "device": "", "cloud_policy": "", "rviz": "false"}
 
 
@@ -164,6 +168,51 @@ def test_launch_overrides_only_the_given_arguments(monkeypatch):
     assert node.kwargs["parameters"] == ["p.yaml", {
         "checkpoint": "m.safetensors", "qos_reliability": "reliable",
         "cloud_topic": "/velodyne_points"}]
+
+
+def test_launch_namespace_moves_the_node_and_remaps_clicks_only_when_asked(monkeypatch):
+    node = _launch_actions(monkeypatch)[0]
+    assert node.kwargs["namespace"] == "" and node.kwargs["remappings"] == []
+    node = _launch_actions(monkeypatch, namespace="/lidar")[0]
+    assert node.kwargs["namespace"] == "/lidar" and node.kwargs["remappings"] == []
+    node = _launch_actions(monkeypatch, namespace="/lidar",
+                           clicked_point_topic="/clicked_point")[0]
+    assert node.kwargs["remappings"] == [("clicked_point", "/clicked_point")]
+    # the shipped topic is relative, so the namespace moves it too
+    assert not params.NodeSettings.from_values({}).cloud_topic.startswith("/")
+
+
+class _Exited:
+    """launch's ProcessExited event, as far as the launch file reads it."""
+
+    def __init__(self, returncode: int) -> None:
+        self.returncode = returncode
+
+
+@pytest.mark.parametrize("code", [2, 1, -9])
+def test_launch_fails_when_the_node_fails(monkeypatch, code):
+    """A node that exits non-zero (2: bad checkpoint) makes the launch fail: launch's
+    LaunchService returns 1 when an event handler raises, and 0 after a Shutdown action
+    (before: ``ros2 launch`` returned 0 after the node's exit 2)."""
+    on_exit = _launch_actions(monkeypatch)[0].kwargs["on_exit"]
+    with pytest.raises(RuntimeError, match=f"exited with code {code}"):
+        on_exit(_Exited(code), context=None)
+
+
+def test_launch_ends_quietly_with_a_node_that_exits_0(monkeypatch):
+    on_exit = _launch_actions(monkeypatch)[0].kwargs["on_exit"]
+    actions = on_exit(_Exited(0), context=None)
+    assert len(actions) == 1 and actions[0].kwargs["reason"] == "segment_node ended"
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_launch_emulates_a_tty_only_on_a_terminal(monkeypatch, terminal):
+    """A launch log written to a file had colour codes (emulate_tty always on)."""
+    class Output:
+        def isatty(self) -> bool:
+            return terminal
+    monkeypatch.setattr("sys.stdout", Output())
+    assert _launch_actions(monkeypatch)[0].kwargs["emulate_tty"] is terminal
 
 
 def test_launch_rviz_only_when_rviz2_is_installed(monkeypatch, tmp_path):

@@ -1,5 +1,6 @@
 """Shutdown and ~/new_object: the worker's last batch, and the real node process under
-repeated SIGINT/SIGTERM (what `ros2 launch` sends on Ctrl-C).
+SIGINT/SIGTERM once, twice and over and over (what `ros2 launch` sends on Ctrl-C), and during
+its start-up; the start-up signal thread of node_main; faulthandler's stacks on a SIGSEGV.
 
 Waits are on conditions (a state, an event, the process ending); the timeouts only turn a
 hang into a failure.
@@ -9,7 +10,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,6 +31,7 @@ except ImportError:  # pragma: no cover - depends on the machine
     pytest.skip("rclpy not installed (run scripts/setup.sh)", allow_module_level=True)
 
 DOMAIN_ID = domain_for(__name__)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class GatedSession:
@@ -139,18 +144,35 @@ def _signal_until_exit(process, names: tuple[str, ...]) -> int:
     return process.wait(120)
 
 
-@pytest.mark.parametrize("signals", [
-    ("SIGINT",),
-    ("SIGINT", "SIGINT", "SIGTERM"),
-], ids=["SIGINT", "SIGINT and SIGTERM"])
-def test_node_exits_cleanly_on_repeated_signals(tmp_path, signals):
-    """The real node process: clicks in flight, then signals sent over and over until it has
-    exited. Exit code 0, no traceback, the clicks it received are in the autosave (before: a
-    KeyboardInterrupt traceback and exit code -2 when a signal hit the shutdown)."""
+def _ctrl_c_from_a_terminal_and_launch(process) -> int:
+    """A terminal's Ctrl-C reaches the process group, then ``ros2 launch`` forwards one."""
+    os.killpg(process.pid, signal.SIGINT)
+    os.kill(process.pid, signal.SIGINT)
+    return process.wait(120)
+
+
+def _sigterm(process) -> int:
+    os.killpg(process.pid, signal.SIGTERM)
+    return process.wait(120)
+
+
+@pytest.mark.parametrize("send, executable", [
+    (lambda process: _signal_until_exit(process, ("SIGINT",)), False),
+    (_ctrl_c_from_a_terminal_and_launch, True),
+    (_sigterm, True),
+    (lambda process: _signal_until_exit(process, ("SIGINT", "SIGINT", "SIGTERM")), True),
+], ids=["SIGINT over and over, python -m", "SIGINT twice", "SIGTERM",
+        "SIGINT and SIGTERM over and over"])
+def test_node_exits_cleanly_on_signals(tmp_path, send, executable):
+    """The real node process (``bin/segment_node`` as ``ros2 launch`` starts it, or ``python
+    -m``): clicks in flight, then the signals. Exit code 0, no traceback, the clicks it
+    received are in the autosave (before: exit -2 by the signal with two Ctrl-C, a
+    KeyboardInterrupt traceback when a signal hit the shutdown)."""
     checkpoint = save_tiny_checkpoint(tmp_path / "tiny.safetensors")
     xyz, intensity, picks = street_scene(seed=2)
     with ros_test_context(DOMAIN_ID):
-        process = start_test_node(tmp_path, checkpoint, DOMAIN_ID, num_samples=20)
+        process = start_test_node(tmp_path, checkpoint, DOMAIN_ID, executable=executable,
+                                  num_samples=20)
         client = SegmentationClient("npiseg_shutdown_client")
         try:
             client.wait_for_node(timeout_s=120)
@@ -161,7 +183,7 @@ def test_node_exits_cleanly_on_repeated_signals(tmp_path, signals):
             # Both clicks received (waiting in the queue or decoded): then the signals.
             client.wait_for_state(lambda s: s.num_clicks + s.pending_clicks >= 2,
                                   what="both clicks received")
-            code = _signal_until_exit(process, signals)
+            code = send(process)
         finally:
             client.close()
             stop_process(process)
@@ -172,3 +194,95 @@ def test_node_exits_cleanly_on_repeated_signals(tmp_path, signals):
     assert "shutting down" in log
     record = load_autosave(tmp_path / "autosave", cloud_fingerprint(xyz))
     assert record is not None and [c.object_id for c in record.clicks] == [1, 2]
+
+
+_EXIT_AT_ONCE = """
+import os, signal, sys, time
+from npiseg_ros.ros.node_main import ShutdownSignals
+signals = ShutdownSignals().install()
+with signals.exit_at_once("the test"):
+    if sys.argv[1] == "inside":
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(60)  # the start-up thread ends the process first
+os.kill(os.getpid(), signal.SIGINT)  # after the block: kept for the main thread
+print("taken", signals.wait(5), signals.first_name, flush=True)
+"""
+
+
+@pytest.mark.parametrize("where", ["inside", "after"])
+def test_startup_signals_end_the_process_at_once_only_inside_the_block(where):
+    """node_main's start-up watcher: during the imports a signal ends the process (exit 0, a
+    message, no traceback); after the block the same signal is left to the main thread."""
+    result = subprocess.run([sys.executable, "-c", _EXIT_AT_ONCE, where], capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    if where == "inside":
+        assert "SIGTERM during the test, not started" in result.stderr
+        assert "taken" not in result.stdout
+    else:
+        assert "taken True SIGINT" in result.stdout
+
+
+def _runs_python(pid: int) -> bool:
+    try:
+        return "python" in os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+    except OSError:  # exited, or between two execs
+        return False
+
+
+def _maps_torch(pid: int) -> bool:
+    try:
+        return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("phase", ["interpreter", "importing torch", "loading the models"])
+def test_node_exits_cleanly_when_signalled_during_startup(tmp_path, phase):
+    """Ctrl-C before the node is ready, started as ``ros2 launch`` does (``bin/segment_node``):
+    as soon as Python runs, once libtorch is being loaded, once the node has read its
+    parameters. Exit 0 without starting, no traceback (before: a KeyboardInterrupt traceback
+    inside ``import torch``, or death by the signal while the interpreter started). The probe
+    ``benchmarks/probe_shutdown.py`` repeats this 10 times per phase."""
+    checkpoint = save_tiny_checkpoint(tmp_path / "tiny.safetensors")
+    log = tmp_path / "node.log"
+    reached = {"interpreter": _runs_python, "importing torch": _maps_torch,
+               "loading the models": lambda pid: "writing only inside" in log.read_text(
+                   errors="replace")}[phase]
+    process = start_test_node(tmp_path, checkpoint, DOMAIN_ID, executable=True)
+    try:
+        seen = False
+        while process.poll() is None and not seen:
+            seen = reached(process.pid)
+            time.sleep(0.0002)  # fine-grained: the interpreter's start-up is short
+        os.killpg(process.pid, signal.SIGINT)
+        code = process.wait(120)
+    finally:
+        stop_process(process)
+    text = log.read_text(errors="replace")
+    print(text[-3000:])
+    assert seen, f"the node ended before '{phase}' was seen"
+    assert code == 0, f"exit code {code}"
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text
+
+
+def test_a_native_crash_leaves_every_thread_stack_in_the_log(tmp_path):
+    """The fuzzing saw one SIGSEGV of the node and nothing to go on (issue 21): the node now
+    runs with faulthandler, so a native crash writes the Python stack of every thread to its
+    log (here a SIGSEGV sent to the running node stands in for a real one)."""
+    checkpoint = save_tiny_checkpoint(tmp_path / "tiny.safetensors")
+    log = tmp_path / "node.log"
+    process = start_test_node(tmp_path, checkpoint, DOMAIN_ID, executable=True)
+    try:
+        while process.poll() is None and "model: " not in log.read_text(errors="replace"):
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGSEGV)
+        code = process.wait(120)
+    finally:
+        stop_process(process)
+    text = log.read_text(errors="replace")
+    assert code == -signal.SIGSEGV, text[-3000:]
+    assert "Fatal Python error: Segmentation fault" in text, text[-3000:]
+    assert text.count("File ") >= 2 and ("Thread 0x" in text or "Current thread" in text)
+

@@ -9,6 +9,7 @@ import errno
 import os
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,23 +25,36 @@ except ImportError:  # pragma: no cover - the ros package imports message module
     pytest.skip("rclpy not installed (run scripts/setup.sh)", allow_module_level=True)
 
 
-@dataclass
+@dataclass(frozen=True)
+class Stamp:
+    """Stand-in for builtin_interfaces/Time."""
+
+    sec: int = 0
+    nanosec: int = 0
+
+
+@dataclass(eq=False)
 class Cloud:
-    """Stand-in for conversions.CloudArrays."""
+    """Stand-in for conversions.CloudArrays (compared by identity, like the node's)."""
 
     xyz: np.ndarray
     frame_id: str = "lidar"
     colors: None = None
     intensity: None = None
+    stamp: Stamp = Stamp()
 
 
 class FakeSession:
-    """Records calls; ``gate`` (when set) blocks predict until released."""
+    """Records calls; snaps positions to the nearest point; ``gate`` (when set) blocks
+    predict until released."""
+
+    max_click_distance = 5.0
 
     def __init__(self) -> None:
         self.calls: list[str] = []
         self.clicks: list[Click] = []
         self.points = 0
+        self.xyz = np.zeros((0, 3))
         self.gate: threading.Event | None = None
         self.in_predict = threading.Event()
         self.busy = False
@@ -50,16 +64,20 @@ class FakeSession:
         if not np.isfinite(xyz).any():
             raise InvalidCloudError("all points have NaN/inf coordinates")
         self.calls.append("set_cloud")
-        self.points, self.clicks = xyz.shape[0], []
+        self.points, self.clicks, self.xyz = xyz.shape[0], [], np.asarray(xyz, np.float64)
         return CloudSummary(xyz.shape[0], 0, xyz.shape[0], 1.0)
 
     def add_click(self, position=None, *, object_id, point_index=None) -> Click:
         assert not self.busy, "add_click during a decode"
-        if position is not None and abs(position[0]) > 50:
-            raise ClickRejectedError("too far from the nearest point")
-        index = 0 if point_index is None else point_index
+        index = point_index
+        if position is not None:
+            distance = np.linalg.norm(np.nan_to_num(self.xyz, nan=1e9) - position, axis=1)
+            index = int(np.argmin(distance))
+            if distance[index] > self.max_click_distance:
+                raise ClickRejectedError("too far from the nearest point")
         self.calls.append(f"click{object_id}")
-        click = Click(tuple(position or (0.0, 0.0, 0.0)), object_id, index, index, 0.0)
+        click = Click(tuple(position if position is not None else self.xyz[index]), object_id,
+                      index, index, 0.0)
         self.clicks.append(click)
         return click
 
@@ -89,6 +107,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.snapshots, self.errors, self.resumed, self.adopted = [], [], [], []
+        self.answers, self.removed = [], []
         self.order: list[tuple[str, int]] = []   # (event, clicks in its snapshot)
         self.published = threading.Condition()
         self.on_labels_hook = None
@@ -113,9 +132,18 @@ class Recorder:
     def on_rejected(self, reason: str) -> None:
         self.errors.append(reason)
 
+    def on_answer(self, answer) -> None:
+        with self.published:
+            self.answers.append(answer)
+            self.published.notify_all()
+
+    def on_output_removed(self, removed) -> None:
+        self.removed.extend(removed)
+
 
 class Harness:
-    def __init__(self, tmp_path, output_directory: str | None = None, **options) -> None:
+    def __init__(self, tmp_path, output_directory: str | None = None, pose_of=None,
+                 max_output_mb: float = 0.0, **options) -> None:
         self.session = FakeSession()
         self.events = Recorder()
         self.snapshots, self.errors = self.events.snapshots, self.events.errors
@@ -123,8 +151,16 @@ class Harness:
             self.session, events=self.events,
             options=WorkerOptions(**{"autosave_directory": str(tmp_path / "autosave"),
                                      **options}),
-            output_directory=output_directory or str(tmp_path))
+            output_directory=output_directory or str(tmp_path), pose_of=pose_of,
+            max_output_mb=max_output_mb)
         self.worker.start()
+
+    def wait_answers(self, predicate, what: str = "answers"):
+        """The answers so far, once ``predicate(answers)`` holds."""
+        with self.events.published:
+            assert self.events.published.wait_for(lambda: predicate(self.events.answers),
+                                                  30), f"timed out waiting for {what}"
+            return list(self.events.answers)
 
     def wait_snapshots(self, count: int):
         with self.events.published:
@@ -176,20 +212,75 @@ def test_clicks_arriving_during_a_decode_are_applied_together(harness):
     assert snapshot.pending_clicks == 0 and h.session.calls.count("set_cloud") == 1
 
 
+def moving_sensor(num_sweeps: int, seed: int = 0):
+    """A static world seen by a sensor that moves 1 m along x per sweep (0.1 s apart).
+
+    Returns (world (N, 3) float64, sweeps, pose_of): sweep k holds the world points in the
+    sensor's frame, shuffled (a new sweep has its own point order), stamped k * 0.1 s, with
+    ``order`` = world index of each of its points; ``pose_of`` stands in for tf.
+    """
+    rng = np.random.default_rng(seed)
+    world = np.c_[rng.uniform(-10, 10, (400, 2)), rng.uniform(0, 2, 400)]
+    sweeps, poses = [], {}
+    for k in range(num_sweeps):
+        order = rng.permutation(world.shape[0])
+        stamp = Stamp(0, k * 100_000_000)
+        sweep = Cloud((world[order] - [k, 0, 0]).astype(np.float32), stamp=stamp)
+        sweep.order = order
+        pose = np.eye(4)
+        pose[0, 3] = k                 # fixed <- sensor: the sensor is at x = k
+        poses[stamp] = pose
+        sweeps.append(sweep)
+    return world, sweeps, lambda cloud: poses.get(cloud.stamp)
+
+
+def index_of(sweep, world_index: int) -> int:
+    return int(np.flatnonzero(sweep.order == world_index)[0])
+
+
 def test_follow_policy_switches_cloud_after_the_decode_and_reapplies_clicks(harness):
-    h = harness(cloud_policy="follow")
-    h.worker.submit_cloud(cloud())
+    world, sweeps, pose_of = moving_sensor(2)
+    h = harness(cloud_policy="follow", pose_of=pose_of)
+    h.worker.submit_cloud(sweeps[0])
     h.wait_snapshots(1)
     h.session.gate = threading.Event()
     h.session.in_predict.clear()
-    h.worker.submit_click(ClickRequest(object_id=1, position=(3.0, 4.0, 5.0)))
+    target = 17                                    # a world point, clicked on sweep 0
+    h.worker.submit_click(ClickRequest(object_id=1, position=tuple(world[target])))
     assert h.session.in_predict.wait(30)
-    h.worker.submit_cloud(cloud(offset=0.5))       # the FakeSession asserts no overlap
+    h.worker.submit_cloud(sweeps[1])               # the FakeSession asserts no overlap
     h.session.gate.set()
     snapshot = h.wait_snapshots(3)
-    assert h.session.calls.count("set_cloud") == 2
-    assert [c.position for c in snapshot.clicks] == [(3.0, 4.0, 5.0)]
+    assert h.session.calls.count("set_cloud") == 2 and snapshot.cloud is sweeps[1]
+    # the click stays on its world point although the sensor moved and the order changed
+    [click] = snapshot.clicks
+    assert click.point_index == index_of(sweeps[1], target)
+    np.testing.assert_allclose(click.position, world[target] - [1, 0, 0], atol=1e-5)
     assert snapshot.prediction.num_clicks == 1
+
+
+def test_follow_answers_every_sweep_with_its_own_stamp(harness):
+    world, sweeps, pose_of = moving_sensor(5)
+    h = harness(cloud_policy="follow", pose_of=pose_of)
+    h.worker.submit_cloud(sweeps[0])
+    [first] = h.wait_answers(lambda answers: answers, "the first decode's answer")
+    assert first.cloud is sweeps[0] and not first.carried
+    target = 123
+    h.worker.submit_click(ClickRequest(object_id=1, position=tuple(world[target]),
+                                       sweep=h.worker.click_target))
+    h.wait_answers(lambda answers: answers[-1].labels.max() == 1, "the click's answer")
+    for sweep in sweeps[1:]:                       # one at a time: none is dropped
+        h.worker.submit_cloud(sweep)
+        h.wait_answers(lambda answers: any(a.cloud is sweep for a in answers), "its answer")
+    stamps = [(a.cloud.stamp.sec, a.cloud.stamp.nanosec) for a in h.events.answers]
+    assert stamps == sorted(stamps)                # never back in time on screen
+    for k, sweep in enumerate(sweeps):
+        answer = [a for a in h.events.answers if a.cloud is sweep][-1]
+        assert answer.labels[index_of(sweep, target)] == 1          # its own labels
+        [(position, object_id)] = [(c.position, c.object_id) for c in answer.clicks]
+        np.testing.assert_allclose(position, world[target] - [k, 0, 0], atol=1e-4)
+    stats = h.worker.stream_stats
+    assert stats.received == len(sweeps) and stats.answered >= len(sweeps)
 
 
 def test_commands_run_in_arrival_order_with_clicks(harness):
@@ -515,3 +606,133 @@ def test_cloud_frame_is_where_the_next_click_will_be_applied(harness):
     h.worker.submit_cloud(Cloud(cloud(offset=2.0).xyz, frame_id="next"))
     frame = h.worker.cloud_frame                  # "next" while it waits, then adopted
     assert frame == "next"
+
+
+def test_a_click_on_the_sweep_on_screen_lands_on_the_annotated_sweep_first(harness):
+    world, sweeps, pose_of = moving_sensor(2)
+    h = harness(cloud_policy="follow", pose_of=pose_of)
+    h.worker.submit_cloud(sweeps[0])
+    h.wait_snapshots(1)
+    h.session.gate, h.session.in_predict = threading.Event(), threading.Event()
+    h.worker.submit_click(ClickRequest(object_id=2, position=tuple(world[5])))
+    assert h.session.in_predict.wait(30)            # the worker is busy on sweep 0...
+    h.worker.submit_cloud(sweeps[1])                # ...while sweep 1 is carried and shown
+    h.wait_answers(lambda answers: answers[-1].cloud is sweeps[1], "sweep 1 on screen")
+    assert h.worker.click_target is sweeps[1]
+    target = 250                                     # clicked where sweep 1 shows it
+    h.worker.submit_click(ClickRequest(object_id=1, position=tuple(world[target] - [1, 0, 0]),
+                                       sweep=h.worker.click_target))
+    h.session.gate.set()
+    h.wait_snapshots(4)
+    # clicks first: applied on sweep 0, moved there from sweep 1, before sweep 1 is encoded
+    on_first = [s for s in h.snapshots if s.cloud is sweeps[0] and len(s.clicks) == 2][0]
+    assert on_first.clicks[1].point_index == index_of(sweeps[0], target)
+    final = h.snapshots[-1]
+    assert final.cloud is sweeps[1]
+    assert [c.point_index for c in final.clicks] == [index_of(sweeps[1], 5),
+                                                     index_of(sweeps[1], target)]
+
+
+def test_follow_autosaves_the_clicks_after_edits_only(harness, tmp_path):
+    world, sweeps, pose_of = moving_sensor(4)
+    h = harness(cloud_policy="follow", pose_of=pose_of)
+    folder = tmp_path / "autosave"
+    h.worker.submit_cloud(sweeps[0])
+    h.wait_snapshots(1)
+    h.flush()
+    assert not list(folder.glob("*.npz"))           # a followed sweep alone: nothing written
+    h.worker.submit_click(ClickRequest(object_id=1, position=tuple(world[9])))
+    snapshot = h.wait_snapshots(2)
+    h.flush()
+    record = load_autosave(folder, snapshot.fingerprint)
+    assert [c.object_id for c in record.clicks] == [1]
+    assert record.labels is None and record.uncertainty is None     # clicks only
+    for number, sweep in enumerate(sweeps[1:], start=3):
+        h.worker.submit_cloud(sweep)
+        h.wait_snapshots(number)
+    h.flush()
+    assert [p.name for p in folder.glob("*.npz")] == [f"{snapshot.fingerprint}.npz"]
+
+
+def test_save_every_clicks_writes_the_labels_every_n_clicks(harness, tmp_path):
+    h = harness(save_every="clicks", save_every_clicks=2)
+    labels = tmp_path / "autosave" / "labels"
+    h.worker.submit_cloud(cloud())
+    h.click_saved(1, 4, 1)
+    assert not labels.exists()
+    h.click_saved(2, 6, 2)
+    [written] = labels.glob("*.npz")
+    with np.load(written) as saved:
+        assert saved["labels"][4] == 1 and saved["labels"][6] == 2
+    h.click_saved(1, 8, 3)
+    assert len(list(labels.glob("*.npz"))) == 1     # the next after two more clicks
+
+
+def test_save_every_cloud_writes_the_labels_of_the_cloud_being_left(harness, tmp_path):
+    h = harness(cloud_policy="latch", save_every="cloud", save_format="label")
+    labels = tmp_path / "autosave" / "labels"
+    first = Cloud(cloud().xyz, stamp=Stamp(12, 5))
+    h.worker.submit_cloud(first)
+    h.click_saved(3, 7, 1)
+    h.worker.submit_cloud(cloud(offset=1.0))        # latched: waits for the reset
+    h.flush()
+    assert not labels.exists()
+    h.worker.reset()                                 # the first cloud is left
+    [written] = labels.glob("*.label")
+    assert written.name.startswith("0000000012_000000005_")
+    words = np.fromfile(written, dtype=np.uint32)
+    assert words.shape == (20,) and (words[7] & 0xFFFF) == 3
+
+
+def test_output_cap_removes_the_oldest_own_files_and_nothing_else(harness, tmp_path):
+    root = tmp_path / "out"
+    root.mkdir()
+    foreign = root / "mine.label"                     # a user's file: never touched
+    foreign.write_bytes(b"\1" * 50_000)
+    h = harness(output_directory=str(root), autosave_directory="autosave",
+                max_output_mb=0.02)                    # 20,000 bytes
+    big = Cloud(np.random.default_rng(0).uniform(-5, 5, (2000, 3)).astype(np.float32))
+    h.worker.submit_cloud(big)
+    h.click_saved(1, 4, 1)
+    written = []
+    for number in range(4):                            # 8,000 bytes each
+        path, error = h.worker.save(f"saves/s{number}.label")
+        assert error is None
+        written.append(Path(path))
+        if number == 0:                                # the user edits the first one
+            with open(path, "ab") as file:
+                file.write(b"\0" * 4)
+    assert written[3].is_file() and written[2].is_file()       # the newest fit
+    assert not written[1].exists()                             # the oldest unchanged one went
+    assert written[0].is_file()              # changed since the node wrote it: left alone
+    assert foreign.read_bytes() == b"\1" * 50_000
+    assert [Path(p).name for p in h.events.removed] == ["s1.label"]
+    own = [written[2], written[3], *(root / "autosave").glob("*.npz")]
+    assert sum(p.stat().st_size for p in own) <= 20_000
+
+
+def test_a_link_in_place_of_the_ledger_is_not_followed(harness, tmp_path):
+    root, outside = tmp_path / "out", tmp_path / "outside.txt"
+    root.mkdir()
+    outside.write_text("keep")
+    (root / ".npiseg_files").symlink_to(outside)
+    h = harness(output_directory=str(root), autosave_directory="autosave", max_output_mb=1.0)
+    h.worker.submit_cloud(cloud())
+    h.click_saved(1, 4, 1)
+    assert h.worker.save("a.npz")[1] is None
+    assert outside.read_text() == "keep"
+
+
+def test_a_click_stamped_like_a_recent_sweep_is_taken_on_that_sweep(harness):
+    _, sweeps, pose_of = moving_sensor(3)
+    h = harness(cloud_policy="follow", pose_of=pose_of)
+    for sweep in sweeps:
+        h.worker.submit_cloud(sweep)
+        h.wait_answers(lambda answers: any(a.cloud is sweep for a in answers), "its answer")
+    assert h.worker.click_target is sweeps[2]                    # what a viewer shows now
+    assert h.worker.click_target_at(sweeps[1].stamp) is sweeps[1]   # the sweep it names
+    assert h.worker.click_target_at(Stamp(99, 0)) is sweeps[2]       # no such sweep: the last
+    assert h.worker.click_target_at(Stamp(0, 0)) is sweeps[2]        # unstamped: the last
+    h.worker.configure(cloud_policy="latch")
+    h.flush()
+    assert h.worker.click_target_at(sweeps[1].stamp) is h.worker.click_target

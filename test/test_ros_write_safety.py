@@ -5,14 +5,16 @@ the ``autosave_directory`` parameter) that leads outside the output directory - 
 absolute path elsewhere, a symbolic link pointing out - is refused with a reason in the
 response, on ``~/state`` and in the node's log, nothing is written outside, and the node keeps
 working. The node is started with a torn newest autosave of the test cloud: it must come up,
-say why, and resume the generation before it.
+say why, and resume the generation before it. Saves requested over and over cannot fill the
+disk: the node's own files stay under ``max_output_mb`` (its oldest removed first), and a
+user's file in the directory is never touched.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 try:
@@ -27,6 +29,8 @@ except ImportError:  # pragma: no cover - depends on the machine
     pytest.skip("rclpy not installed (run scripts/setup.sh)", allow_module_level=True)
 
 DOMAIN_ID = domain_for(__name__)
+CAP_BYTES = 200_000
+"""The node's max_output_mb here: a few saves of the test cloud (~48 kB as PLY) exceed it."""
 
 
 def files_under(directory: Path) -> list[str]:
@@ -40,6 +44,7 @@ def node(tmp_path_factory):
     (out / "autosave").mkdir(parents=True), outside.mkdir()
     (out / "link").symlink_to(outside, target_is_directory=True)
     (out / "alias.npz").symlink_to(outside / "alias.npz")
+    (out / "users_notes.ply").write_bytes(b"\1" * 100_000)   # not the node's: never removed
     checkpoint = save_tiny_checkpoint(tmp / "tiny.safetensors")
     xyz, intensity, picks = street_scene(seed=3)
     # A previous session: two autosave generations of this cloud, the newest one torn.
@@ -53,7 +58,8 @@ def node(tmp_path_factory):
     newest.write_bytes(newest.read_bytes()[:300])           # torn: as if the disk lost the end
     with ros_test_context(DOMAIN_ID):
         process = start_test_node(tmp, checkpoint, DOMAIN_ID, output_directory=str(out),
-                                  autosave_directory=str(out / "autosave"))
+                                  autosave_directory=str(out / "autosave"),
+                                  max_output_mb=CAP_BYTES / 1e6)
         client = SegmentationClient("npiseg_write_safety_client")
         try:
             client.wait_for_node(timeout_s=120)
@@ -138,3 +144,27 @@ def test_unwritable_autosave_directory_is_reported_and_annotation_goes_on(node):
     client.wait_for_labels(lambda labels: labels[7] == 0, what="labels after the click")
     assert state.num_clicks == before.num_clicks + 1 and node["process"].poll() is None
     assert client.set_parameter("autosave_directory", str(out / "autosave")).successful
+
+
+def test_repeated_saves_stay_under_the_cap_and_leave_other_files_alone(node):
+    client, out = node["client"], node["out"]
+    saved = []
+    for number in range(8):                    # ~390 kB asked for, twice the cap
+        response = client.call("save_annotation",
+                               SaveAnnotation.Request(path=f"flood/save{number}.ply"))
+        assert response.success, response.message
+        saved.append(Path(response.path))
+    assert saved[-1].is_file() and not saved[0].exists()     # the oldest went first
+    kept = [path for path in saved if path.exists()]
+    assert kept == saved[-len(kept):]                         # ...in the order written
+    # everything the node wrote that is still there fits the cap (its ledger lists it)
+    listed: set[str] = set()
+    for line in (out / ".npiseg_files").read_text().splitlines():
+        item = json.loads(line)
+        (listed.discard if item.get("removed") else listed.add)(item["path"])
+    assert f"flood/save{len(saved) - 1}.ply" in listed
+    assert sum((out / name).stat().st_size for name in listed) <= CAP_BYTES
+    assert (out / "users_notes.ply").read_bytes() == b"\1" * 100_000
+    assert files_under(node["outside"]) == []
+    assert "max_output_mb: removed" in log_text(node)
+    assert node["process"].poll() is None

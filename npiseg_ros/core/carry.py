@@ -182,7 +182,7 @@ def carry_labels(previous_xyz: np.ndarray, previous_labels: np.ndarray, xyz: np.
     motions: dict[int, np.ndarray] = {}
     for object_id in object_ids:
         members = np.flatnonzero(previous_labels == object_id)
-        member_xyz = np.asarray(previous_xyz, np.float64)[members]
+        member_xyz = np.asarray(previous_xyz)[members].astype(np.float64)
         centre = member_xyz.mean(axis=0)
         radius = float(np.linalg.norm(member_xyz - centre, axis=1).max())
         moved_members = transform_points(ego, member_xyz)
@@ -192,20 +192,20 @@ def carry_labels(previous_xyz: np.ndarray, previous_labels: np.ndarray, xyz: np.
         around = _within(xyz, moved_centre, reach) & finite
         own = np.eye(4)
         if track_objects and around.any():
-            own = _track_object(moved_members, np.asarray(xyz, np.float64)[around])
+            own = _track_object(moved_members, np.asarray(xyz)[around].astype(np.float64))
         motions[int(object_id)] = own @ ego
         moved_members = transform_points(own, moved_members)
         # the moved object and the moved previous points around it (background, other
         # objects) compete for the new points near it: the nearest moved point labels each
         context = np.flatnonzero(_within(previous_xyz, centre, reach) & usable)
-        context_xyz = transform_points(ego, np.asarray(previous_xyz, np.float64)[context])
+        context_xyz = transform_points(ego, np.asarray(previous_xyz)[context].astype(np.float64))
         is_member = np.isin(context, members)
         context_xyz[is_member] = transform_points(own, context_xyz[is_member])
         new_centre = moved_members.mean(axis=0)
         candidates = np.flatnonzero(_within(xyz, new_centre, radius + SUPPORT_M) & finite)
         if candidates.size == 0 or context.size == 0:
             continue
-        candidate_xyz = np.asarray(xyz, np.float64)[candidates]
+        candidate_xyz = np.asarray(xyz)[candidates].astype(np.float64)
         nearest, index = cKDTree(context_xyz).query(candidate_xyz)
         take = (nearest <= _support_bound(candidate_xyz)) & (nearest < distance[candidates])
         labels[candidates[take]] = np.where(is_member[index[take]], object_id,

@@ -1,6 +1,7 @@
 """The npiseg segmentation node: convert -> hand to the worker -> convert -> publish.
 
-Run: ``python -m npiseg_ros.ros.node --ros-args --params-file config/segment.yaml``.
+Run: ``python -m npiseg_ros.ros.node --ros-args --params-file config/segment.yaml`` (or
+``bin/segment_node``; signals and exit codes: :mod:`npiseg_ros.ros.node_main`).
 Topics, services and parameters are listed in ``docs/ros.md``. All session work happens on the
 :class:`~npiseg_ros.ros.worker.AnnotationWorker` thread; callbacks here only convert messages
 (clicks into the cloud's frame), validate, and queue, so the executor never waits for a decode.
@@ -9,11 +10,20 @@ what the worker reports.
 """
 from __future__ import annotations
 
-import signal
 import sys
+
+if __name__ == "__main__":
+    # python -m npiseg_ros.ros.node: take SIGINT / SIGTERM before the imports below (torch,
+    # rclpy: seconds) can be interrupted by them; node_main imports this module itself.
+    from npiseg_ros.ros.node_main import main as _main
+
+    sys.exit(_main())
+
 import threading
+import time
 
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PointStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import ReentrantCallbackGroup
@@ -31,12 +41,14 @@ from npiseg_ros.annotation import ResumeOutcome
 from npiseg_ros.core.errors import ClickRejectedError, ConfigError, InvalidCloudError, NPISegError
 from npiseg_ros.core.types import MAX_OBJECT_ID, CloudSummary
 from npiseg_ros.msg import Click, SegmentationState
-from npiseg_ros.ros import conversions, params, paths
+from npiseg_ros.ros import conversions, diagnostics, params, paths
 from npiseg_ros.ros.frames import ClickTransformer
 from npiseg_ros.ros.markers import build_markers
+from npiseg_ros.ros.node_main import ShutdownSignals
 from npiseg_ros.ros.session_factory import build_session
 from npiseg_ros.ros.state import ErrorInfo, build_state
-from npiseg_ros.ros.worker import AnnotationWorker, ClickRequest, Snapshot, WorkerOptions
+from npiseg_ros.ros.worker import AnnotationWorker, ClickRequest, Snapshot, SweepAnswer, \
+    WorkerOptions
 from npiseg_ros.srv import NewObject, SaveAnnotation
 
 NODE_NAME = "npiseg"
@@ -64,16 +76,23 @@ class SegmentationNode(Node):
         self._snapshot: Snapshot | None = None
         # the output clouds' packed x, y, z of the cloud published last (worker thread only)
         self._outputs: tuple[object, conversions.OutputClouds] | None = None
+        self._answer_outputs: tuple[object, conversions.OutputClouds] | None = None  # follow
         self._state_lock = threading.Lock()
         self._transformer = ClickTransformer(self)
+        self._pose_problem: str | None = None   # why the last sweep pose lookup failed
+        self._checkpoints: dict = {}  # model role -> checkpoint path (set by _build_session)
+        self._device = ""
+        self._health = diagnostics.NodeHealth(self.resolve_topic_name(self.settings.cloud_topic))
         # The models are loaded on the worker thread, which runs every PyTorch call of the
         # node (see AnnotationWorker); start() raises a loading error here (exit 2).
         settings = self.settings
         self.worker = AnnotationWorker(
             session_factory=self._build_session, events=self,
             options=WorkerOptions(settings.cloud_policy, settings.autosave_directory,
-                                  settings.resume),
-            active_object=settings.active_object, output_directory=settings.output_directory)
+                                  settings.resume, settings.ego_fallback, settings.save_every,
+                                  settings.save_every_clicks, settings.save_format),
+            active_object=settings.active_object, output_directory=settings.output_directory,
+            pose_of=self._sweep_pose, max_output_mb=settings.max_output_mb)
 
         group = ReentrantCallbackGroup()
         # Latched outputs: a viewer or test that subscribes late still gets the current result.
@@ -88,7 +107,9 @@ class SegmentationNode(Node):
             else ReliabilityPolicy.RELIABLE))
         self.create_subscription(PointCloud2, settings.cloud_topic, self._on_cloud,
                                  cloud_qos, callback_group=group)
-        self.create_subscription(PointStamped, "/clicked_point", self._on_clicked_point, 10,
+        # Relative names (points, clicked_point): a namespace or remapping moves them; without
+        # one they are /points and /clicked_point, where RViz's "Publish Point" publishes.
+        self.create_subscription(PointStamped, "clicked_point", self._on_clicked_point, 10,
                                  callback_group=group)
         self.create_subscription(Click, "~/click", self._on_click, 10, callback_group=group)
         self.create_service(Trigger, "~/reset", self._on_reset, callback_group=group)
@@ -96,12 +117,16 @@ class SegmentationNode(Node):
         self.create_service(NewObject, "~/new_object", self._on_new_object, callback_group=group)
         self.create_service(SaveAnnotation, "~/save_annotation", self._on_save,
                             callback_group=group)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray,
+                                                      diagnostics.DIAGNOSTICS_TOPIC, 10)
+        self.create_timer(1.0, self._publish_diagnostics, callback_group=group)
         self.worker.start()
         self._publish_state()
 
     def _build_session(self):
         """Load the models and build the session (called on the worker thread)."""
         session, loaded = build_session(self.settings)
+        self._checkpoints, self._device = dict(session.router.paths), str(session.device)
         if "UNTRAINED" in loaded:  # only with allow_untrained: true (tests)
             self.get_logger().warning("allow_untrained: no checkpoint found, using an "
                                       + loaded + " - labels are meaningless")
@@ -110,17 +135,20 @@ class SegmentationNode(Node):
 
     # ------------------------------------------------------------------ inputs
     def _on_cloud(self, msg: PointCloud2) -> None:
+        self._health.cloud_received(time.monotonic())
         try:
             cloud = conversions.cloud_to_arrays(msg, max_points=self.settings.max_points)
         except Exception as error:  # a bug must not kill the executor either: reject, say why
-            self.on_rejected("cloud rejected: " + (str(error) if isinstance(
-                error, InvalidCloudError) else f"unexpected error reading it: {error!r}"))
+            reason = str(error) if isinstance(error, InvalidCloudError) else \
+                f"unexpected error reading it: {error!r}"
+            self._health.cloud_rejected(time.monotonic(), reason)
+            self.on_rejected("cloud rejected: " + reason)
             return
         self.worker.submit_cloud(cloud)
 
     def _on_clicked_point(self, msg: PointStamped) -> None:
         """RViz "Publish Point": labelled with the current ``active_object``."""
-        self._queue_click(msg, self.settings.active_object, None, "/clicked_point")
+        self._queue_click(msg, self.settings.active_object, None, "clicked_point")
 
     def _on_click(self, msg: Click) -> None:
         object_id = 0 if msg.background else int(msg.object_id)
@@ -133,17 +161,38 @@ class SegmentationNode(Node):
 
     def _queue_click(self, click: PointStamped, object_id: int, point_index: int | None,
                      source: str) -> None:
-        """Queue a click, its position brought into the cloud's frame first (tf2)."""
+        """Queue a click, its position brought into the frame of the cloud it was made on
+        (what a viewer shows: ``worker.click_target``) with tf2 at that cloud's stamp."""
         position = None
+        target = self.worker.click_target_at(click.header.stamp)
         if point_index is None:
             try:  # no cloud yet: queued as it is, the worker says there is nothing to click
-                position = self._transformer.to_frame(click, self.worker.cloud_frame,
-                                                      self.settings.transform_timeout)
+                position = self._transformer.to_frame(
+                    click, None if target is None else target.frame_id,
+                    self.settings.transform_timeout, None if target is None else target.stamp)
             except ClickRejectedError as error:
                 self.on_rejected(f"{source} rejected: {error}")
                 return
-        self.worker.submit_click(ClickRequest(object_id, position, point_index, source))
+        self.worker.submit_click(ClickRequest(object_id, position, point_index, source,
+                                              sweep=target))
         self._publish_state()  # shows the queued click (pending_clicks) during a long decode
+
+    def _sweep_pose(self, cloud):
+        """Follow mode (either worker thread): (4, 4) ``fixed_frame`` <- the cloud's frame at
+        its stamp, None without tf. Waits ``transform_timeout`` only while lookups succeed, so
+        a missing tree costs no time per sweep; a change is logged once."""
+        wait = self.settings.transform_timeout if self._pose_problem is None else 0.0
+        pose, problem = self._transformer.pose(self.settings.fixed_frame, cloud.frame_id,
+                                               cloud.stamp, wait)
+        if (problem or None) != self._pose_problem:
+            if problem:
+                self.get_logger().warning(f"follow: {problem}; ego motion by "
+                                          f"ego_fallback={self.settings.ego_fallback}")
+            else:
+                self.get_logger().info(f"follow: sweep poses from tf in "
+                                       f"'{self.settings.fixed_frame}' again")
+            self._pose_problem = problem or None
+        return pose
 
     # ------------------------------------------------------------------ services
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response):
@@ -229,17 +278,39 @@ class SegmentationNode(Node):
         if not self.context.ok():  # Ctrl-C: the context is gone, nothing can be published
             return
         cloud, prediction = snapshot.cloud, snapshot.prediction
-        header = Header(frame_id=cloud.frame_id, stamp=cloud.stamp)
         if self._outputs is None or self._outputs[0] is not cloud:  # x, y, z packed per cloud
             self._outputs = (cloud, conversions.OutputClouds(cloud.xyz, cloud.height,
                                                              cloud.width))
-        outputs = self._outputs[1]
-        self._segmented_pub.publish(outputs.segmented(header, prediction.labels,
-                                                      prediction.uncertainty))
-        self._uncertainty_pub.publish(outputs.uncertainty(header, prediction.uncertainty))
         points = {oid: stats.num_points for oid, stats in prediction.object_stats.items()}
-        self._markers_pub.publish(build_markers(cloud.frame_id, cloud.stamp, snapshot.clicks,
-                                                points, prediction.suggested_click))
+        self._publish_labels(cloud, self._outputs[1], prediction.labels,
+                             prediction.uncertainty, snapshot.clicks, points,
+                             prediction.suggested_click)
+
+    def on_answer(self, answer: SweepAnswer) -> None:
+        """Follow mode, on the carrying thread: one sweep's labels, with ITS header (stamp),
+        so a viewer draws them where the sweep was."""
+        if not self.context.ok():
+            return
+        cloud = answer.cloud
+        if self._answer_outputs is None or self._answer_outputs[0] is not cloud:
+            self._answer_outputs = (cloud, conversions.OutputClouds(cloud.xyz, cloud.height,
+                                                                    cloud.width))
+        self._publish_labels(cloud, self._answer_outputs[1], answer.labels, answer.uncertainty,
+                             answer.clicks, answer.object_points, answer.suggested_click)
+
+    def on_output_removed(self, removed: list[str]) -> None:
+        self.get_logger().info(f"max_output_mb: removed {len(removed)} of the node's oldest "
+                               f"files to stay under {self.settings.max_output_mb:g} MB: "
+                               + ", ".join(removed))
+
+    def _publish_labels(self, cloud, outputs: conversions.OutputClouds, labels, uncertainty,
+                        clicks, points: dict[int, int], suggestion) -> None:
+        """``~/segmented``, ``~/uncertainty`` and ``~/markers`` of one cloud."""
+        header = Header(frame_id=cloud.frame_id, stamp=cloud.stamp)
+        self._segmented_pub.publish(outputs.segmented(header, labels, uncertainty))
+        self._uncertainty_pub.publish(outputs.uncertainty(header, uncertainty))
+        self._markers_pub.publish(build_markers(cloud.frame_id, cloud.stamp, clicks, points,
+                                                suggestion))
 
     def on_state(self, snapshot: Snapshot) -> None:
         """After every batch, once its autosave is written: the state."""
@@ -247,6 +318,7 @@ class SegmentationNode(Node):
             return
         with self._state_lock:
             self._snapshot = snapshot
+        self._health.decoded(snapshot.prediction.decode_ms)
         self._publish_state()
 
     def _publish_state(self) -> None:
@@ -257,62 +329,76 @@ class SegmentationNode(Node):
                                 self.get_clock().now().to_msg(), self.worker.pending_clicks)
             self._state_pub.publish(state)
 
+    def _publish_diagnostics(self) -> None:
+        """``/diagnostics``, once a second (:mod:`npiseg_ros.ros.diagnostics`)."""
+        if not self.context.ok():
+            return
+        with self._state_lock:
+            snapshot = self._snapshot
+        role = "" if snapshot is None else snapshot.summary.model
+        follow = self.settings.cloud_policy == "follow"
+        health = self._health.report(
+            time.monotonic(), model=diagnostics.model_name(self._checkpoints, role), role=role,
+            cloud_policy=self.settings.cloud_policy, queue_depth=self.worker.pending_clicks,
+            encode_ms=None if snapshot is None else snapshot.summary.encode_ms,
+            stream=self.worker.stream_stats if follow else None)
+        self._diagnostics_pub.publish(diagnostics.diagnostic_array(
+            health, f"{self.get_fully_qualified_name()}: segmentation", self._device,
+            self.get_clock().now().to_msg()))
 
-SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
+def run(signals: ShutdownSignals, args: list[str]) -> int:
+    """Run the node until ``signals`` reports SIGINT or SIGTERM; the process's exit code.
 
-def main(argv: list[str] | None = None) -> int:
-    """Console entry point; runs until SIGINT (Ctrl-C) or SIGTERM, then exits 0.
-
-    No signal can interrupt the shutdown, however many arrive (``ros2 launch`` forwards a
-    second SIGINT after the terminal's, then SIGTERM): they are blocked in this thread and in
-    every thread started from here on (rclpy's DDS threads, the executor, the worker) and taken
-    synchronously with ``sigtimedwait``; one delivered to a thread that existed before (BLAS
-    pools started at import) only runs a Python handler that records it. On the first, the
-    node stops taking input, lets the worker finish what it already received (autosave
-    written), destroys the node and returns 0. Exit code 2: the node could not start (missing
-    checkpoint, bad configuration); the reason is printed.
+    :func:`npiseg_ros.ros.node_main.main` calls this with the signals already blocked in every
+    thread (what each exit code means and what a signal does in each phase: that module). On
+    the first signal the node stops taking input, lets the worker finish what it already
+    received (autosave written), destroys the node and returns 0.
     """
-    requested: list[int] = []
-    for number in SHUTDOWN_SIGNALS:
-        signal.signal(number, lambda signo, frame: requested.append(signo))
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, SHUTDOWN_SIGNALS)
-    try:
-        rclpy.init(args=sys.argv if argv is None else argv,
-                   signal_handler_options=SignalHandlerOptions.NO)
-    except Exception:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        raise
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = executor = None
+    code = 0
     try:
         try:
             node = SegmentationNode()
         except NPISegError as error:  # bad checkpoint / config: say why, exit non-zero
             print(f"npiseg node cannot start: {error}", file=sys.stderr)
             return 2
+        if signals.wait(0):  # arrived while the models were loading: never spin
+            node.get_logger().info(f"{signals.first_name} during start-up: not started")
+            return 0
         executor = MultiThreadedExecutor(num_threads=4)
         executor.add_node(node)
         spinner = threading.Thread(target=_spin, args=(executor,), name="npiseg-executor",
                                    daemon=True)
         spinner.start()
-        while not requested and spinner.is_alive():
-            # Wakes at once on a blocked signal; the timeout notices a signal taken by the
-            # Python handler and an executor that stopped.
-            received = signal.sigtimedwait(SHUTDOWN_SIGNALS, 0.5)
-            if received is not None:
-                requested.append(received.si_signo)
-        if requested:
-            node.get_logger().info(
-                f"{signal.Signals(requested[0]).name}: shutting down (the work already "
-                "received and its autosave are finished first)")
+        # Wakes at once on a signal; the timeout notices an executor that stopped.
+        while not signals.wait(0.5) and spinner.is_alive():
+            pass
+        if signals.requested:
+            node.get_logger().info(f"{signals.first_name}: shutting down (the work already "
+                                   "received and its autosave are finished first)")
+        else:
+            print("npiseg node: the executor stopped (error above); shutting down",
+                  file=sys.stderr)
+            code = 1
     finally:
+        signals.ignore_further()
         if executor is not None:
             executor.shutdown(timeout_sec=10.0)  # no more callbacks: no new input
         if node is not None:
             node.worker.stop()  # finishes what it already took, autosave included
             node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The node's console entry point, :func:`npiseg_ros.ros.node_main.main` (kept here for
+    callers of ``npiseg_ros.ros.node:main``; this module's imports have run by then)."""
+    from npiseg_ros.ros.node_main import main as entry
+
+    return entry(argv)
 
 
 def _spin(executor: MultiThreadedExecutor) -> None:
@@ -320,7 +406,3 @@ def _spin(executor: MultiThreadedExecutor) -> None:
         executor.spin()
     except ExternalShutdownException:
         pass
-
-
-if __name__ == "__main__":
-    sys.exit(main())

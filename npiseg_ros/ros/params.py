@@ -49,7 +49,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("voxel_size", 0.0, "Voxel edge, metres; 0 keeps each checkpoint's (the network "
               "was trained at it; the colour-cloud model may have its own)", read_only=True,
               minimum=0.0, maximum=1.0),
-    ParamSpec("cloud_topic", "/points", "PointCloud2 input topic", read_only=True),
+    ParamSpec("cloud_topic", "points", "PointCloud2 input topic; a relative name is taken in "
+              "the node's namespace (/points without one)", read_only=True),
     ParamSpec("qos_reliability", "best_effort", "Reliability of the cloud subscription: "
               "best_effort receives from sensor drivers (best effort) and reliable publishers "
               "alike; reliable receives from reliable publishers only",
@@ -77,8 +78,27 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("autosave_directory", "~/.ros/npiseg_ros", "Where the annotation is saved after "
               "every click, inside output_directory (relative: under it; empty: no autosave)"),
     ParamSpec("resume", True, "Resume the autosaved annotation of a cloud seen before"),
-    ParamSpec("transform_timeout", 0.2, "How long to wait for a tf2 transform of a click, "
-              "seconds", minimum=0.0, maximum=10.0),
+    ParamSpec("transform_timeout", 0.2, "How long to wait for a tf2 transform of a click "
+              "(at the stamp of the cloud it was made on) or of a sweep's pose, seconds",
+              minimum=0.0, maximum=10.0),
+    ParamSpec("fixed_frame", "odom", "Follow mode: the frame the clicks are kept in and the "
+              "ego motion between sweeps is taken through (tf at each sweep's stamp)",
+              read_only=True),
+    ParamSpec("ego_fallback", "align", "Follow mode, when tf gives no pose for a sweep: align "
+              "(estimate the ego motion by aligning the sweeps) or static (the sensor does not "
+              "move)", choices=("align", "static")),
+    ParamSpec("save_every", "never", "When the labels are written without a request (to "
+              "labels/ of the autosave directory): never, clicks (every save_every_clicks "
+              "clicks) or cloud (the labels of a cloud when it is left; follow: every encode)",
+              choices=("never", "clicks", "cloud")),
+    ParamSpec("save_every_clicks", 10, "Clicks between two label saves (save_every: clicks)",
+              minimum=1, maximum=100_000),
+    ParamSpec("save_format", "npz", "Format of the labels save_every writes",
+              choices=("npz", "ply", "label")),
+    ParamSpec("max_output_mb", 1000.0, "Cap on the files the node writes into "
+              "output_directory, MB (10^6 bytes): its oldest own files are removed first, "
+              "never anything else; 0 = no cap", read_only=True, minimum=0.0,
+              maximum=1.0e9),
 )
 
 _SPECS = {spec.name: spec for spec in PARAMETERS}
@@ -149,6 +169,12 @@ class NodeSettings:
     autosave_directory: str
     resume: bool
     transform_timeout: float
+    fixed_frame: str
+    ego_fallback: str
+    save_every: str
+    save_every_clicks: int
+    save_format: str
+    max_output_mb: float
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> "NodeSettings":

@@ -14,10 +14,13 @@ from pathlib import Path
 
 from npiseg_ros.resources import PACKAGE_ROOT, share_path, shipped_checkpoint
 
-__all__ = ["PACKAGE_ROOT", "FASTDDS_PROFILE", "share_path", "shipped_checkpoint",
-           "ros_environment", "start_module", "stop_process"]
+__all__ = ["PACKAGE_ROOT", "FASTDDS_PROFILE", "SEGMENT_NODE", "share_path",
+           "shipped_checkpoint", "ros_environment", "start_module", "start_segment_node",
+           "stop_process"]
 
 FASTDDS_PROFILE = share_path("config/fastdds_shm.xml")
+SEGMENT_NODE = PACKAGE_ROOT / "bin" / "segment_node"
+"""The node's installed executable (what ``ros2 run`` / ``ros2 launch`` start), in the checkout."""
 
 
 def ros_environment(domain_id: int, profile: Path | None = FASTDDS_PROFILE,
@@ -43,13 +46,27 @@ def ros_environment(domain_id: int, profile: Path | None = FASTDDS_PROFILE,
 def start_module(module: str, args: list[str], env: dict[str, str],
                  log_path: Path | None = None) -> subprocess.Popen:
     """``python -m module args...`` in a new session; output to ``log_path`` (None: ours)."""
+    return _start([sys.executable, "-m", module, *args], env, log_path)
+
+
+def start_segment_node(args: list[str], env: dict[str, str],
+                       log_path: Path | None = None) -> subprocess.Popen:
+    """``bin/segment_node args...`` (the node as ``ros2 launch`` starts it: shutdown signals
+    blocked before Python starts) with this interpreter as its ``python3``; in a new session,
+    output to ``log_path`` (None: ours)."""
+    env = dict(env)
+    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
+    return _start([str(SEGMENT_NODE), *args], env, log_path)
+
+
+def _start(command: list[str], env: dict[str, str], log_path: Path | None) -> subprocess.Popen:
     output = open(log_path, "ab") if log_path is not None else None
     try:
-        return subprocess.Popen([sys.executable, "-m", module, *args], env=env,
-                                stdout=output, stderr=subprocess.STDOUT if output else None,
+        return subprocess.Popen(command, env=env, stdout=output,
+                                stderr=subprocess.STDOUT if output else None,
                                 start_new_session=True)
     finally:
-        if log_path is not None:
+        if output is not None:
             output.close()
 
 

@@ -18,7 +18,7 @@ from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
 
 from npiseg_ros.ros import conversions
-from npiseg_ros.ros.processes import ros_environment, start_module
+from npiseg_ros.ros.processes import ros_environment, start_module, start_segment_node
 
 __all__ = ["FRAME", "domain_for", "ros_test_context", "save_tiny_checkpoint", "street_scene",
            "cloud_msg", "start_test_node"]
@@ -90,10 +90,11 @@ def cloud_msg(xyz: np.ndarray, intensity: np.ndarray, frame_id: str = FRAME) -> 
 
 
 def start_test_node(directory: Path, checkpoint: Path, domain_id: int, name: str = "node",
-                    **parameters):
+                    executable: bool = False, **parameters):
     """Start the node process with a small-scale configuration; log in ``directory/name.log``.
 
-    Extra keyword arguments become parameters (strings are quoted).
+    ``python -m npiseg_ros.ros.node``; ``executable``: ``bin/segment_node``, as ``ros2 launch``
+    starts it. Extra keyword arguments become parameters (strings are quoted).
     """
     values = {"checkpoint": str(checkpoint), "device": "cpu", "num_samples": 2,
               "output_directory": str(directory),
@@ -104,8 +105,10 @@ def start_test_node(directory: Path, checkpoint: Path, domain_id: int, name: str
     env = ros_environment(domain_id)
     # Two cores are shared by the test process and the node: keep torch from oversubscribing.
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    return start_module("npiseg_ros.ros.node", ["--ros-args", "--params-file", str(params)],
-                        env, directory / f"{name}.log")
+    args, log = ["--ros-args", "--params-file", str(params)], directory / f"{name}.log"
+    if executable:
+        return start_segment_node(args, env, log)
+    return start_module("npiseg_ros.ros.node", args, env, log)
 
 
 def _yaml_scalar(value) -> str:
