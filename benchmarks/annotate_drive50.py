@@ -18,7 +18,8 @@ import numpy as np
 
 from npiseg_ros.annotate.sources import open_source
 from npiseg_ros.annotate.synthdrive import write_synthetic_bag
-from npiseg_ros.annotate.workspace import Workspace, load_shipped_session
+from npiseg_ros.annotate.session import load_shipped_session
+from npiseg_ros.annotate.workspace import Workspace
 
 
 def main() -> None:

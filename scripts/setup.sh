@@ -31,4 +31,18 @@ log "installing npiseg_ros and its dependencies"
 "$PY" -m pip install --quiet --disable-pip-version-check -e "$REPO[test,annotate,fleet]" \
   --config-settings editable_mode=compat
 bash "$REPO/scripts/build_interfaces.sh" "$VENV"
+# three.js for npiseg-annotate's 3-D view (WebGL), served by its server from $REPO/.web; without
+# npm the page keeps its own 2-D canvas renderer.
+THREE_VERSION="0.187.0"
+if [ -f "$REPO/.web/node_modules/three/build/three.module.js" ] && \
+    grep -q "\"version\": \"$THREE_VERSION\"" "$REPO/.web/node_modules/three/package.json"; then
+  :
+elif command -v npm >/dev/null 2>&1; then
+  log "installing three@$THREE_VERSION (npm) into $REPO/.web for npiseg-annotate's 3-D view"
+  npm install --prefix "$REPO/.web" --no-audit --no-fund --loglevel=error \
+    "three@$THREE_VERSION" >&2 || log "npm failed: npiseg-annotate draws with its 2-D canvas"
+else
+  log "npm not found: npiseg-annotate draws with its 2-D canvas (install nodejs + npm and" \
+      "run this again for the 3-D view)"
+fi
 log "done: $VENV"

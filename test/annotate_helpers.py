@@ -20,8 +20,8 @@ class ToolProcess:
     """``python -m npiseg_ros.annotate ...`` with --port 0; ``url`` once it serves."""
 
     def __init__(self, *args: str, cwd: Path = REPO, timeout: float = 600,
-                 command: list[str] | None = None) -> None:
-        env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", PYTHONUNBUFFERED="1")
+                 command: list[str] | None = None, env: dict | None = None) -> None:
+        env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", PYTHONUNBUFFERED="1", **(env or {}))
         command = command or [sys.executable, "-m", "npiseg_ros.annotate"]
         self.process = subprocess.Popen(
             [*command, *args, "--port", "0"], cwd=cwd,

@@ -146,10 +146,32 @@ def test_cloud_files_and_kitti_folders(tmp_path):
     npz = save_annotation(tmp_path / "b.npz", "npz", xyz, labels, np.zeros(300, np.float32))
     both = open_source([str(ply), str(npz)])
     assert both.names == ["a", "b"] and np.allclose(both.frame(1).xyz, xyz)
+    # a truncated scan (not whole 16-byte points) is refused, naming the file and the bytes
+    good = (velodyne / "000001.bin").read_bytes()
     broken = tmp_path / "broken.bin"
-    broken.write_bytes(b"\0" * 10)
-    with pytest.raises(FrameError, match="multiple of 4"):
+    broken.write_bytes(good[:-6])
+    with pytest.raises(FrameError, match=r"broken.bin: 4794 bytes is not a whole number of "
+                                         r"KITTI velodyne points .*10 bytes left over"):
         open_source(broken).frame(0)
+    # ... and in a sequence folder it is that frame's error, the others stay readable
+    (velodyne / "000001.bin").write_bytes(good[:-4])
+    source = open_source(tmp_path / "seq")
+    with pytest.raises(FrameError, match="000001.bin: 4796 bytes .*truncated"):
+        source.frame(1)
+    assert np.array_equal(source.frame(2).xyz, xyz + 2)
+    # random bytes of a whole number of points: refused with the file's name, not a crash
+    noise = tmp_path / "noise.bin"
+    noise.write_bytes(np.random.default_rng(3).bytes(16 * 5000))
+    with pytest.raises(FrameError, match=r"noise.bin: \d+% of its 5000 points have NaN or "
+                                         "coordinates beyond 10000 m: not a KITTI"):
+        open_source(noise).frame(0)
+    # a few absurd points in a real scan are left out of segmentation, not fatal
+    from npiseg_ros.annotate.sources import within_range
+
+    odd = xyz.copy()
+    odd[5] = [3e38, 0, 0]
+    kept = within_range("odd", odd, None)
+    assert np.isnan(kept[5]).all() and np.array_equal(kept[6:], odd[6:])
 
 
 def test_the_tool_needs_no_ros():

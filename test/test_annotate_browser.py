@@ -1,9 +1,11 @@
 """npiseg-annotate in a real browser: headless Chromium (Debian's chromium + chromium-driver,
 driven by selenium with the system chromedriver; nothing is downloaded) opens the page the
-README command serves on the bundled real SemanticKITTI sweep, clicks a car through the canvas,
-and the test checks the labels the server returns, the saved .label / .npz / .ply (read back
-with npiseg-eval's reader) and resuming after a restart. A screenshot goes to
-out/test_annotate/ for a person to look at.
+README command serves on the bundled real SemanticKITTI sweep, picks the class "car", clicks a
+car through the 3-D view (WebGL on three.js when scripts/setup.sh installed it, else the 2-D
+canvas), exports, and the test checks the labels the server returns, the saved .label (class
+and instance halves), the box export, .npz / .ply (read back with npiseg-eval's reader), the
+view commands (fit, focus, side view, perspective, a click in perspective) and resuming after
+a restart. Screenshots go to out/test_annotate/ for a person to look at.
 """
 from __future__ import annotations
 
@@ -68,12 +70,16 @@ def _largest_car():
     return truth, car, np.flatnonzero(truth.labels == car)
 
 
+def _view(driver):
+    """The element the page draws the cloud on (the WebGL canvas or the 2-D canvas)."""
+    return driver.execute_script("return window.npiseg.element")
+
+
 def _click_canvas(driver, pixel, shift: bool = False) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
-    from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    canvas = driver.find_element(By.ID, "cloud")
+    canvas = _view(driver)
     rect = canvas.rect
     dx = int(pixel[0] - rect["width"] / 2)
     dy = int(pixel[1] - rect["height"] / 2)
@@ -111,6 +117,15 @@ def test_click_a_car_in_the_page_labels_and_saves_it(browser, tmp_path):
         state = browser.execute_script("return window.npiseg.state")
         assert state["frame_name"] == "000000" and state["num_points"] == truth.num_points
         assert state["error"] == "" and state["clicks"] == []
+        from npiseg_ros.annotate.server import three_folder
+
+        renderer = browser.execute_script("return window.npiseg.renderer")
+        assert renderer == ("webgl" if three_folder() is not None else "canvas")
+        # the class first: key "1" is car in the default (SemanticKITTI) ontology
+        _view(browser).send_keys("3")
+        _wait(browser, "return window.npiseg.state.current_class === 'bus'")
+        _view(browser).send_keys("1")
+        _wait(browser, "return window.npiseg.state.current_class === 'car'")
 
         # where the middle of the car is visible on the canvas (the page's own picking buffer),
         # as a person clicks it
@@ -127,6 +142,7 @@ def test_click_a_car_in_the_page_labels_and_saves_it(browser, tmp_path):
         state = browser.execute_script("return window.npiseg.state")
         click = state["clicks"][0]
         assert click["object_id"] == 1 and click["point_index"] in set(car_points.tolist())
+        assert state["objects"][1]["class"] == "car" and state["active_class"] == "car"
         labels, uncertainty = _labels(tool.url, truth.num_points)
         on_car = labels[car_points] == 1
         iou = np.sum(on_car) / np.sum((labels == 1) | (truth.labels == car))
@@ -135,6 +151,7 @@ def test_click_a_car_in_the_page_labels_and_saves_it(browser, tmp_path):
             {"car": truth.names[car], "car_points": int(car_points.size),
              "car_points_labelled": int(on_car.sum()), "object_points": int((labels == 1).sum()),
              "iou": float(iou), "objects": state["objects"],
+             "renderer": renderer,
              "draw_ms": browser.execute_script("return window.npiseg.drawMs")}, indent=1))
         # the car gets labelled and stands out from the rest of the sweep; loose bounds, as the
         # shipped model is being retrained (tiny model: 96 % of the car, IoU 0.53-0.67; a
@@ -149,25 +166,61 @@ def test_click_a_car_in_the_page_labels_and_saves_it(browser, tmp_path):
         assert stats[1]["points"] == int((labels == 1).sum()) and stats[1]["clicks"] == 1
         assert np.isfinite(uncertainty[labels >= 0]).all()
         assert state["suggested_click"] is not None
-        browser.find_element(By.ID, "colour").click()  # uncertainty colouring
-        _wait(browser, "return document.getElementById('colour').textContent"
-                       ".includes('uncertainty')")
-        browser.save_screenshot(str(ARTIFACTS / "browser_uncertainty.png"))
-        browser.find_element(By.ID, "colour").click()
+        for mode in ("uncertainty", "intensity", "height", "labels"):  # colourings, in turn
+            browser.find_element(By.ID, "colour").click()
+            _wait(browser, "return document.getElementById('colour').textContent"
+                           ".includes(arguments[0])", mode)
+            if mode == "uncertainty":
+                browser.save_screenshot(str(ARTIFACTS / "browser_uncertainty.png"))
         browser.save_screenshot(str(ARTIFACTS / "browser_click.png"))
 
-        # saved after the click: .label (SemanticKITTI), .npz and .ply read by npiseg-eval
+        # exported on request (e): .label (class | instance << 16), boxes, .npz and .ply
         export = session / "export"
+        assert not (export / "000000.label").exists()  # not on the click's path
+        _view(browser).send_keys("e")
+        _wait(browser, "return window.npiseg.state.exported.includes('export/000000.label')")
         raw = np.fromfile(export / "000000.label", dtype="<u4")
-        assert np.array_equal((raw & 0xFFFF).astype(np.int64), np.maximum(labels, 0))
-        assert np.array_equal((raw >> 16).astype(np.int64), np.maximum(labels, 0))
+        object_points = labels == 1
+        assert np.all((raw[object_points] & 0xFFFF) == 10)  # SemanticKITTI's car
+        assert np.all((raw[~object_points] & 0xFFFF) == 0)  # unlabelled
+        assert np.array_equal((raw >> 16).astype(np.int64), object_points.astype(np.int64))
+        from npiseg_ros.annotate.export import Box3D
+
+        (box,) = json.loads((export / "boxes/000000.json").read_text())["boxes"]
+        fitted = Box3D(np.array(box["center"]), np.array(box["size_lwh"]), box["yaw"], 0)
+        assert box["class"] == "car" and fitted.contains(truth.xyz[object_points], 1e-3).all()
+        assert (export / "label_2/000000.txt").read_text().startswith("Car ")
         for name in ("000000.npz", "000000.ply"):
             cloud = read_cloud(export / name)
             assert np.array_equal(cloud.labels, np.maximum(labels, 0)), name
             assert np.allclose(cloud.xyz, truth.xyz), name
 
+        # the view: fit, focus on the object, its side view, perspective, a click there
+        canvas = _view(browser)
+        canvas.send_keys("o")
+        _wait(browser, "return window.npiseg.view.scale > 20")
+        canvas.send_keys("x")
+        _wait(browser, "return window.npiseg.view.pitch === 0")
+        browser.save_screenshot(str(ARTIFACTS / "browser_side_view.png"))
+        canvas.send_keys("p")
+        if renderer == "webgl":
+            _wait(browser, "return window.npiseg.view.projection === 'perspective'")
+            canvas.send_keys("v")
+            pixel = browser.execute_script("return window.npiseg.findPixel(arguments[0])",
+                                           middle.tolist())
+            assert pixel is not None, "the car is not visible in the perspective view"
+            _click_canvas(browser, pixel)
+            _wait(browser, "return window.npiseg.state.clicks.length === 2")
+            assert browser.execute_script(
+                "return window.npiseg.state.clicks[1].point_index") in set(car_points.tolist())
+            browser.save_screenshot(str(ARTIFACTS / "browser_perspective.png"))
+            canvas.send_keys("u")
+            _wait(browser, "return window.npiseg.state.clicks.length === 1")
+            canvas.send_keys("p")
+        canvas.send_keys("f")
+        _wait(browser, "return window.npiseg.view.pitch > 1.5")
+
         # keys: new object, background shift-click, undo
-        canvas = browser.find_element(By.ID, "cloud")
         canvas.send_keys("n")
         _wait(browser, "return window.npiseg.state.active_object === 2")
         road = np.flatnonzero(labels == 1)
@@ -217,10 +270,13 @@ def test_step_through_a_bag_in_the_page_carrying_clicks(browser, tmp_path):
 
     bag = write_synthetic_bag(tmp_path / "bag", 4, scene_every=4, azimuth_steps=256,
                               bad_frames={2: "nan"}, storage="mcap")
-    tool = ToolProcess(str(bag), "--session", str(tmp_path / "session"), "--samples", "4")
+    # without three.js (an empty web folder) the page falls back to its 2-D canvas
+    tool = ToolProcess(str(bag), "--session", str(tmp_path / "session"), "--samples", "4",
+                       env={"NPISEG_WEB_DIR": str(tmp_path / "no-web")})
     try:
         browser.get(tool.url)
         _wait(browser, "return document.body.dataset.ready === '1'")
+        assert browser.execute_script("return window.npiseg.renderer") == "canvas"
         state = browser.execute_script("return window.npiseg.state")
         assert state["source"]["kind"] == "bag" and state["source"]["tf"] is True
         xyz = np.frombuffer(get(tool.url + "api/cloud"), "<f4").reshape(-1, 3)
@@ -232,13 +288,13 @@ def test_step_through_a_bag_in_the_page_carrying_clicks(browser, tmp_path):
         browser.find_element(By.ID, "next").click()
         _wait(browser, "return window.npiseg.state.position === 1 && "
                        "window.npiseg.state.clicks.length === 1 && " + RENDERED)
-        assert "carried 1 clicks" in browser.find_element(By.ID, "carry").text
+        assert "tracked 1 objects" in browser.find_element(By.ID, "carry").text
         assert "through /tf poses" in browser.find_element(By.ID, "carry").text
-        browser.find_element(By.ID, "cloud").send_keys("d")  # the all-NaN frame
+        _view(browser).send_keys("d")  # the all-NaN frame
         _wait(browser, "return window.npiseg.state.position === 2 && " + RENDERED)
         assert "NaN" in browser.find_element(By.ID, "error").text
         browser.save_screenshot(str(ARTIFACTS / "browser_bad_frame.png"))
-        browser.find_element(By.ID, "cloud").send_keys("d")  # and on: the tool keeps running
+        _view(browser).send_keys("d")  # and on: the tool keeps running
         _wait(browser, "return window.npiseg.state.position === 3 && window.npiseg.state.ok && "
                        + RENDERED)
         assert browser.find_element(By.ID, "error").text == ""

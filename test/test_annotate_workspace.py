@@ -17,7 +17,8 @@ pytest.importorskip("rosbags", reason="bag tests need rosbags (pip install 'npis
 from annotate_helpers import REPO  # noqa: E402
 from npiseg_ros.annotate.sources import open_source  # noqa: E402
 from npiseg_ros.annotate.synthdrive import write_synthetic_bag  # noqa: E402
-from npiseg_ros.annotate.workspace import Workspace, load_shipped_session  # noqa: E402
+from npiseg_ros.annotate.session import load_shipped_session  # noqa: E402
+from npiseg_ros.annotate.workspace import Workspace  # noqa: E402
 from npiseg_ros.resources import shipped_checkpoint  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not shipped_checkpoint(), reason="no shipped checkpoint")
@@ -51,7 +52,8 @@ def _tall_point(ws: Workspace) -> int:
 
 def test_carry_forward_through_poses_misses_and_bad_frames(drive, session, tmp_path):
     lines, log = _messages()
-    ws = Workspace(session, tmp_path / "s", open_source(drive), source_path=str(drive), log=log)
+    ws = Workspace(session, tmp_path / "s", open_source(drive), source_path=str(drive), log=log,
+                   carry="clicks")
     assert ws.frame_name.startswith("000000_") and ws.error == ""
     first = _tall_point(ws)
     ws.click(point_index=first)
@@ -72,11 +74,15 @@ def test_carry_forward_through_poses_misses_and_bad_frames(drive, session, tmp_p
         assert np.linalg.norm(landed - expected) < 0.5
     assert {o["id"] for o in ws.state()["objects"]} == {0, 1, 2}
     assert ws.prediction is not None and (ws.prediction.labels == 1).any()
-    # carried clicks are saved at once: the frame reopens with them
-    saved = sorted((tmp_path / "s" / "export").glob(f"{ws.frame_name}.*"))
-    assert [p.suffix for p in saved] == [".label", ".npz", ".ply"]
+    # carried clicks are saved at once (clicks only): the frame reopens with them; its exports
+    # follow when the frame is left (no background thread here)
+    assert list((tmp_path / "s" / "autosave" / ws.frame_name).glob("*.npz"))
+    carried_into = ws.frame_name
+    assert not list((tmp_path / "s" / "export").glob(f"{carried_into}.*"))
 
     ws.step(1)
+    saved = sorted((tmp_path / "s" / "export").glob(f"{carried_into}.*"))
+    assert [p.suffix for p in saved] == [".label", ".npz", ".ply"]
     ws.step(1)
     assert ws.state()["carry"]["carried"] == 3
     ws.step(1)  # a new street 1 km away: every carried click lands on no point
@@ -124,6 +130,10 @@ def test_autosave_resume_is_exact(drive, session, tmp_path):
 
     folder_of_frame = folder / "autosave" / again.frame_name
     record = load_autosave(folder_of_frame, cloud_fingerprint(again.frame.xyz))
+    assert record.labels is None  # the click path saves the clicks only
+    again.export_now()  # exporting saves the labels too (also after an idle spell)
+    record = load_autosave(folder_of_frame, cloud_fingerprint(again.frame.xyz))
+    assert np.array_equal(record.labels, labels)
     tampered = record.labels.copy()
     tampered[:7] = 9
     write_autosave(folder_of_frame, replace(record, labels=tampered))
@@ -188,7 +198,7 @@ def test_server_validates_requests_and_survives_bad_inputs(drive, session, tmp_p
         server.shutdown()
         server.server_close()
     written = {p.relative_to(tmp_path / "s").parts[0] for p in (tmp_path / "s").rglob("*")}
-    assert written <= {"session.json", "autosave", "export"}
+    assert written <= {"session.json", "autosave", "export", "carried"}
 
 
 def test_triage_cli_progress_csv_plot_and_order(drive, session, tmp_path):
@@ -216,8 +226,8 @@ def test_triage_cli_progress_csv_plot_and_order(drive, session, tmp_path):
     reopened = Workspace(session, folder, open_source(drive), source_path=str(drive),
                          log=lambda m: 0)
     ranked = sorted(rows, key=lambda r: int(r["rank"]))
-    assert reopened.order_kind == "triage"
-    assert reopened.order == [int(r["index"]) for r in ranked]
+    assert reopened.frames.order_kind == "triage"
+    assert reopened.frames.order == [int(r["index"]) for r in ranked]
 
 
 def test_cli_bad_input_message_in_terminal_and_page(drive, tmp_path):
@@ -232,6 +242,12 @@ def test_cli_bad_input_message_in_terminal_and_page(drive, tmp_path):
         assert "npiseg-annotate: error:" in tool.output() and "not a readable" in tool.output()
         status, state = post(tool.url, "open", {"path": str(drive), "topic": "/status"})
         assert "is std_msgs/msg/String, not sensor_msgs/msg/PointCloud2" in state["error"]
+        noise = tmp_path / "noise.bin"  # random bytes, a whole number of 16-byte points
+        noise.write_bytes(np.random.default_rng(0).bytes(16 * 3000))
+        status, state = post(tool.url, "open", {"path": str(noise)})
+        assert "noise.bin" in state["error"] and "not a KITTI velodyne scan" in state["error"]
+        tool.wait_for("not a KITTI velodyne scan", 60)  # said in the terminal too
+        assert "Overflow" not in tool.output()
         status, state = post(tool.url, "open", {"path": str(drive)})  # still running: a good one
         assert state["frames"] == FRAMES and state["ok"] and state["error"] == ""
     finally:

@@ -13,7 +13,7 @@ try:
     from npiseg_ros.io.autosave import ClickRecord
     from npiseg_ros.ros.markers import build_markers
     from npiseg_ros.ros.state import ErrorInfo, build_state
-    from npiseg_ros.ros.worker import Snapshot
+    from npiseg_ros.ros.worker_types import Snapshot
 except ImportError:  # pragma: no cover
     pytest.skip("rclpy not installed (run scripts/setup.sh)", allow_module_level=True)
 

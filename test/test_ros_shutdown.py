@@ -26,7 +26,8 @@ try:
     from npiseg_ros.ros.processes import stop_process
     from npiseg_ros.ros.testing import (FRAME, cloud_msg, domain_for, ros_test_context,
                                         save_tiny_checkpoint, start_test_node, street_scene)
-    from npiseg_ros.ros.worker import AnnotationWorker, ClickRequest, WorkerOptions
+    from npiseg_ros.ros.worker import AnnotationWorker
+    from npiseg_ros.ros.worker_types import ClickRequest, WorkerOptions
 except ImportError:  # pragma: no cover - depends on the machine
     pytest.skip("rclpy not installed (run scripts/setup.sh)", allow_module_level=True)
 

@@ -20,7 +20,8 @@ from npiseg_ros.core.types import Click, CloudSummary, ObjectStats, Prediction
 try:
     from npiseg_ros.io import autosave as annotation
     from npiseg_ros.io.autosave import load_autosave
-    from npiseg_ros.ros.worker import AnnotationWorker, ClickRequest, WorkerOptions
+    from npiseg_ros.ros.worker import AnnotationWorker
+    from npiseg_ros.ros.worker_types import ClickRequest, WorkerOptions
 except ImportError:  # pragma: no cover - the ros package imports message modules
     pytest.skip("rclpy not installed (run scripts/setup.sh)", allow_module_level=True)
 

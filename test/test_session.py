@@ -121,6 +121,36 @@ def test_new_object_reset_and_clear(model, scene):
         session.predict()
 
 
+def test_adopting_an_encoded_cloud_decodes_bit_for_bit_like_set_cloud(model, scene):
+    """``encode`` on a session that serves another cloud leaves that cloud, its clicks and
+    decodes alone; ``adopt`` then makes the encoded cloud current as ``set_cloud`` would:
+    the same clicks give the same labels, uncertainty, confidence and suggestion."""
+    xyz, rgb, _ = scene
+    reference = _session(model, scene, num_samples=4)
+    _click_objects(reference, scene)
+    expected = reference.predict()
+
+    other = floor_with_boxes(seed=5, num_boxes=2)
+    serving = _session(model, other, num_samples=4)
+    _click_objects(serving, other)
+    served, clicks, encoded_scene = serving.predict(), serving.clicks, serving.scene
+    encoded = serving.encode(xyz, colors=rgb)
+    assert serving.scene is encoded_scene and serving.clicks == clicks
+    assert serving.predict() is served and encoded.xyz is xyz
+    summary = serving.adopt(encoded)
+    assert serving.clicks == () and summary.num_voxels == reference.num_voxels
+    _click_objects(serving, scene)  # a decode history kept from the other cloud would show
+    adopted = serving.predict()
+    for name in ("labels", "uncertainty", "confidence", "suggested_click"):
+        np.testing.assert_array_equal(getattr(adopted, name), getattr(expected, name))
+    with pytest.raises(TypeError, match="EncodedCloud"):
+        serving.adopt(xyz)
+    torch.manual_seed(2)
+    stranger = SegmentationSession(build_model(tiny_config()).eval())
+    with pytest.raises(ValueError, match="other models"):
+        stranger.adopt(encoded)
+
+
 def test_click_far_from_every_point_is_rejected_with_reason(model, scene):
     session = _session(model, scene, max_click_distance=0.2)
     with pytest.raises(ClickRejectedError, match=r"m from the nearest point"):

@@ -14,7 +14,8 @@ from npiseg_ros.eval.simulator import next_click
 from npiseg_ros.eval.writers import write_benchmark_scene
 from npiseg_train.clicks import choose_targets, largest_error_click, random_clicks
 from npiseg_train.config import config_from_dict, load_config
-from npiseg_train.data import build_augmentation, voxelize_and_crop
+from npiseg_train.augment import build_augmentation
+from npiseg_train.data import voxelize_and_crop
 from npiseg_train.losses import KLRamp
 from npiseg_train.trainer import Trainer
 from scenes import floor_with_boxes

@@ -267,7 +267,7 @@ def test_fleet_on_local_ray_rows_failures_and_resume_in_process(tmp_path):
     assert len(csv_lines) == 1 + 8 and (out / "triage.png").stat().st_size > 10_000
     assert not (out / "parts").exists()
     # the browser tool reads the CSV's frame + rank: a source's frames open in rank order
-    from npiseg_ros.annotate.workspace import read_triage_order
+    from npiseg_ros.annotate.frames import read_triage_order
 
     seq = sorted((r for r in ok if Path(r["source"]).name == "seq"), key=lambda r: r["rank"])
     assert read_triage_order(out / "triage.csv", ["000000", "000001", "000002"]) == [

@@ -12,7 +12,7 @@ sequence or velodyne/ folder, or .ply/.pcd/.npz/.bin files.
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -20,6 +20,27 @@ from pathlib import Path
 from npiseg_ros.annotate.sources import SourceError, open_source
 
 COMMANDS = ("serve", "triage", "make-synth-bag")
+
+
+def _metres(text: str) -> float:
+    """argparse type of --max-range: a finite number of metres > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of metres") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a finite distance > 0 metres")
+    return value
+
+
+def _samples(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"{value}: give 1 to 1000 samples")
+    return value
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -30,8 +51,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default=None,
                         help="model checkpoint (default: the shipped one)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, auto")
-    parser.add_argument("--samples", type=int, default=10, help="Monte-Carlo samples per decode")
-    parser.add_argument("--max-range", type=float, default=None,
+    parser.add_argument("--samples", type=_samples, default=10,
+                        help="Monte-Carlo samples per decode")
+    parser.add_argument("--max-range", type=_metres, default=None,
                         help="label only points within this many metres (horizontal) of the "
                              "sensor; the rest are exported as 0 (the shipped model was trained "
                              "and evaluated on ~15 m crops). Default: every point (a reopened "
@@ -57,8 +79,23 @@ def _parser(command: str) -> argparse.ArgumentParser:
     if command == "serve":
         parser.add_argument("--port", type=int, default=8765, help="0 = any free port")
         parser.add_argument("--open-browser", action="store_true")
-        parser.add_argument("--no-carry", action="store_true",
-                            help="do not carry clicks to the next frame")
+        parser.add_argument("--carry", choices=("masks", "clicks", "off"), default="masks",
+                            help="what the next frame gets from the one before: masks = each "
+                                 "object tracked (its mask moved by the ego and its own "
+                                 "motion, the model prompted on it; default), clicks = the "
+                                 "clicks re-applied through the poses, off = nothing")
+        parser.add_argument("--no-carry", action="store_true", help="same as --carry off")
+        parser.add_argument("--ontology", default=None,
+                            help="classes + attributes YAML (default: the session's, else "
+                                 "config/ontology_semantickitti.yaml; also shipped: "
+                                 "config/ontology_nuscenes.yaml)")
+        parser.add_argument("--calib", default=None,
+                            help="KITTI calib.txt: box exports (label_2) in the rectified "
+                                 "camera frame (default: LiDAR frame)")
+        parser.add_argument("--import-labels", default=None, metavar="DIR",
+                            help="folder of existing labels (<frame>.label, "
+                                 "<frame>_lidarseg.bin) imported for review into frames "
+                                 "without an autosave; 'auto' = the sequence's labels/")
         parser.add_argument("--order", choices=("auto", "source", "triage"), default="auto",
                             help="frame order (auto: triage rank when triage.csv exists)")
     else:
@@ -94,11 +131,15 @@ def _default_folder(source: list[str]) -> Path:
     return Path("annotations") / safe
 
 
-def _source_from_session(folder: Path) -> tuple[str | list | None, str | None]:
-    path = folder / "session.json"
-    if not path.is_file():
+def _source_from_session(folder: Path) -> tuple[str | list | None, str | None, float | None]:
+    """(source, topic, --max-range) of an earlier session (checked values only)."""
+    from npiseg_ros.annotate.folder import read_session_file
+
+    stored, problems = read_session_file(folder)
+    for problem in problems:
+        print(f"npiseg-annotate: {problem}", file=sys.stderr, flush=True)
+    if stored is None:
         return None, None, None
-    stored = json.loads(path.read_text())
     source, relative = stored.get("source"), stored.get("source_relative")
     stored_range = stored.get("max_range")
     if isinstance(source, str) and not Path(source).exists() and relative:
@@ -139,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     if command == "triage" and (args.out or args.ray or args.ray_address):
         return _fleet(args)
     source_path, folder = _resolve(args)
-    from npiseg_ros.annotate.workspace import Workspace, load_shipped_session
+    from npiseg_ros.annotate.session import load_shipped_session
+    from npiseg_ros.annotate.workspace import Workspace
 
     try:
         session, checkpoint = load_shipped_session(args.checkpoint, args.device, args.samples)
@@ -169,13 +211,45 @@ def main(argv: list[str] | None = None) -> int:
     from npiseg_ros.annotate.server import serve
 
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        options = _serve_options(args, source_path)
+    except ValueError as error:
+        print(f"npiseg-annotate: error: {error}", file=sys.stderr, flush=True)
+        return 2
     workspace = Workspace(session, folder, source, source_path=source_path, topic=args.topic,
-                          carry=not args.no_carry, order=args.order,
-                          max_range=args.max_range, log=log)
+                          order=args.order, max_range=args.max_range, log=log, **options)
     if problem:
         workspace.fail(f"{problem}\n(open another input below; the tool keeps running)")
     serve(workspace, args.port, open_browser=args.open_browser)
     return 0
+
+
+def _serve_options(args, source_path) -> dict:
+    """The workspace's ontology / calib / import / carry options from the command line.
+
+    Raises:
+        ValueError: a file that cannot be used (named in the message).
+    """
+    from npiseg_ros.annotate.export import read_kitti_calib
+    from npiseg_ros.annotate.ontology import load_ontology
+
+    options = {"carry": "off" if args.no_carry else args.carry}
+    if args.ontology:
+        options["ontology"] = load_ontology(args.ontology)
+    if args.calib:
+        options["calib"] = read_kitti_calib(args.calib)
+    if args.import_labels == "auto":
+        first = Path(source_path[0] if isinstance(source_path, list) else source_path or ".")
+        sequence = first.parent.parent if first.is_file() else (
+            first.parent if first.name == "velodyne" else first)
+        if not (sequence / "labels").is_dir():
+            raise ValueError(f"--import-labels auto: no labels/ folder in {sequence}")
+        options["import_labels"] = sequence / "labels"
+    elif args.import_labels:
+        if not Path(args.import_labels).is_dir():
+            raise ValueError(f"--import-labels {args.import_labels}: not a folder")
+        options["import_labels"] = args.import_labels
+    return options
 
 
 def _fleet(args) -> int:

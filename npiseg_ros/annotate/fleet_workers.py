@@ -95,7 +95,7 @@ class FrameScorer:
 
     def __init__(self, *, checkpoint: str | None = None, device: str = "cpu", samples: int = 4,
                  max_range: float | None = None, threads: int | None = None) -> None:
-        from npiseg_ros.annotate.workspace import load_shipped_session
+        from npiseg_ros.annotate.session import load_shipped_session
 
         if threads:
             import torch

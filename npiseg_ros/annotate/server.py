@@ -8,13 +8,15 @@ a fixed in-package list. All workspace calls run one at a time under a lock.
 from __future__ import annotations
 
 import json
-import threading
+import os
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
+from pathlib import Path
 
 from npiseg_ros.annotate.workspace import Workspace
 from npiseg_ros.core.types import MAX_OBJECT_ID
+from npiseg_ros.resources import PACKAGE_ROOT
 
 __all__ = ["AnnotateServer", "serve"]
 
@@ -22,8 +24,29 @@ MAX_BODY = 64 * 1024
 STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
           "/index.html": ("index.html", "text/html; charset=utf-8"),
           "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+          "/view3d.js": ("view3d.js", "text/javascript; charset=utf-8"),
           "/app.css": ("app.css", "text/css; charset=utf-8")}
+VENDOR = {"/vendor/three.module.js": "three.module.js", "/vendor/three.core.js": "three.core.js"}
+"""three.js files served from the folder ``scripts/setup.sh`` installs it into (npm)."""
 LOOPBACK = ("127.0.0.1", "localhost")
+
+
+def three_folder() -> Path | None:
+    """Where three.js's ``build/`` is (``NPISEG_WEB_DIR`` or ``<repo>/.web``), or None: the
+    page then draws with its own 2-D canvas renderer."""
+    root = Path(os.environ.get("NPISEG_WEB_DIR") or PACKAGE_ROOT / ".web")
+    build = root / "node_modules" / "three" / "build"
+    return build if all((build / name).is_file() for name in VENDOR.values()) else None
+
+
+def three_version() -> str | None:
+    build = three_folder()
+    if build is None:
+        return None
+    try:
+        return str(json.loads((build.parent / "package.json").read_text())["version"])
+    except (OSError, ValueError, KeyError):
+        return "unknown"
 
 
 class RequestError(ValueError):
@@ -34,6 +57,13 @@ def _int(body: dict, key: str, low: int, high: int, default=None) -> int:
     value = body.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise RequestError(f"'{key}' must be an integer in [{low}, {high}], got {value!r}")
+    return value
+
+
+def _text(body: dict, key: str, limit: int = 128) -> str:
+    value = body.get(key)
+    if not isinstance(value, str) or not value or len(value) > limit or "\0" in value:
+        raise RequestError(f"'{key}' must be a non-empty string of at most {limit} characters")
     return value
 
 
@@ -50,7 +80,7 @@ class AnnotateServer(ThreadingHTTPServer):
 
     def __init__(self, workspace: Workspace, port: int = 8765, quiet: bool = True) -> None:
         self.workspace = workspace
-        self.lock = threading.Lock()
+        self.lock = workspace.lock  # the background thread takes it too
         self.quiet = quiet
         super().__init__(("127.0.0.1", port), _Handler)
 
@@ -62,9 +92,10 @@ class AnnotateServer(ThreadingHTTPServer):
     def handle_api(self, action: str, body: dict) -> dict:
         ws = self.workspace
         with self.lock:
-            if action == "state":
-                pass
-            elif action == "click":
+            if action == "state":  # reading: not activity the background work waits out
+                return ws.state()
+            ws.touch()
+            if action == "click":
                 background = _bool(body, "background")
                 if "point_index" in body:
                     ws.click(point_index=_int(body, "point_index", 0, 2**31 - 1),
@@ -89,6 +120,24 @@ class AnnotateServer(ThreadingHTTPServer):
                 ws.step(_int(body, "delta", -1_000_000, 1_000_000))
             elif action == "goto":
                 ws.goto_index(_int(body, "index", 0, 10**9))
+            elif action == "class":
+                object_id = body.get("object_id")
+                ws.set_class(_text(body, "class"), None if object_id is None else
+                             _int(body, "object_id", 0, MAX_OBJECT_ID))
+            elif action == "attribute":
+                value = body.get("value")
+                if not isinstance(value, (str, bool)) or isinstance(value, str) and \
+                        len(value) > 128:
+                    raise RequestError("'value' must be a string or true/false")
+                object_id = body.get("object_id")
+                ws.set_attribute(_text(body, "name"), value, None if object_id is None else
+                                 _int(body, "object_id", 1, MAX_OBJECT_ID))
+            elif action == "status":
+                ws.set_status(_text(body, "status", 16))
+            elif action == "propagate":
+                ws.propagate(_int(body, "frames", 1, 1000, default=5))
+            elif action == "export":
+                ws.export_now()
             elif action == "open":
                 path, topic = body.get("path"), body.get("topic", "")
                 if not isinstance(path, str) or not path or len(path) > 4096 or "\0" in path:
@@ -103,7 +152,21 @@ class AnnotateServer(ThreadingHTTPServer):
     def binary(self, what: str) -> bytes:
         with self.lock:
             workspace = self.workspace
-            return workspace.cloud_bytes() if what == "cloud" else workspace.label_bytes()
+            workspace.touch()
+            if what == "cloud":
+                return workspace.cloud_bytes()
+            if what == "intensity":
+                return workspace.intensity_bytes()
+            return workspace.label_bytes()
+
+    def boxes(self) -> dict:
+        """Object id -> its fitted box (centre, size length/width/height, yaw), metres."""
+        with self.lock:
+            return self.workspace.boxes()
+
+    def ontology(self) -> dict:
+        with self.lock:
+            return self.workspace.ontology.to_json()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -146,7 +209,20 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(HTTPStatus.OK, data, content_type)
         if path == "/api/state":
             return self._json(HTTPStatus.OK, self.server.handle_api("state", {}))
-        if path in ("/api/cloud", "/api/labels"):
+        if path in VENDOR:
+            build = three_folder()
+            if build is None:
+                return self._json(HTTPStatus.NOT_FOUND, {"error": "three.js is not installed "
+                                                         "(scripts/setup.sh, npm)"})
+            return self._send(HTTPStatus.OK, (build / VENDOR[path]).read_bytes(),
+                              "text/javascript; charset=utf-8")
+        if path == "/api/ontology":
+            return self._json(HTTPStatus.OK, self.server.ontology())
+        if path == "/api/viewer":
+            return self._json(HTTPStatus.OK, {"three": three_version()})
+        if path == "/api/boxes":
+            return self._json(HTTPStatus.OK, self.server.boxes())
+        if path in ("/api/cloud", "/api/labels", "/api/intensity"):
             data = self.server.binary(path.rsplit("/", 1)[1])
             return self._send(HTTPStatus.OK, data, "application/octet-stream")
         return self._json(HTTPStatus.NOT_FOUND, {"error": f"no such page {path}"})
@@ -192,6 +268,7 @@ def serve(workspace: Workspace, port: int = 8765, open_browser: bool = False,
     import signal
 
     server = AnnotateServer(workspace, port, quiet)
+    workspace.start_background()
     try:
         signal.signal(signal.SIGTERM, _interrupt)
     except ValueError:  # not the main thread (embedded use): leave signals alone
@@ -211,4 +288,5 @@ def serve(workspace: Workspace, port: int = 8765, open_browser: bool = False,
     finally:
         with server.lock:  # wait for a request in flight (its autosave) before closing
             server.server_close()
+        workspace.stop_background()  # the exports still pending are written
         print(f"npiseg-annotate: stopped; the work is in {workspace.folder}", flush=True)

@@ -14,9 +14,17 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["Frame", "FrameSource", "SourceError", "FrameError", "open_source", "CLOUD_SUFFIXES",
-           "validate_points", "within_range"]
+           "validate_points", "within_range", "MAX_COORDINATE_M", "KITTI_POINT_BYTES"]
 
 CLOUD_SUFFIXES = (".npz", ".ply", ".pcd", ".bin")
+MAX_COORDINATE_M = 10_000.0
+"""Points with a coordinate beyond this (metres) are not a sensor's returns (a LiDAR reaches a
+few hundred metres): they are left out of segmentation like NaN points (a voxel grid over
+them would not fit in memory)."""
+KITTI_POINT_BYTES = 16  # float32 x, y, z, intensity
+MAX_IMPLAUSIBLE_SHARE = 0.01
+"""A KITTI ``.bin`` with more than this share of points beyond :data:`MAX_COORDINATE_M` or
+NaN is not a scan (random bytes, another layout): refused."""
 
 
 class SourceError(ValueError):
@@ -51,8 +59,15 @@ class Frame:
     pose: np.ndarray | None = None
 
 
+def _plausible(xyz: np.ndarray) -> np.ndarray:
+    """(N,) bool: finite and within :data:`MAX_COORDINATE_M` on every axis."""
+    with np.errstate(invalid="ignore"):
+        return (np.abs(xyz) <= MAX_COORDINATE_M).all(axis=1)
+
+
 def validate_points(name: str, xyz: np.ndarray) -> None:
-    """Raise :class:`FrameError` for an empty frame or one without any finite point."""
+    """Raise :class:`FrameError` for an empty frame or one without any usable point (finite,
+    within :data:`MAX_COORDINATE_M`)."""
     if xyz.ndim != 2 or xyz.shape[1] != 3:
         raise FrameError(f"frame {name}: coordinates have shape {xyz.shape}, expected (N, 3)")
     if xyz.shape[0] == 0:
@@ -60,21 +75,26 @@ def validate_points(name: str, xyz: np.ndarray) -> None:
     if not np.isfinite(xyz).all(axis=1).any():
         raise FrameError(f"frame {name}: all {xyz.shape[0]} points have NaN/inf coordinates; "
                          "nothing to label; go to another frame")
+    if not _plausible(xyz).any():
+        raise FrameError(f"frame {name}: every point lies beyond {MAX_COORDINATE_M:.0f} m of "
+                         "the sensor; not a sensor's scan (wrong format or units?)")
 
 
 def within_range(name: str, xyz: np.ndarray, max_range: float | None) -> np.ndarray:
     """``xyz`` with the points farther than ``max_range`` metres (horizontally, from the sensor
     origin) set to NaN: the session leaves them out (label -1, exported as 0) while point
-    indices stay those of the file. None or 0 keeps every point."""
-    if not max_range:
-        return xyz
-    far = ~(np.hypot(xyz[:, 0], xyz[:, 1]) <= max_range)
-    if far.all():
-        raise FrameError(f"frame {name}: no point within --max-range {max_range} m of the sensor")
-    if not far.any():
+    indices stay those of the file. None or 0 keeps every point within
+    :data:`MAX_COORDINATE_M` (points beyond it are always left out)."""
+    keep = _plausible(xyz)
+    if max_range:
+        keep &= np.hypot(xyz[:, 0], xyz[:, 1]) <= max_range
+        if not keep.any():
+            raise FrameError(f"frame {name}: no point within --max-range {max_range} m of the "
+                             "sensor")
+    if keep.all():
         return xyz
     cropped = xyz.copy()
-    cropped[far] = np.nan
+    cropped[~keep] = np.nan
     return cropped
 
 
@@ -136,14 +156,28 @@ class FileSource(FrameSource):
             raise FrameError(f"frame {name}: cannot read {path}: {error}") from None
 
 
+def check_kitti_size(path: Path) -> None:
+    """Raise FrameError unless the file holds whole KITTI points (16 bytes each)."""
+    size = path.stat().st_size
+    if size % KITTI_POINT_BYTES:
+        raise FrameError(f"{path}: {size} bytes is not a whole number of KITTI velodyne points "
+                         f"(a multiple of 4 float32: x y z intensity, {KITTI_POINT_BYTES} bytes "
+                         f"each; {size % KITTI_POINT_BYTES} bytes left over): truncated or not "
+                         "a KITTI scan")
+
+
 def read_cloud_file(path: Path, name: str) -> Frame:
     if path.suffix.lower() == ".bin":
-        raw = np.fromfile(path, dtype=np.float32)
-        if raw.size % 4:
-            raise FrameError(f"frame {name}: {path} size is not a multiple of 4 float32 "
-                             "(KITTI velodyne x y z intensity)")
-        raw = raw.reshape(-1, 4)
-        return Frame(name, np.ascontiguousarray(raw[:, :3]), np.ascontiguousarray(raw[:, 3]))
+        check_kitti_size(path)
+        raw = np.fromfile(path, dtype="<f4").reshape(-1, 4)
+        xyz = np.ascontiguousarray(raw[:, :3])
+        implausible = 1.0 - float(_plausible(xyz).mean()) if xyz.shape[0] else 0.0
+        if implausible > MAX_IMPLAUSIBLE_SHARE:
+            raise FrameError(f"{path}: {implausible:.0%} of its {xyz.shape[0]} points have NaN "
+                             f"or coordinates beyond {MAX_COORDINATE_M:.0f} m: not a KITTI "
+                             "velodyne scan (float32 x y z intensity in metres); random bytes "
+                             "or another format?")
+        return Frame(name, xyz, np.ascontiguousarray(raw[:, 3]))
     from npiseg_ros.eval.readers import read_cloud  # the reader npiseg-eval uses
 
     cloud = read_cloud(path)

@@ -4,11 +4,14 @@ For every frame (source order) the pass records:
 
 - ``novelty``: fraction of the frame's points with no point of the previous frame within
   ``radius`` metres (through /tf poses when the bag has them): new scene content.
-- ``own_clicks``: clicks saved for the frame in the session folder (made or carried in the
-  browser tool); a frame without them gets the clicks that landed in the frame before it
+- ``own_clicks``: clicks a person confirmed in the frame (saved in the session folder, less
+  the ones the browser tool carried or imported into it, which count as ``carried_clicks``);
+  a frame without saved clicks gets the clicks that landed in the frame before it
   (``carried_clicks``), re-applied at their positions (through /tf poses when there are any),
   as the browser tool does when stepping; ``missed_clicks`` land on no point. When all of them
   miss, the objects have left and nothing is carried further.
+- frames a reviewer ``accepted`` in the browser tool are not scored (``status``): they rank
+  after every scored frame, and their saved clicks are carried on.
 - ``object_uncertainty``: mean per-point uncertainty over the points labelled with an object
   after those clicks: how unsure the model is about the carried-over (or saved) objects.
 - ``score`` = object uncertainty / its largest value in the pass + missed fraction + novelty;
@@ -29,8 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
+from npiseg_ros.annotate.review import frame_statuses, tool_clicks
 from npiseg_ros.annotate.sources import FrameError, FrameSource, within_range
-from npiseg_ros.annotate.workspace import carry_clicks
+from npiseg_ros.annotate.carrying import carry_clicks
 from npiseg_ros.annotation import AnnotationController
 from npiseg_ros.core.errors import NPISegError
 from npiseg_ros.core.session import SegmentationSession
@@ -39,7 +43,8 @@ from npiseg_ros.io.atomic import atomic_write_bytes
 __all__ = ["run_triage", "COLUMNS"]
 
 COLUMNS = ("frame", "index", "points", "dropped", "encode_ms", "novelty", "own_clicks",
-           "carried_clicks", "missed_clicks", "object_uncertainty", "score", "rank", "error")
+           "carried_clicks", "missed_clicks", "object_uncertainty", "score", "rank", "error",
+           "status")
 
 
 def _world(points: np.ndarray, pose: np.ndarray | None) -> np.ndarray:
@@ -71,11 +76,16 @@ def run_triage(source: FrameSource, session: SegmentationSession, folder: str | 
     rows: list[dict] = []
     carry: list[tuple[np.ndarray, int]] = []     # (world position, object id)
     previous_world = None
+    statuses = frame_statuses(folder)
     bar = tqdm(range(len(source)), desc="triage", unit="frame", disable=not progress)
     for index in bar:
         name = source.names[index]
         row = {key: "" for key in COLUMNS}
-        row.update(frame=name, index=index)
+        row.update(frame=name, index=index, status=statuses.get(name, "todo"))
+        if row["status"] == "accepted":  # reviewed: no attention needed, its clicks go on
+            carry = _accepted_clicks(source, index, folder) or carry
+            rows.append(row)
+            continue
         try:
             frame = source.frame(index)
             cropped = within_range(name, frame.xyz, max_range)
@@ -93,9 +103,10 @@ def run_triage(source: FrameSource, session: SegmentationSession, folder: str | 
         previous_world = world
         # the browser tool's replay (a click saved with another --max-range is left out)
         own = annotation.resume(folder / "autosave" / name).saved_clicks
-        row["own_clicks"] = own
+        tool = min(tool_clicks(folder, name), own) if own else 0
+        row["own_clicks"] = own - tool
         if own:
-            row.update(carried_clicks=0, missed_clicks=0)
+            row.update(carried_clicks=tool, missed_clicks=0)
         elif carry:
             inverse = None if frame.pose is None else np.linalg.inv(frame.pose)
             missed = carry_clicks(annotation, carry, inverse)
@@ -124,12 +135,33 @@ def run_triage(source: FrameSource, session: SegmentationSession, folder: str | 
     return rows
 
 
+def _accepted_clicks(source: FrameSource, index: int,
+                     folder: Path) -> list[tuple[np.ndarray, int]]:
+    """The saved clicks of an accepted frame (world positions, object ids), without encoding
+    it; [] when it cannot be read or has none."""
+    from npiseg_ros.io.autosave import cloud_fingerprint, recover_autosave
+
+    try:
+        frame = source.frame(index)
+    except (FrameError, ValueError):
+        return []
+    record, _ = recover_autosave(folder / "autosave" / source.names[index],
+                                 cloud_fingerprint(frame.xyz))
+    if record is None:
+        return []
+    return [(_world(frame.xyz[c.point_index][None].astype(np.float64), frame.pose)[0],
+             c.object_id) for c in record.clicks if 0 <= c.point_index < len(frame.xyz)]
+
+
 def _score(rows: list[dict]) -> None:
     uncertainties = [r["object_uncertainty"] for r in rows if r["object_uncertainty"] != ""]
     scale = max(uncertainties, default=0.0) or 1.0
     for row in rows:
         if row["error"]:
             row["score"] = -math.inf
+            continue
+        if row["status"] == "accepted":  # after every scored frame, before unusable ones
+            row["score"] = -1e9
             continue
         score = float(row["novelty"])
         if row["object_uncertainty"] != "":
@@ -141,7 +173,7 @@ def _score(rows: list[dict]) -> None:
     for rank, i in enumerate(order, 1):
         rows[i]["rank"] = rank
     for row in rows:
-        if row["error"]:
+        if row["error"] or row["status"] == "accepted":
             row["score"] = ""
 
 

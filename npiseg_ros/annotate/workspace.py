@@ -1,160 +1,110 @@
 """The annotation workspace: an annotation controller over a sequence of frames, a session folder.
 
 The :class:`~npiseg_ros.annotation.AnnotationController` does the clicks, decodes, undo,
-objects, autosave, resume and exports of the frame on screen; the workspace adds the frames
-(order, navigation), carrying the clicks from one frame to the next, and the session folder.
-
-Session folder layout (everything the tool writes goes here and nowhere else)::
-
-    session.json                 source (absolute and relative path, topic), frame names, where
-                                 the user was, the frame order (source order or triage rank)
-    autosave/<frame>/<fp>.npz    the node's atomic autosave (clicks, decode boundaries, active
-                                 object, labels, uncertainty) keyed by the cloud fingerprint,
-                                 written after every click / undo / reset / new object
-    export/<frame>.label         SemanticKITTI labels (object id in both 16-bit halves)
-    export/<frame>.ply           x y z label uncertainty (binary)
-    export/<frame>.npz           xyz, labels, uncertainty, clicks (read by npiseg-eval's reader)
-    triage.csv, triage.png       written by ``npiseg-annotate triage``
-
-Another person opens the folder with ``npiseg-annotate --session DIR``: the source is found by
-its absolute path, else by its path relative to the folder.
+objects, autosave and resume of the frame on screen. :class:`Workspace` composes it with the
+frames (``frames.py``: order, reading, the next frame read ahead), carrying the frame left into
+the next one (``carrying.py``, ``tracking.py``), the review record and imported labels
+(``review.py``, classes from ``ontology.py``), saving and exports (``saving.py``,
+``export.py``), the session folder (``folder.py``), the background thread
+(``background.py``) and what the page sees (``view.py``); ``server.py`` serves it over HTTP.
 """
 from __future__ import annotations
 
-import csv
-import json
 import os
+import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from npiseg_ros.annotate.sources import (Frame, FrameError, FrameSource, SourceError, open_source,
-                                        within_range)
+from npiseg_ros.annotate import view
+from npiseg_ros.annotate.background import BackgroundWorker
+from npiseg_ros.annotate.carrying import CarryReport, LeftFrame, carry_mode, left_frame
+from npiseg_ros.annotate.export import FrameExport, KittiCalib
+from npiseg_ros.annotate.folder import SESSION_FILE, read_session_file, write_session_file
+from npiseg_ros.annotate.frames import FrameSequence, Lookahead
+from npiseg_ros.annotate.ontology import Ontology, OntologyError
+from npiseg_ros.annotate.opening import FrameOpener
+from npiseg_ros.annotate.review import ReviewState
+from npiseg_ros.annotate.saving import FrameSaver
+from npiseg_ros.annotate.session import AnnotateSession
+from npiseg_ros.annotate.sources import Frame, FrameSource, SourceError, open_source
+from npiseg_ros.annotate.tracking import remove_prior
 from npiseg_ros.annotation import AnnotationController
-from npiseg_ros.core.errors import ClickRejectedError, NPISegError
+from npiseg_ros.core.errors import ClickRejectedError
 from npiseg_ros.core.session import SegmentationSession
 from npiseg_ros.core.types import BACKGROUND_ID, MAX_OBJECT_ID, Prediction
-from npiseg_ros.io.atomic import atomic_write_bytes
 
-__all__ = ["Workspace", "CarryReport", "carry_clicks", "load_shipped_session", "SESSION_FILE",
-           "EXPORT_FORMATS"]
-
-SESSION_FILE = "session.json"
-SESSION_VERSION = 1
-EXPORT_FORMATS = ("label", "ply", "npz")
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-
-
-def _shareable(path: Path) -> None:
-    """The node's writers create 0600 files (mkstemp); a session folder is meant to be opened
-    by another person, so give its files the permissions the umask allows."""
-    try:
-        os.chmod(path, 0o666 & ~_UMASK)
-    except OSError:
-        pass
-
-
-def load_shipped_session(checkpoint: str | None = None, device: str = "cpu",
-                         num_samples: int = 10, seed: int = 0) -> tuple[SegmentationSession, str]:
-    """A session on the shipped checkpoint (or ``checkpoint``). Never an untrained model.
-
-    Without ``checkpoint`` the session also gets the shipped RGB (indoor) model for coloured
-    clouds, as the node's ``checkpoint: auto`` does.
-
-    Raises:
-        SourceError: no checkpoint shipped and none given.
-    """
-    from npiseg_ros.core.errors import CheckpointError
-    from npiseg_ros.core.router import AUTO_CHECKPOINT, ModelRouter, resolve_checkpoint
-
-    if not checkpoint:
-        try:
-            resolve_checkpoint(AUTO_CHECKPOINT)
-        except CheckpointError as error:
-            raise SourceError("no shipped checkpoint found (checkpoints/*.safetensors) and none "
-                              "given with --checkpoint; the tool does not run an untrained "
-                              "model") from error
-    # ``auto`` for the colour-cloud model: the shipped one only with the shipped default
-    models = ModelRouter.load(checkpoint or AUTO_CHECKPOINT, AUTO_CHECKPOINT, device=device)
-    session = SegmentationSession(models, device=device, num_samples=num_samples, seed=seed)
-    rgb_path = models.paths.get("rgb")
-    return session, (str(models.paths["default"])
-                     + (f" (coloured clouds: {rgb_path})" if rgb_path else ""))
-
-
-@dataclass
-class CarryReport:
-    """What carrying the previous frame's clicks into this one did."""
-
-    from_frame: str
-    carried: int = 0
-    through_poses: bool = False
-    missed: list[dict] = field(default_factory=list)  # clicks that landed on no point
-
-    def to_json(self) -> dict:
-        return {"from_frame": self.from_frame, "carried": self.carried,
-                "through_poses": self.through_poses, "missed": self.missed}
-
-
-def carry_clicks(annotation: AnnotationController, clicks: list[tuple[np.ndarray, int]],
-                 transform: np.ndarray | None) -> list[dict]:
-    """Click again, on the annotation's cloud, where earlier clicks were; returns the misses.
-
-    Args:
-        annotation: the controller holding the new frame (its clicks are added to).
-        clicks: (position, object id) pairs: (3,) float64 positions, metres, in the frame
-            ``transform`` maps from (the new frame's own when ``transform`` is None).
-        transform: (4, 4) float64 new frame <- old frame (through /tf poses), or None.
-
-    Returns:
-        One dict per click that landed on no point: click number (from 1), object id, the
-        position in the new frame (rounded to mm) and the reason.
-    """
-    missed = []
-    for number, (position, object_id) in enumerate(clicks, start=1):
-        target = position if transform is None else transform[:3, :3] @ position + transform[:3, 3]
-        try:
-            annotation.click(target, object_id=object_id)
-        except ClickRejectedError as error:
-            missed.append({"click": number, "object_id": object_id,
-                           "position": [round(float(v), 3) for v in target],
-                           "reason": str(error)})
-    return missed
+__all__ = ["Workspace"]
 
 
 class Workspace:
-    """Frames + annotation controller + session folder. Not thread safe: the server serialises
-    calls."""
+    """Frames + annotation controller + session folder: what ``server.py`` serves.
+
+    Calls come from the server's request threads, one at a time under :attr:`lock`; the
+    optional background thread (:meth:`start_background`) takes the same lock for workspace
+    state and :attr:`torch_lock` for the model, as the decodes here do. The parts:
+    :attr:`annotation` (the frame on screen), :attr:`frames` (``frames.FrameSequence``),
+    :attr:`review` (``review.ReviewState``), :attr:`saver` (``saving.FrameSaver``),
+    :attr:`opener` (``opening.FrameOpener``), :attr:`lookahead` (``frames.Lookahead``).
+
+    Args:
+        session: the segmentation session (an :class:`AnnotateSession` tracks masks and
+            encodes ahead; a plain ``SegmentationSession`` carries clicks only).
+        folder: the session folder.
+        source: the frames (None: nothing open yet).
+        carry: ``masks``, ``clicks`` or ``off`` (True: ``masks`` when the session can,
+            False: ``off``).
+        order: ``auto``, ``triage`` or ``source`` (``frames.FrameSequence``).
+        max_range: points farther (metres, horizontally) are left out; None keeps all.
+        ontology: classes and attributes (None: the shipped SemanticKITTI one, or the one the
+            session file names).
+        calib: KITTI calibration for the label_2 box export (None: LiDAR frame).
+        import_labels: folder of existing label files (``<frame>.label``,
+            ``<frame>_lidarseg.bin``) imported into frames without an autosave.
+    """
 
     def __init__(self, session: SegmentationSession, folder: str | os.PathLike,
                  source: FrameSource | None = None, *, source_path: str | list | None = None,
-                 topic: str | None = None, carry: bool = True, order: str = "auto",
-                 max_range: float | None = None, log=print) -> None:
+                 topic: str | None = None, carry: bool | str = True, order: str = "auto",
+                 max_range: float | None = None, log=print, ontology: Ontology | None = None,
+                 calib: KittiCalib | None = None,
+                 import_labels: str | os.PathLike | None = None) -> None:
         self.annotation = AnnotationController(session)
         self.folder = Path(folder).expanduser().resolve()
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.carry = carry
-        self.max_range = max_range or None
+        self.carry_mode = carry_mode(carry, isinstance(session, AnnotateSession))
         self.log = log
-        self.source: FrameSource | None = None
-        self.source_path = source_path
-        self.topic = topic
-        self.order: list[int] = []
-        self.position = 0             # position in self.order
+        self.lock = threading.RLock()
+        self.torch_lock = threading.Lock()
+        self.frames = FrameSequence(max_range, order, log)
         self.frame: Frame | None = None
+        self.segment: np.ndarray | None = None  # frame.xyz with unsegmented points NaN
         self.carry_report: CarryReport | None = None
         self.error = ""               # what went wrong last (shown in the page)
         self.notice = ""              # what happened last (shown in the page)
         self.version = 0              # bumps whenever labels change
         self.frame_token = 0          # bumps whenever the cloud changes
-        self.order_kind = order
-        self.last_saved = 0.0
+        stored, problems = read_session_file(self.folder)
+        for problem in problems:
+            self.log(f"npiseg-annotate: {problem}")
+        self.review = ReviewState.stored(stored, ontology, log)
+        self.saver = FrameSaver(self.folder, self.review.ontology, calib, self.fail)
+        self.opener = FrameOpener(
+            self.annotation, self.frames, self.review, self.saver,
+            import_folder=Path(import_labels).expanduser() if import_labels else None,
+            carry_mode=self.carry_mode, torch_lock=self.torch_lock, log=log, fail=self.fail)
+        self.prior_origin = ""        # where the frame's previous-mask input came from
+        self.base: np.ndarray | None = None     # imported stuff classes of the frame
+        self.lookahead = Lookahead(
+            self.frames, session if isinstance(session, AnnotateSession) else None, self.lock,
+            self.torch_lock, key=lambda: (self.frame_token, self.version),
+            left=self._left_frame, tracks=self.carry_mode == "masks")
+        self._background: BackgroundWorker | None = None
         if source is not None:
             self.attach(source, source_path, topic)
 
+    # ------------------------------------------------------------ what it holds
     @property
     def session(self) -> SegmentationSession:
         return self.annotation.session
@@ -167,19 +117,20 @@ class Workspace:
     def prediction(self) -> Prediction | None:
         return self.annotation.prediction
 
+    @property
+    def ontology(self) -> Ontology:
+        return self.review.ontology
+
+    @property
+    def frame_name(self) -> str:
+        return self.frames.name
+
     # ------------------------------------------------------------ source + session file
     def attach(self, source: FrameSource, source_path=None, topic: str | None = None) -> None:
-        if self.source is not None:
-            self.source.close()
-        self.source = source
-        self.source_path = source_path
-        self.topic = topic
-        self.order = self._frame_order()
-        stored = self._read_session_file()
-        position = 0
-        if stored and stored.get("current") in source.names:
-            index = source.names.index(stored["current"])
-            position = self.order.index(index) if index in self.order else 0
+        self.flush()
+        stored, _ = read_session_file(self.folder)
+        position = self.frames.open(source, source_path, topic, self.folder,
+                                    (stored or {}).get("current"))
         self.goto_position(position, carry=False)
 
     def open_path(self, path: str, topic: str | None = None) -> None:
@@ -193,152 +144,56 @@ class Workspace:
         if not self.error:
             self.notice = f"opened {source.description} ({len(source)} frames)"
 
-    def _frame_order(self) -> list[int]:
-        indices = list(range(len(self.source)))
-        triage = self.folder / "triage.csv"
-        if self.order_kind in ("auto", "triage") and triage.is_file():
-            try:
-                ranked = read_triage_order(triage, self.source.names)
-            except (OSError, ValueError, KeyError) as error:
-                self.log(f"npiseg-annotate: ignoring {triage}: {error}")
-                ranked = []
-            if ranked:
-                self.order_kind = "triage"
-                return ranked + [i for i in indices if i not in set(ranked)]
-        if self.order_kind == "triage":
-            self.log("npiseg-annotate: no usable triage.csv in the session folder; source order")
-        self.order_kind = "source"
-        return indices
-
-    def _read_session_file(self) -> dict | None:
-        path = self.folder / SESSION_FILE
-        if not path.is_file():
-            return None
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
-
     def _write_session_file(self) -> None:
-        if self.source is None:
+        frames = self.frames
+        if frames.source is None:
             return
-        source_path = self.source_path
-        relative = None
-        if isinstance(source_path, str):
-            try:
-                relative = os.path.relpath(source_path, self.folder)
-            except ValueError:
-                relative = None
-        payload = {"version": SESSION_VERSION, "source": source_path, "source_relative": relative,
-                   "topic": self.topic, "frames": self.source.names,
-                   "current": self.frame_name, "order": self.order_kind,
-                   "max_range": self.max_range,
-                   "saved_at": time.time()}
-        data = json.dumps(payload, indent=1).encode()
-        atomic_write_bytes(self.folder / SESSION_FILE, data, mode=0o666 & ~_UMASK)
+        try:
+            write_session_file(
+                self.folder, source_path=frames.source_path, topic=frames.topic,
+                frames=frames.names, current=frames.name, order=frames.order_kind,
+                max_range=frames.max_range, ontology=self.ontology.path,
+                objects=self.review.objects, status=self.review.status)
+        except (OSError, ValueError) as error:
+            self.fail(f"could not write {self.folder / SESSION_FILE}: {error}")
 
     # ------------------------------------------------------------ navigation
-    @property
-    def frame_index(self) -> int:
-        return self.order[self.position] if self.order else -1
-
-    @property
-    def frame_name(self) -> str:
-        return self.source.names[self.frame_index] if self.source and self.order else ""
-
     def step(self, delta: int) -> None:
-        if not self.order:
+        order, position = self.frames.order, self.frames.position
+        if not order:
             return self.fail("no frames")
-        target = min(max(self.position + int(delta), 0), len(self.order) - 1)
-        if target == self.position and self.frame is not None:
+        target = min(max(position + int(delta), 0), len(order) - 1)
+        if target == position and self.frame is not None:
             self.notice = "first frame" if delta < 0 else "last frame"
             return
-        self.goto_position(target, carry=self.carry)
+        self.goto_position(target, carry=self.carry_mode != "off")
 
     def goto_index(self, index: int) -> None:
-        if self.source is None or not 0 <= index < len(self.source):
-            return self.fail(f"frame index {index} outside [0, {len(self.source or [])})")
-        self.goto_position(self.order.index(index), carry=self.carry)
+        source = self.frames.source
+        if source is None or not 0 <= index < len(source):
+            return self.fail(f"frame index {index} outside [0, {len(source or [])})")
+        self.goto_position(self.frames.order.index(index), carry=self.carry_mode != "off")
 
-    def goto_position(self, position: int, carry: bool) -> None:
-        """Open the frame at ``position``: its autosave when it has one, else (``carry``) the
-        clicks of the frame shown until now, carried over."""
-        previous = self._carry_payload() if carry else None
-        self.position = position
+    def goto_position(self, position: int, carry: bool, *, fresh: bool = False) -> None:
+        """Open the frame at ``position``: its autosave when it has one (unless ``fresh``),
+        else imported labels, else (``carry``) the frame shown until now, carried over
+        (``opening.py``)."""
+        previous = self._left_frame() if carry else None
+        if previous is not None:  # tracked ahead on the background thread, or None
+            previous.carried = self.lookahead.carried_into(self.frames.order[position])
+        self.flush()  # the frame being left: its exports (in the background when running)
+        self.frames.position = position
         self.error = ""
-        self.notice = ""
-        self.carry_report = None
         self.frame_token += 1
         self.version += 1
-        self.annotation.select_object(1)
-        try:
-            frame = self.source.frame(self.frame_index)
-            self.annotation.set_cloud(
-                frame.xyz, segment=within_range(frame.name, frame.xyz, self.max_range),
-                intensity=frame.intensity, colors=frame.colors, frame_id=frame.frame_id)
-        except (FrameError, NPISegError, ValueError) as error:
-            self.frame = None
-            self.annotation.clear()
-            self.fail(str(error))
-            self._write_session_file()
-            return
-        self.frame = frame
-        if not self._resume() and previous is not None:
-            self._carry_in(previous)
-        self.annotation.predict()
-        if self.carry_report is not None and self.carry_report.carried:
-            self._save()  # carried clicks are saved at once: the frame reopens with them
+        opened = self.opener.open(previous, fresh)
+        self.frame, self.segment, self.base = opened.frame, opened.segment, opened.base
+        self.notice, self.carry_report = opened.notice, opened.carry_report
+        self.prior_origin = opened.prior_origin
         self._write_session_file()
 
-    # ------------------------------------------------------------ resume + carry
-    def _autosave_dir(self) -> Path:
-        return self.folder / "autosave" / self.frame_name
-
-    def _resume(self) -> bool:
-        """Replay this frame's autosave; whether there was one."""
-        outcome = self.annotation.resume(self._autosave_dir())
-        for problem in outcome.problems:
-            self.log(f"npiseg-annotate: {problem}")
-        if outcome.skipped:
-            self.fail(f"autosave of frame {self.frame_name}: {len(outcome.skipped)} of "
-                      f"{outcome.saved_clicks} clicks could not be replayed and were left out "
-                      f"({'; '.join(outcome.skipped[:3])})")
-        if outcome.replayed:
-            self.notice = f"resumed {outcome.replayed} clicks of frame {self.frame_name}"
-        if outcome.relabelled:
-            message = (f"the clicks replayed with this model give labels that differ from "
-                       f"the saved ones at {outcome.relabelled} points (another checkpoint or "
-                       f"--max-range than when they were saved?)")
-            self.notice = f"{self.notice}; {message}" if self.notice else message
-            self.log(f"npiseg-annotate: frame {self.frame_name}: {message}")
-        return outcome.found
-
-    def _carry_payload(self) -> dict | None:
-        clicks = self.annotation.clicks
-        if self.frame is None or not clicks:
-            return None
-        xyz = self.frame.xyz  # the snapped points, not the click positions
-        return {"frame": self.frame_name, "pose": self.frame.pose,
-                "clicks": [(xyz[c.point_index].astype(np.float64), c.object_id) for c in clicks],
-                "active": self.annotation.active_object}
-
-    def _carry_in(self, previous: dict) -> None:
-        report = CarryReport(from_frame=previous["frame"])
-        transform = None
-        if previous["pose"] is not None and self.frame.pose is not None:
-            transform = np.linalg.inv(self.frame.pose) @ previous["pose"]
-            report.through_poses = True
-        report.missed = carry_clicks(self.annotation, previous["clicks"], transform)
-        report.carried = len(previous["clicks"]) - len(report.missed)
-        self.annotation.select_object(previous["active"])
-        self.carry_report = report
-        message = (f"carried {report.carried} clicks from frame {report.from_frame}"
-                   f"{' through /tf poses' if report.through_poses else ''}")
-        if report.missed:
-            message += (f"; {len(report.missed)} landed on no point (clicks "
-                        f"{', '.join(str(m['click']) for m in report.missed)}): check them")
-            self.log(f"npiseg-annotate: frame {self.frame_name}: {message}")
-        self.notice = message
+    def _left_frame(self) -> LeftFrame | None:
+        return left_frame(self.annotation, self.frame_name, self.frame, self.segment)
 
     # ------------------------------------------------------------ editing
     def click(self, *, point_index: int | None = None, position=None,
@@ -350,6 +205,8 @@ class Workspace:
                                           object_id=BACKGROUND_ID if background else None)
         except ClickRejectedError as error:
             return self.fail(f"click rejected: {error}")
+        if click.object_id != BACKGROUND_ID and click.object_id not in self.review.objects:
+            self._assign(click.object_id)
         self._after_edit(f"{'background' if background else f'object {click.object_id}'} click")
 
     def undo(self) -> None:
@@ -364,17 +221,24 @@ class Workspace:
         if self.frame is None:
             return self.fail("no usable frame here")
         self.annotation.reset()
+        if isinstance(self.session, AnnotateSession):
+            self.session.set_prior(None)  # a clean frame: nothing carried either
+        remove_prior(self.folder, self.frame_name)
+        self.prior_origin = ""
         self.annotation.select_object(1)
         self._after_edit("reset: all clicks of this frame removed")
 
     def new_object(self) -> None:
-        try:
-            object_id = self.annotation.new_object()
-        except ClickRejectedError as error:
-            return self.fail(str(error))
-        self.notice = f"new object {object_id}: click on it"
+        """A fresh object (track) id: above every id of the drive, so never an earlier track."""
+        fresh = max([self.active_object, *self.review.objects,
+                     *(c.object_id for c in self.annotation.clicks)]) + 1
+        if fresh > MAX_OBJECT_ID:
+            return self.fail(f"no object id left (maximum {MAX_OBJECT_ID})")
+        self.annotation.select_object(fresh)
+        self._assign(fresh)  # here, not on the click's path
+        self.notice = f"new object {fresh} ({self.review.current_class}): click on it"
         if self.frame is not None:
-            self._save()
+            self.saver.autosave_clicks(self.annotation, self.frame_name)
 
     def set_active(self, object_id: int) -> None:
         if not 1 <= object_id <= MAX_OBJECT_ID:
@@ -382,90 +246,161 @@ class Workspace:
         self.annotation.select_object(object_id)
         self.notice = f"active object {object_id}"
         if self.frame is not None:
-            self._save()
+            self.saver.autosave_clicks(self.annotation, self.frame_name)
+
+    def _assign(self, object_id: int) -> None:
+        """``object_id`` gets the class for new objects."""
+        self.review.assign(object_id)
+        self._write_session_file()
+
+    def set_class(self, class_name: str, object_id: int | None = None) -> None:
+        """Give ``object_id`` (default: the active object) the class ``class_name``; new
+        objects get it from now on."""
+        object_id = self.active_object if object_id is None else object_id
+        try:
+            self.review.set_class(class_name, object_id)
+        except OntologyError as error:
+            return self.fail(str(error))
+        if object_id >= 1:
+            self._write_session_file()
+            self.saver.edited()
+        self.notice = f"object {object_id}: {class_name}" if object_id >= 1 else \
+            f"class for new objects: {class_name}"
+
+    def set_attribute(self, name: str, value, object_id: int | None = None) -> None:
+        object_id = self.active_object if object_id is None else object_id
+        try:
+            self.review.set_attribute(object_id, name, value)
+        except ValueError as error:  # OntologyError included
+            return self.fail(str(error))
+        self._write_session_file()
+        self.saver.edited()
+        self.notice = f"object {object_id}: {name} = {value}"
+
+    def set_status(self, status: str) -> None:
+        try:
+            self.review.set_status(self.frame_name, status)
+        except ValueError as error:
+            return self.fail(str(error))
+        self._write_session_file()
+        self.notice = f"frame {self.frame_name}: {status}"
+
+    def propagate(self, frames: int) -> None:
+        """Carry this frame's objects forward into the next ``frames`` frames again, replacing
+        what they had (stops before an accepted frame), then come back here."""
+        if self.frame is None or not self.annotation.clicks:
+            return self.fail("nothing to propagate: label this frame first")
+        if self.carry_mode == "off":
+            return self.fail("carrying is off (--carry off)")
+        start = self.frames.position
+        done: list[str] = []
+        for position in range(start + 1, min(start + 1 + frames, len(self.frames.order))):
+            name = self.frames.name_at(position)
+            if self.review.status_of(name) == "accepted":
+                break
+            self.goto_position(position, carry=True, fresh=True)
+            if self.frame is None:
+                break
+            done.append(name)
+        self.goto_position(start, carry=False)
+        stop = "" if len(done) == frames else " (stopped at an accepted or unusable frame " \
+            "or the last one)"
+        self.notice = (f"propagated to {len(done)} frames: {', '.join(done[:5])}"
+                       + ("..." if len(done) > 5 else "") + stop)
 
     def _after_edit(self, what: str) -> None:
         self.error = ""
-        self.annotation.predict()
+        with self.torch_lock:
+            self.annotation.predict()
         self.version += 1
         self.notice = what
-        self._save()
+        self.saver.autosave_clicks(self.annotation, self.frame_name)
+        self.saver.edited()
 
     def fail(self, message: str) -> None:
         self.error = message
         self.log(f"npiseg-annotate: {message}")
 
     # ------------------------------------------------------------ saving
-    def _save(self) -> None:
-        """Autosave (atomic) and the three exports of the current frame."""
-        try:
-            _shareable(self.annotation.autosave(self._autosave_dir()))
-            if self.annotation.prediction is not None:
-                for fmt in EXPORT_FORMATS:
-                    _shareable(self.annotation.save(self.export_path(fmt), fmt))
-            self._write_session_file()
-        except OSError as error:
-            self.fail(f"could not save into {self.folder}: {error}")
-            return
-        self.last_saved = time.time()
+    def _snapshot(self) -> FrameExport | None:
+        prediction = self.prediction
+        if self.frame is None or prediction is None:
+            return None
+        return FrameExport(self.frame_name, self.frame.xyz, prediction.labels,
+                           prediction.uncertainty, self.annotation.clicks, self.review.snapshot())
 
-    def export_path(self, fmt: str) -> Path:
-        if fmt not in EXPORT_FORMATS:
-            raise ValueError(f"unknown export format {fmt!r}")
-        path = (self.folder / "export" / f"{self.frame_name}.{fmt}").resolve()
-        if self.folder not in path.parents:
-            raise ValueError(f"refusing to write outside the session folder: {path}")
-        return path
+    def flush(self, *, wait: bool = False) -> None:
+        """Write the current frame's exports if they are older than its labels: on the
+        background thread when it runs (after what it has queued; ``wait``: until written),
+        else here."""
+        self.saver.flush(self._snapshot, self.base, self._background, wait=wait)
+
+    def export_now(self) -> None:
+        """Write the current frame's exports and labelled autosave now (the page's *export*)."""
+        if self.frame is None or self.prediction is None:
+            return self.fail("nothing to export here")
+        self.saver.dirty = True
+        self.flush(wait=True)
+        self.saver.autosave_labels(self.annotation, self.frame_name)
+        if not self.error:
+            self.notice = (f"exported {len(self.saver.exported)} files of frame "
+                           f"{self.frame_name}")
+
+    # ------------------------------------------------------------ background thread
+    def start_background(self) -> None:
+        """Start the background thread: exports off the request path, the next frame encoded
+        and tracked ahead, exports after an idle spell."""
+        if self._background is None:
+            self._background = BackgroundWorker(self._background_tick,
+                                                lambda m: self.log(f"npiseg-annotate: {m}"))
+
+    def stop_background(self) -> None:
+        """Write what is pending, then stop the background thread."""
+        with self.lock:
+            if self.saver.dirty:
+                self.flush(wait=True)
+                self.saver.autosave_labels(self.annotation, self.frame_name)
+            worker, self._background = self._background, None
+        if worker is not None:  # not under the lock: its last tick may be waiting for it
+            worker.stop()
+
+    def touch(self) -> None:
+        """A request arrived (the background thread waits for quiet)."""
+        self.lookahead.touch()
+
+    def _background_tick(self) -> None:
+        now = time.monotonic()
+        with self.lock:
+            if not self.lookahead.quiet(now):
+                return
+            if self.saver.idle_export_due(now):
+                self.flush(wait=True)
+                self.saver.autosave_labels(self.annotation, self.frame_name)
+                return
+            job = self.lookahead.job()
+        if job is not None:
+            job()
+
+    @property
+    def next_ready(self) -> bool:
+        """The next frame is encoded ahead and (``masks``) the objects on screen are tracked
+        into it: stepping there costs clicks and one decode."""
+        return self.lookahead.ready(self.carry_mode == "masks" and self.frame is not None
+                                    and bool(self.annotation.clicks))
 
     # ------------------------------------------------------------ what the page sees
     def state(self) -> dict:
-        prediction = self.prediction
-        objects = []
-        if prediction is not None:
-            for stats in prediction.object_stats.values():
-                objects.append({"id": stats.object_id, "points": stats.num_points,
-                                "mean_uncertainty": round(float(stats.mean_uncertainty), 5),
-                                "clicks": stats.num_clicks})
-        clicks = [{"position": [round(float(v), 3) for v in c.position], "object_id": c.object_id,
-                   "point_index": c.point_index} for c in self.annotation.clicks]
-        suggestion = None
-        if prediction is not None and prediction.suggested_click is not None:
-            suggestion = [round(float(v), 3) for v in prediction.suggested_click]
-        return {
-            "source": None if self.source is None else self.source.describe(),
-            "session_folder": str(self.folder),
-            "frames": 0 if self.source is None else len(self.source),
-            "position": self.position, "frame_index": self.frame_index,
-            "frame_name": self.frame_name, "order": self.order_kind,
-            "max_range": self.max_range,
-            "ok": self.frame is not None, "num_points": 0 if self.frame is None
-            else int(self.frame.xyz.shape[0]),
-            "active_object": self.active_object, "objects": objects, "clicks": clicks,
-            "suggested_click": suggestion, "carry": None if self.carry_report is None
-            else self.carry_report.to_json(),
-            "error": self.error, "notice": self.notice, "version": self.version,
-            "frame_token": self.frame_token,
-            "decode_ms": None if prediction is None else round(prediction.decode_ms, 1),
-        }
+        return view.page_state(self)
+
+    def boxes(self) -> dict:
+        """The current frame's objects' boxes (``export.fit_box``), for the page."""
+        return view.boxes_json(self.frame, self.prediction, self.version)
 
     def cloud_bytes(self) -> bytes:
-        if self.frame is None:
-            return b""
-        return np.ascontiguousarray(self.frame.xyz, dtype="<f4").tobytes()
+        return view.cloud_bytes(self.frame)
+
+    def intensity_bytes(self) -> bytes:
+        return view.intensity_bytes(self.frame)
 
     def label_bytes(self) -> bytes:
-        if self.frame is None or self.prediction is None:
-            return b""
-        return (np.ascontiguousarray(self.prediction.labels, dtype="<i4").tobytes()
-                + np.ascontiguousarray(self.prediction.uncertainty, dtype="<f4").tobytes())
-
-
-def read_triage_order(path: Path, names: list[str]) -> list[int]:
-    """Frame indices by triage rank (rank 1 first) from a triage CSV."""
-    index_of = {name: i for i, name in enumerate(names)}
-    rows = []
-    with open(path, newline="") as handle:
-        for row in csv.DictReader(handle):
-            if row.get("frame") in index_of and row.get("rank"):
-                rows.append((int(row["rank"]), index_of[row["frame"]]))
-    return [index for _, index in sorted(rows)]
+        return view.label_bytes(self.frame, self.prediction)

@@ -10,7 +10,7 @@ Frames and transforms (4x4 float64 matrices, ``x_to = T @ x_from``, metres):
 
 * every sweep has a *pose*, fixed frame <- sensor frame at the sweep's stamp: from tf when the
   caller has it, else by LiDAR odometry - each new sweep aligned with the newest one aligned
-  before (``ego_fallback="align"``, carry's ICP; :meth:`Follower._odometry_pose`) - or the
+  before (``ego_fallback="align"``, carry's ICP; :class:`~.odometry.LidarOdometry`) - or the
   reference's own (``"static"``). Without any tf the fixed frame is the first reference's
   sensor frame;
 * the clicks are kept in the fixed frame, as the reference's snapped points, and move with
@@ -20,14 +20,14 @@ Frames and transforms (4x4 float64 matrices, ``x_to = T @ x_from``, metres):
 """
 from __future__ import annotations
 
-import bisect
 import threading
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from npiseg_ros.core.carry import carry_labels, rigid_align, transform_points
+from npiseg_ros.annotation.odometry import LidarOdometry
+from npiseg_ros.core.carry import carry_labels, transform_points
 
 __all__ = ["EGO_FALLBACKS", "Answer", "Reference", "Follower", "move_click", "snap_to_object",
            "UNCERTAINTY_CELL_M"]
@@ -40,27 +40,6 @@ UNCERTAINTY_CELL_M = 0.5
 """A carried point takes the largest uncertainty of the reference's points in its cell of this
 size (after the ego motion): the uncertainty is smooth at this scale and a grid lookup costs a
 few milliseconds where a nearest-neighbour search over a whole sweep costs ~60 ms."""
-
-ALIGN_SOURCE_POINTS = 2000
-"""Static points of the previous sweep the odometry aligns (:func:`_static_sample`)."""
-
-ALIGN_TARGET_POINTS = 15000
-"""New-sweep points the odometry pairs them with (every k-th: a sparser target biases the
-pairs on a LiDAR's uneven sampling)."""
-
-ALIGN_MIN_INLIERS = 0.5
-"""An odometry alignment with fewer paired points than this share is tried again from its
-result with a wider pairing distance and more iterations; the better of the two is kept."""
-
-GROUND_CELL_M = 1.0
-GROUND_CLEARANCE_M = 0.3
-"""Points less than this above the lowest point of their ground cell count as ground."""
-
-GROUND_SHARE = 0.5
-"""Largest share of ground points in the ego alignment's sample (:func:`_static_sample`)."""
-
-POSE_HISTORY = 64
-"""Sweep poses kept for predicting the pose of the next one (the warm start of alignment)."""
 
 _KEY_OFFSET = 1 << 20
 """Grid cell indices are shifted by this and packed in 21 bits per axis (+-524 km at 0.5 m)."""
@@ -150,9 +129,7 @@ class Follower:
         self._lock = threading.Lock()
         self._reference: Reference | None = None
         self._tokens = 0
-        self._poses: list[tuple[float, np.ndarray]] = []   # recent (stamp, pose), by stamp
-        # the newest sweep aligned without tf: (stamp, pose, its static sample), the odometry
-        self._odometry: tuple[float, np.ndarray, np.ndarray] | None = None
+        self._odometry = LidarOdometry()   # the sweep poses (lock order: ours, then its)
         self.ego_fallback = ego_fallback
 
     @property
@@ -173,7 +150,8 @@ class Follower:
     def clear(self) -> None:
         """Forget the reference and the motion history (a new stream)."""
         with self._lock:
-            self._reference, self._poses, self._odometry = None, [], None
+            self._reference = None
+            self._odometry.clear()
 
     def set_reference(self, xyz: np.ndarray, labels: np.ndarray, uncertainty: np.ndarray, *,
                       pose: np.ndarray, stamp: float,
@@ -199,10 +177,7 @@ class Follower:
                                   np.asarray(uncertainty, np.float32), pose, float(stamp),
                                   fixed_clicks, fixed_suggestion, self._tokens)
             self._reference = reference
-            self._remember_pose(float(stamp), pose)
-            if self._odometry is None:    # the first reference starts the odometry
-                self._odometry = (float(stamp), pose, _static_sample(
-                    reference.xyz, reference.labels, ALIGN_SOURCE_POINTS))
+            self._odometry.start(float(stamp), pose, reference.xyz, reference.labels)
         identity = np.eye(4)
         return Answer(reference.xyz, reference.labels, reference.uncertainty, pose, identity,
                       {}, reference.token, False, "decode", self._clicks_on(reference, pose,
@@ -225,21 +200,17 @@ class Follower:
         elif self._ego_fallback == "static":
             pose, source = reference.pose, "static"
         else:
-            pose, source = self._odometry_pose(xyz, stamp), "align"
+            pose, source = self._odometry.pose(xyz, stamp), "align"
         # no pose (no motion known yet): carry_labels aligns the two sweeps from scratch
         carried = carry_labels(reference.xyz, reference.labels, xyz,
                                None if pose is None else np.linalg.inv(pose) @ reference.pose)
         ego = carried.ego
         if pose is None:
             pose = reference.pose @ np.linalg.inv(ego)
-        with self._lock:
-            self._remember_pose(float(stamp), pose)
-            newest = self._odometry is None or stamp > self._odometry[0]
-        if source == "align" and newest:
-            sample = _static_sample(xyz, carried.labels, ALIGN_SOURCE_POINTS)
-            with self._lock:
-                if self._odometry is None or stamp > self._odometry[0]:
-                    self._odometry = (float(stamp), pose, sample)
+        if source == "align":    # this sweep may be the next one's alignment target
+            self._odometry.record(float(stamp), pose, xyz, carried.labels)
+        else:
+            self._odometry.record(float(stamp), pose)
         uncertainty = self._carried_uncertainty(reference, xyz, carried.labels, ego,
                                                 carried.object_motion)
         suggestion = None if reference.suggestion is None else transform_points(
@@ -256,53 +227,6 @@ class Follower:
         return tuple((transform_points(motions.get(object_id, ego) @ to_reference,
                                        position[None])[0], object_id)
                      for position, object_id in reference.clicks)
-
-    def _odometry_pose(self, xyz: np.ndarray, stamp: float) -> np.ndarray | None:
-        """The sweep's pose without tf: LiDAR odometry.
-
-        A sweep newer than every one aligned so far is aligned with the newest of them (carry's
-        :func:`rigid_align` of its static points, started at constant velocity and at rest):
-        0.1-0.3 s of motion, well conditioned even along a street, where aligning with a
-        reference a second or two old slides along the facades. An older sweep (the one the
-        worker encodes, the sweep on screen answered again) is placed between the poses known
-        around its stamp.
-        None before two poses are known (``carry_labels`` then aligns from scratch).
-        """
-        with self._lock:
-            last, poses = self._odometry, list(self._poses)
-        if last is None or stamp <= last[0]:
-            return _interpolate(poses, stamp)
-        finite = np.isfinite(xyz).all(axis=1)
-        target = np.asarray(xyz)[finite]
-        if last[2].shape[0] < 3 or target.shape[0] < 3:
-            return None
-        if target.shape[0] > ALIGN_TARGET_POINTS:
-            target = target[:: target.shape[0] // ALIGN_TARGET_POINTS + 1]   # spread, fixed
-        # two starts: constant velocity, and no motion since the newest (a stop, a reversal,
-        # or a long gap after a busy spell make the first one wrong); the better fit wins
-        guess = _extrapolate([p for p in poses if p[0] <= last[0]], stamp)
-        if guess is None:       # no motion known yet: carry_labels' own, wider alignment
-            return None
-        starts = [np.eye(4), np.linalg.inv(guess) @ last[1]]
-        results = [rigid_align(last[2], target, start, iterations=8, max_pair_m=1.0,
-                               yaw_only=False) for start in starts]
-        result = max(results, key=lambda fit: fit.inlier_ratio)
-        if result.inlier_ratio < ALIGN_MIN_INLIERS:   # maybe off: a wider search
-            wide = rigid_align(last[2], target, result.transform, iterations=20,
-                               max_pair_m=2.0, yaw_only=False)
-            if wide.inlier_ratio > result.inlier_ratio:
-                result = wide
-        return last[1] @ np.linalg.inv(result.transform)
-
-    def _remember_pose(self, stamp: float, pose: np.ndarray) -> None:
-        """Keep the sweep's pose (the last :data:`POSE_HISTORY`, in stamp order)."""
-        stamps = [known for known, _ in self._poses]
-        at = bisect.bisect_left(stamps, stamp)
-        if at < len(stamps) and stamps[at] == stamp:
-            self._poses[at] = (stamp, pose)
-        else:
-            self._poses.insert(at, (stamp, pose))
-        del self._poses[:-POSE_HISTORY]
 
     def _carried_uncertainty(self, reference: Reference, xyz: np.ndarray, labels: np.ndarray,
                              ego: np.ndarray, motions: dict[int, np.ndarray]) -> np.ndarray:
@@ -328,40 +252,6 @@ class Follower:
             result[np.flatnonzero(usable)[found]] = values[slot[found]]
         result[~np.isfinite(xyz).all(axis=1)] = np.nan
         return result
-
-
-def _between(before: np.ndarray, after: np.ndarray, ratio: float) -> np.ndarray:
-    """The pose ``ratio`` of the way from ``before`` to ``after`` (translation and yaw; beyond
-    them for a ratio outside [0, 1])."""
-    delta = np.linalg.inv(before) @ after
-    yaw = ratio * np.arctan2(delta[1, 0], delta[0, 0])
-    step = np.eye(4)
-    step[:2, :2] = [[np.cos(yaw), -np.sin(yaw)], [np.sin(yaw), np.cos(yaw)]]
-    step[:3, 3] = ratio * delta[:3, 3]
-    return before @ step
-
-
-def _interpolate(poses: list[tuple[float, np.ndarray]], stamp: float) -> np.ndarray | None:
-    """The pose at ``stamp`` between the two known poses around it (the known pose itself at
-    its stamp); None outside the poses known."""
-    stamps = [known for known, _ in poses]
-    at = bisect.bisect_left(stamps, stamp)
-    if at < len(stamps) and stamps[at] == stamp:
-        return poses[at][1]
-    if at == 0 or at == len(stamps):
-        return None
-    (before_stamp, before), (after_stamp, after) = poses[at - 1], poses[at]
-    return _between(before, after, (stamp - before_stamp) / (after_stamp - before_stamp))
-
-
-def _extrapolate(poses: list[tuple[float, np.ndarray]], stamp: float) -> np.ndarray | None:
-    """The pose at ``stamp`` after the newest known pose, at the constant velocity of the last
-    two (at most 3 of their intervals ahead); None with fewer than two."""
-    if len(poses) < 2 or poses[-1][0] <= poses[-2][0]:
-        return None
-    (before_stamp, before), (after_stamp, after) = poses[-2], poses[-1]
-    ratio = min((stamp - before_stamp) / (after_stamp - before_stamp), 4.0)
-    return _between(before, after, ratio)
 
 
 def move_click(position, source: Answer, target: Answer) -> np.ndarray:
@@ -396,38 +286,6 @@ def snap_to_object(xyz: np.ndarray, labels: np.ndarray, position, object_id: int
     squared = np.einsum("ij,ij->i", offsets, offsets)
     best = int(np.argmin(squared))
     return int(members[best]) if squared[best] <= max_distance ** 2 else None
-
-
-def _static_sample(xyz: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
-    """Up to ``count`` finite background points, evenly spread, at most
-    :data:`GROUND_SHARE` of them on the ground: what an alignment can hold on to. Objects may
-    move; the ground is a plane that pairs with itself wherever the sweep is, so with the
-    ground's usual share of a sweep most pairs would vote for "no motion" and the alignment
-    would lag behind the sensor and slide along the street (it still pins height and tilt)."""
-    usable = np.isfinite(xyz).all(axis=1) & (labels == 0)
-    if usable.sum() < 100:
-        usable = np.isfinite(xyz).all(axis=1)
-    points = np.asarray(xyz)[usable]
-    if points.shape[0] > 4 * count:     # enough for the ground heights, then the sample
-        points = points[:: points.shape[0] // (4 * count) + 1]
-    raised = _above_ground(points)
-    ground_count = int(count * GROUND_SHARE)
-    parts = [points[raised], points[~raised]]
-    budgets = [count - min(ground_count, parts[1].shape[0]), ground_count]
-    parts = [part[:: part.shape[0] // budget + 1] if part.shape[0] > budget > 0 else part
-             for part, budget in zip(parts, budgets)]
-    return np.concatenate(parts).astype(np.float64)
-
-
-def _above_ground(xyz: np.ndarray) -> np.ndarray:
-    """(N,) bool: points more than :data:`GROUND_CLEARANCE_M` above the lowest point of their
-    :data:`GROUND_CELL_M` column."""
-    cells = np.floor(xyz[:, :2] / GROUND_CELL_M).astype(np.int64)
-    keys = cells[:, 0] * 4_194_304 + cells[:, 1]   # +-2^21 cells per axis: no collision
-    order = np.argsort(keys, kind="stable")
-    unique, starts = np.unique(keys[order], return_index=True)
-    lowest = np.minimum.reduceat(xyz[order, 2], starts)
-    return xyz[:, 2] > lowest[np.searchsorted(unique, keys)] + GROUND_CLEARANCE_M
 
 
 def _transform32(transform: np.ndarray, xyz: np.ndarray) -> np.ndarray:

@@ -4,7 +4,8 @@ The ROS node's follow mode (``cloud_policy: follow``) has two threads doing the 
 
 * the worker (``ros/worker.py``) runs every PyTorch call: it encodes the newest sweep each time
   the last encode is done, re-applies the clicks there, decodes, and hands the decode here
-  (:meth:`SweepStream.decoded`), which makes it the :class:`~.follow.Follower`'s reference;
+  (:meth:`SweepStream.decoded`, through :class:`~.follow_mode.FollowMode`), which makes it the
+  :class:`~.follow.Follower`'s reference;
 * this thread (numpy and scipy only) answers every other sweep: it labels the newest sweep
   received from the reference (:meth:`~.follow.Follower.carry`) and reports it. A sweep that
   arrives while it is busy replaces the one waiting (counted as dropped).

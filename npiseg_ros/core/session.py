@@ -10,7 +10,7 @@ it was.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -24,8 +24,8 @@ from npiseg_ros.core.suggest import region_cells, suggest_error_region, suggest_
 from npiseg_ros.core.types import (BACKGROUND_ID, INVALID_LABEL, MAX_OBJECT_ID, Click,
                                    CloudSummary, ObjectStats, Prediction)
 
-__all__ = ["SegmentationSession", "resolve_device", "has_chroma", "CHROMA_THRESHOLD",
-           "MAX_OBJECT_ID", "DEFAULT_MAX_CLICK_DISTANCE_M"]
+__all__ = ["SegmentationSession", "EncodedCloud", "resolve_device", "has_chroma",
+           "CHROMA_THRESHOLD", "MAX_OBJECT_ID", "DEFAULT_MAX_CLICK_DISTANCE_M"]
 
 DEFAULT_MAX_CLICK_DISTANCE_M = 0.5
 
@@ -48,6 +48,25 @@ class _Cloud:
     @property
     def points(self) -> VoxelisedCloud:
         return self.scene.cloud
+
+
+@dataclass(frozen=True, eq=False)
+class EncodedCloud:
+    """A cloud encoded by :meth:`SegmentationSession.encode`, for
+    :meth:`SegmentationSession.adopt`.
+
+    Attributes:
+        xyz: the (N, 3) coordinates given to ``encode`` (that very array, not a copy).
+        colors: the (N, 3) colours given, or None.
+        intensity: the (N,) intensity given, or None.
+        summary: what ``set_cloud`` reports for the cloud (``encode_ms``: ``encode``'s time).
+    """
+
+    xyz: np.ndarray
+    colors: np.ndarray | None
+    intensity: np.ndarray | None
+    summary: CloudSummary
+    _cloud: _Cloud = field(repr=False)
 
 
 @dataclass
@@ -209,7 +228,8 @@ class SegmentationSession:
     # ------------------------------------------------------------------ cloud
     def set_cloud(self, xyz: np.ndarray, colors: np.ndarray | None = None,
                   intensity: np.ndarray | None = None) -> CloudSummary:
-        """Voxelise a cloud and run the backbone once; forgets all clicks.
+        """Voxelise a cloud and run the backbone once; forgets all clicks
+        (``adopt(encode(xyz, colors, intensity))``).
 
         Args:
             xyz: (N, 3) float coordinates, metres. Rows with NaN/inf are dropped (reported in
@@ -221,21 +241,50 @@ class SegmentationSession:
             InvalidCloudError: empty cloud, wrong shapes, no finite point, over ``max_points``,
                 colours out of range. The previous cloud and clicks are then kept.
         """
+        return self.adopt(self.encode(xyz, colors, intensity))
+
+    def encode(self, xyz: np.ndarray, colors: np.ndarray | None = None,
+               intensity: np.ndarray | None = None) -> EncodedCloud:
+        """Voxelise a cloud, run the backbone and build its voxel graph without changing the
+        session: its cloud, clicks and history stay, so a thread may encode the next cloud
+        while the session serves the current one (one thread at a time may run the models:
+        the caller serialises). Arguments and errors as :meth:`set_cloud`.
+        """
         start = time.perf_counter()
-        xyz = as_points(xyz)
-        if self.max_points is not None and xyz.shape[0] > self.max_points:
-            raise InvalidCloudError(f"cloud has {xyz.shape[0]} points, more than max_points="
-                                    f"{self.max_points}; crop or downsample it, or raise the limit")
-        model, scene = self.router.encode(PointCloud.from_arrays(xyz, colors, intensity))
+        points_xyz = as_points(xyz)
+        if self.max_points is not None and points_xyz.shape[0] > self.max_points:
+            raise InvalidCloudError(f"cloud has {points_xyz.shape[0]} points, more than "
+                                    f"max_points={self.max_points}; crop or downsample it, or "
+                                    f"raise the limit")
+        model, scene = self.router.encode(PointCloud.from_arrays(points_xyz, colors, intensity))
         points = scene.cloud
-        self._cloud = _Cloud(scene, model, region_cells(points.valid_xyz,
-                                                        _suggestion_region_m(points)))
+        cloud = _Cloud(scene, model, region_cells(points.valid_xyz, _suggestion_region_m(points)))
+        summary = CloudSummary(num_points=points.num_points,
+                               num_dropped=int(points.num_points - points.valid_index.size),
+                               num_voxels=scene.num_voxels,
+                               encode_ms=(time.perf_counter() - start) * 1e3,
+                               model=self.router.role_of(model))
+        return EncodedCloud(xyz, colors, intensity, summary, cloud)
+
+    def adopt(self, encoded: EncodedCloud) -> CloudSummary:
+        """Make a cloud :meth:`encode` made (here or in a session on the same models) the
+        current cloud, exactly as :meth:`set_cloud` leaves it: every click forgotten. Returns
+        its summary.
+
+        Raises:
+            TypeError: not an :class:`EncodedCloud`.
+            ValueError: encoded by other models than this session's.
+        """
+        if not isinstance(encoded, EncodedCloud):
+            raise TypeError(f"adopt takes an EncodedCloud from encode, got "
+                            f"{type(encoded).__name__}")
+        if encoded._cloud.model is not self.router.default and \
+                encoded._cloud.model is not self.router.rgb:
+            raise ValueError("the cloud was encoded by other models than this session's: "
+                             "encode it with this session")
+        self._cloud = encoded._cloud
         self._forget_clicks()
-        return CloudSummary(num_points=points.num_points,
-                            num_dropped=int(points.num_points - points.valid_index.size),
-                            num_voxels=scene.num_voxels,
-                            encode_ms=(time.perf_counter() - start) * 1e3,
-                            model=self.active_model_role)
+        return encoded.summary
 
     def clear(self) -> None:
         """Forget the cloud and every click."""

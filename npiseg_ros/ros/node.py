@@ -5,8 +5,8 @@ Run: ``python -m npiseg_ros.ros.node --ros-args --params-file config/segment.yam
 Topics, services and parameters are listed in ``docs/ros.md``. All session work happens on the
 :class:`~npiseg_ros.ros.worker.AnnotationWorker` thread; callbacks here only convert messages
 (clicks into the cloud's frame), validate, and queue, so the executor never waits for a decode.
-The node implements the worker's :class:`~npiseg_ros.ros.worker.WorkerEvents`: it publishes
-what the worker reports.
+The node implements the worker's :class:`~npiseg_ros.ros.worker_types.WorkerEvents`: it
+publishes what the worker reports (labels through :mod:`npiseg_ros.ros.label_outputs`).
 """
 from __future__ import annotations
 
@@ -33,9 +33,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import PointCloud2
-from std_msgs.msg import Header
 from std_srvs.srv import Trigger
-from visualization_msgs.msg import MarkerArray
 
 from npiseg_ros.annotation import ResumeOutcome
 from npiseg_ros.core.errors import ClickRejectedError, ConfigError, InvalidCloudError, NPISegError
@@ -43,12 +41,12 @@ from npiseg_ros.core.types import MAX_OBJECT_ID, CloudSummary
 from npiseg_ros.msg import Click, SegmentationState
 from npiseg_ros.ros import conversions, diagnostics, params, paths
 from npiseg_ros.ros.frames import ClickTransformer
-from npiseg_ros.ros.markers import build_markers
+from npiseg_ros.ros.label_outputs import LabelPublishers
 from npiseg_ros.ros.node_main import ShutdownSignals
 from npiseg_ros.ros.session_factory import build_session
 from npiseg_ros.ros.state import ErrorInfo, build_state
-from npiseg_ros.ros.worker import AnnotationWorker, ClickRequest, Snapshot, SweepAnswer, \
-    WorkerOptions
+from npiseg_ros.ros.worker import AnnotationWorker
+from npiseg_ros.ros.worker_types import ClickRequest, Snapshot, SweepAnswer, WorkerOptions
 from npiseg_ros.srv import NewObject, SaveAnnotation
 
 NODE_NAME = "npiseg"
@@ -74,9 +72,6 @@ class SegmentationNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._error = ErrorInfo()
         self._snapshot: Snapshot | None = None
-        # the output clouds' packed x, y, z of the cloud published last (worker thread only)
-        self._outputs: tuple[object, conversions.OutputClouds] | None = None
-        self._answer_outputs: tuple[object, conversions.OutputClouds] | None = None  # follow
         self._state_lock = threading.Lock()
         self._transformer = ClickTransformer(self)
         self._pose_problem: str | None = None   # why the last sweep pose lookup failed
@@ -98,9 +93,7 @@ class SegmentationNode(Node):
         # Latched outputs: a viewer or test that subscribes late still gets the current result.
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self._segmented_pub = self.create_publisher(PointCloud2, "~/segmented", latched)
-        self._uncertainty_pub = self.create_publisher(PointCloud2, "~/uncertainty", latched)
-        self._markers_pub = self.create_publisher(MarkerArray, "~/markers", latched)
+        self._labels = LabelPublishers(self, latched)   # ~/segmented, ~/uncertainty, ~/markers
         self._state_pub = self.create_publisher(SegmentationState, "~/state", latched)
         cloud_qos = QoSProfile(depth=settings.qos_depth, reliability=(
             ReliabilityPolicy.BEST_EFFORT if settings.qos_reliability == "best_effort"
@@ -275,42 +268,19 @@ class SegmentationNode(Node):
     def on_labels(self, snapshot: Snapshot) -> None:
         """Right after a decode, before its autosave is written: segmented + uncertainty
         clouds and markers (what the user looks at)."""
-        if not self.context.ok():  # Ctrl-C: the context is gone, nothing can be published
-            return
-        cloud, prediction = snapshot.cloud, snapshot.prediction
-        if self._outputs is None or self._outputs[0] is not cloud:  # x, y, z packed per cloud
-            self._outputs = (cloud, conversions.OutputClouds(cloud.xyz, cloud.height,
-                                                             cloud.width))
-        points = {oid: stats.num_points for oid, stats in prediction.object_stats.items()}
-        self._publish_labels(cloud, self._outputs[1], prediction.labels,
-                             prediction.uncertainty, snapshot.clicks, points,
-                             prediction.suggested_click)
+        if self.context.ok():  # Ctrl-C: the context is gone, nothing can be published
+            self._labels.publish_snapshot(snapshot)
 
     def on_answer(self, answer: SweepAnswer) -> None:
         """Follow mode, on the carrying thread: one sweep's labels, with ITS header (stamp),
         so a viewer draws them where the sweep was."""
-        if not self.context.ok():
-            return
-        cloud = answer.cloud
-        if self._answer_outputs is None or self._answer_outputs[0] is not cloud:
-            self._answer_outputs = (cloud, conversions.OutputClouds(cloud.xyz, cloud.height,
-                                                                    cloud.width))
-        self._publish_labels(cloud, self._answer_outputs[1], answer.labels, answer.uncertainty,
-                             answer.clicks, answer.object_points, answer.suggested_click)
+        if self.context.ok():
+            self._labels.publish_answer(answer)
 
     def on_output_removed(self, removed: list[str]) -> None:
         self.get_logger().info(f"max_output_mb: removed {len(removed)} of the node's oldest "
                                f"files to stay under {self.settings.max_output_mb:g} MB: "
                                + ", ".join(removed))
-
-    def _publish_labels(self, cloud, outputs: conversions.OutputClouds, labels, uncertainty,
-                        clicks, points: dict[int, int], suggestion) -> None:
-        """``~/segmented``, ``~/uncertainty`` and ``~/markers`` of one cloud."""
-        header = Header(frame_id=cloud.frame_id, stamp=cloud.stamp)
-        self._segmented_pub.publish(outputs.segmented(header, labels, uncertainty))
-        self._uncertainty_pub.publish(outputs.uncertainty(header, uncertainty))
-        self._markers_pub.publish(build_markers(cloud.frame_id, cloud.stamp, clicks, points,
-                                                suggestion))
 
     def on_state(self, snapshot: Snapshot) -> None:
         """After every batch, once its autosave is written: the state."""

@@ -10,7 +10,7 @@ from std_msgs.msg import Header
 
 from npiseg_ros.core.types import BACKGROUND_ID
 from npiseg_ros.msg import ObjectState, SegmentationState
-from npiseg_ros.ros.worker import Snapshot
+from npiseg_ros.ros.worker_types import Snapshot
 
 __all__ = ["ErrorInfo", "build_state"]
 

@@ -5,22 +5,23 @@ callbacks must never wait for them (the executor would stop delivering clicks, c
 service calls). Callbacks put clicks and commands into one FIFO and the latest cloud into a
 one-slot mailbox; the worker drains everything that arrived, applies it in arrival order, then
 decodes ONCE for the whole batch (clicks made during a decode are applied together) and reports
-a :class:`Snapshot`. Only this thread touches the controller, so a cloud arriving in the middle
-of a decode just waits in the mailbox and cannot corrupt it.
+a ``Snapshot``. Only this thread touches the controller, so a cloud arriving in the middle of a
+decode just waits in the mailbox and cannot corrupt it.
 
 What the worker adds to the controller: the cloud policy (``latch`` / ``follow``), the queue,
-the stop, and where and how much it may write (``output_directory``, its size cap, the
-``save_every`` policy). It reports through :class:`WorkerEvents`, which the node implements. No
-rclpy here: clicks arrive already in the frame of the cloud they were made on (the node
-transforms them at that cloud's stamp before queueing), so this is testable without ROS.
+the stop, and the writes (``output_directory``, its size cap, ``save_every``). It reports
+through ``WorkerEvents``, which the node implements. No rclpy here: clicks arrive already in
+the frame of the cloud they were made on (the node transforms them at that cloud's stamp), so
+this is testable without ROS.
 
 Follow mode (``cloud_policy: follow``): this thread encodes the newest sweep each time it is
-free (the sweeps in between are not encoded), re-applies the clicks there - kept in the fixed
-frame and moved with their objects - and decodes; a second thread
-(:class:`~npiseg_ros.annotation.stream.SweepStream`, numpy only) answers every sweep it can
-by carrying the labels of the last decode onto it, and reports each answer
-(:meth:`WorkerEvents.on_answer`) with the sweep's own stamp. Clicks are applied before the next
-encode starts, so a click waits for at most the encode running when it came.
+free and re-applies the clicks there (:mod:`~npiseg_ros.annotation.follow_mode`); a second
+thread (:class:`~npiseg_ros.annotation.stream.SweepStream`) answers every sweep it can from
+the last decode (``WorkerEvents.on_answer``). Clicks are applied before the next encode
+starts, so a click waits for at most the encode running when it came.
+
+The types the node exchanges with the worker: :mod:`~npiseg_ros.ros.worker_types`; the files it
+writes and reads back: :mod:`~npiseg_ros.ros.worker_files`.
 """
 from __future__ import annotations
 
@@ -29,163 +30,23 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from npiseg_ros.annotation import SESSION_SETTINGS, AnnotationController, ResumeOutcome
-from npiseg_ros.annotation.follow import EGO_FALLBACKS, Answer, Follower, move_click, \
-    snap_to_object
-from npiseg_ros.annotation.storage import OutputBudget
-from npiseg_ros.annotation.stream import StreamStats, SweepStream, stamp_seconds, \
-    time_seconds
+from npiseg_ros.annotation import SESSION_SETTINGS, AnnotationController
+from npiseg_ros.annotation.follow import Follower
+from npiseg_ros.annotation.follow_mode import FollowMode
+from npiseg_ros.annotation.stream import StreamStats, SweepStream, time_seconds
 from npiseg_ros.core.errors import NPISegError
-from npiseg_ros.core.types import CloudSummary, Prediction
-from npiseg_ros.io.autosave import FORMATS, ClickRecord, autosave_path, check_writable, \
-    cloud_fingerprint, previous_path
-from npiseg_ros.ros import paths
+from npiseg_ros.io.autosave import ClickRecord, cloud_fingerprint
+from npiseg_ros.ros.worker_files import OutputFiles
+from npiseg_ros.ros.worker_types import ClickRequest, Command, Refused, Reply, Snapshot, \
+    SweepAnswer, WorkerEvents, WorkerOptions
 
-__all__ = ["ClickRequest", "Snapshot", "SweepAnswer", "WorkerEvents", "WorkerOptions",
-           "AnnotationWorker", "CLOUD_POLICIES", "SAVE_POLICIES", "StreamStats"]
+__all__ = ["AnnotationWorker"]
 
 log = logging.getLogger(__name__)
-
-CLOUD_POLICIES = ("latch", "follow")
-SAVE_POLICIES = ("never", "clicks", "cloud")
-"""When the worker writes the labels by itself (``save_every``): never (only on request),
-every ``save_every_clicks`` clicks, or for the cloud being left when the annotated cloud
-changes (follow: every encode)."""
-
-
-@dataclass(frozen=True)
-class ClickRequest:
-    """A click to apply: a position (x, y, z metres, ALREADY in the frame of ``sweep``) or a
-    point index into the annotated cloud. ``source`` names the input in rejection messages.
-
-    ``sweep``: the cloud the position was made on (:attr:`AnnotationWorker.click_target`, what
-    a viewer showed); None = the annotated cloud. In follow mode a position on another sweep
-    is moved onto the annotated one with the object under it."""
-
-    object_id: int
-    position: tuple[float, float, float] | None = None
-    point_index: int | None = None
-    source: str = "click"
-    sweep: Any = None
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """What the node publishes after a batch: the cloud, its summary, clicks and prediction."""
-
-    cloud: Any                      # conversions.CloudArrays
-    fingerprint: str
-    summary: CloudSummary
-    clicks: tuple[ClickRecord, ...]
-    prediction: Prediction
-    pending_clicks: int
-
-
-@dataclass(frozen=True)
-class SweepAnswer:
-    """Follow mode: the labels of one sweep, to publish with the sweep's own header.
-
-    Attributes:
-        cloud: the sweep (``conversions.CloudArrays``: xyz, frame_id, stamp, height, width).
-        labels: (N,) int64 object id per point (0 = background), -1 = unknown (no support).
-        uncertainty: (N,) float32; carried points: the last decode's uncertainty around them,
-            unknown points: its maximum; NaN for non-finite points.
-        clicks: the clicks where they are on this sweep (positions in its frame, metres;
-            ``point_index`` -1).
-        object_points: object id (>= 1) -> points labelled with it.
-        suggested_click: the last decode's suggestion moved onto this sweep, or None.
-        carried: False when these are the sweep's own decode.
-        carry_ms: time spent carrying, milliseconds.
-    """
-
-    cloud: Any
-    labels: np.ndarray
-    uncertainty: np.ndarray
-    clicks: tuple[ClickRecord, ...]
-    object_points: dict[int, int]
-    suggested_click: tuple[float, float, float] | None
-    carried: bool
-    carry_ms: float
-
-
-class WorkerEvents(Protocol):
-    """What the worker reports, on its own thread (the node implements this)."""
-
-    def on_cloud_adopted(self, summary: CloudSummary) -> None:
-        """A new cloud is being annotated (encoded; before its clicks are resumed)."""
-
-    def on_resumed(self, outcome: ResumeOutcome) -> None:
-        """The autosave of the new cloud was found and its clicks replayed."""
-
-    def on_labels(self, snapshot: Snapshot) -> None:
-        """A batch was decoded; called BEFORE its autosave is written (the labels are
-        published without waiting for the disk)."""
-
-    def on_state(self, snapshot: Snapshot) -> None:
-        """The same batch, once its autosave is written: a state that reports N clicks means
-        they are on disk."""
-
-    def on_rejected(self, reason: str) -> None:
-        """An input or write was refused; ``reason`` is for the user."""
-
-    def on_answer(self, answer: SweepAnswer) -> None:
-        """Follow mode, on the carrying thread: labels for one sweep (publish them with its
-        header); replaces :meth:`on_labels` there."""
-
-    def on_output_removed(self, removed: list[str]) -> None:
-        """Files the worker wrote earlier were removed to keep the output under its cap."""
-
-
-@dataclass(frozen=True)
-class WorkerOptions:
-    """``cloud_policy``: latch (keep the first cloud until reset) or follow (answer every
-    sweep, encoding the newest when free, see the module docstring); ``autosave_directory``:
-    inside ``output_directory`` (relative: under it; empty: no autosave of the clicks);
-    ``resume``: replay the autosave of a cloud seen before; ``ego_fallback``: the ego motion
-    between sweeps without tf (:data:`~npiseg_ros.annotation.follow.EGO_FALLBACKS`);
-    ``save_every`` (:data:`SAVE_POLICIES`), ``save_every_clicks`` and ``save_format``: when
-    and how the labels are written without a request (under ``labels/`` of the autosave
-    directory)."""
-
-    cloud_policy: str = "latch"
-    autosave_directory: str = ""
-    resume: bool = True
-    ego_fallback: str = "align"
-    save_every: str = "never"
-    save_every_clicks: int = 10
-    save_format: str = "npz"
-
-    def __post_init__(self) -> None:
-        for name, choices in (("cloud_policy", CLOUD_POLICIES), ("ego_fallback", EGO_FALLBACKS),
-                              ("save_every", SAVE_POLICIES), ("save_format", FORMATS)):
-            if getattr(self, name) not in choices:
-                raise ValueError(f"{name} must be one of {', '.join(choices)}, "
-                                 f"got {getattr(self, name)!r}")
-        if self.save_every_clicks < 1:
-            raise ValueError(f"save_every_clicks must be >= 1, got {self.save_every_clicks}")
-
-
-Reply = tuple[Any, str | None]
-"""(result, None) or (None, reason) of a command."""
-
-
-@dataclass
-class _Command:
-    name: str
-    run: Callable[[], tuple[Any, bool]]    # -> (result, whether the annotation changed)
-    needs_decode: bool = False             # run on the decode of the clicks before it
-    done: threading.Event = field(default_factory=threading.Event)
-    result: Any = None
-    error: str | None = None
-
-
-class _Refused(Exception):
-    """A command that cannot run now; the message is the reply."""
 
 
 class AnnotationWorker:
@@ -201,8 +62,8 @@ class AnnotationWorker:
     Args:
         session: the core session (used from the worker thread only), or None with
             ``session_factory``.
-        events: where the worker reports (:class:`WorkerEvents`).
-        options: initial :class:`WorkerOptions`.
+        events: where the worker reports (``worker_types.WorkerEvents``).
+        options: initial ``worker_types.WorkerOptions``.
         active_object: initial active object (the node's parameter).
         output_directory: the only directory tree written to (autosave and saves); paths from
             requests and ``autosave_directory`` are resolved inside it (``paths``).
@@ -212,7 +73,8 @@ class AnnotationWorker:
             stamp (tf), or None when there is none (``ego_fallback`` then); may wait a bounded
             time. Called from both threads.
         max_output_mb: cap on the files the worker writes into ``output_directory`` (10^6
-            bytes; its oldest own files are removed first, :class:`OutputBudget`); 0 = no cap.
+            bytes; its oldest own files are removed first, ``worker_files.OutputFiles``);
+            0 = no cap.
     """
 
     CONFIGURABLE = frozenset({f.name for f in dataclasses.fields(WorkerOptions)}
@@ -227,8 +89,6 @@ class AnnotationWorker:
                  max_output_mb: float = 0.0) -> None:
         if (session is None) == (session_factory is None):
             raise ValueError("give exactly one of session and session_factory")
-        if max_output_mb < 0:
-            raise ValueError(f"max_output_mb must be >= 0, got {max_output_mb}")
         self._factory = session_factory
         self._controller = None if session is None else AnnotationController(
             session, active_object=active_object)
@@ -237,19 +97,18 @@ class AnnotationWorker:
         self._build_error: BaseException | None = None
         self._events = events
         self._options = options
-        self._root = paths.output_root(output_directory)
-        self._budget = OutputBudget(self._root, int(max_output_mb * 1e6))
-        self._pose_of = pose_of or (lambda cloud: None)
+        self._files = OutputFiles(output_directory, max_output_mb, lambda: self._options, events)
+        pose_of = pose_of or (lambda cloud: None)
         self._wake = threading.Condition()
-        self._queue: deque[ClickRequest | _Command] = deque()
+        self._queue: deque[ClickRequest | Command] = deque()
         self._mailbox = None            # latest cloud not yet looked at
         self._latest_unused = None      # latest cloud ignored by the latch policy
         self._stopping = False
         self._cloud = None              # the cloud being annotated (conversions.CloudArrays)
-        self._answer: Answer | None = None   # follow: the annotated cloud's, current reference
-        self._clicks_since_save = 0
-        self._stream = SweepStream(Follower(options.ego_fallback), self._report_answer,
-                                   self._pose_of)
+        self._stream = SweepStream(      # the carrying thread reports each answer itself
+            Follower(options.ego_fallback),
+            lambda cloud, answer: events.on_answer(SweepAnswer.of(cloud, answer)), pose_of)
+        self._follow = FollowMode(self._stream, pose_of)
         self._thread = threading.Thread(target=self._run, name="npiseg-worker", daemon=True)
 
     # ------------------------------------------------------------ called from callbacks
@@ -292,10 +151,9 @@ class AnnotationWorker:
         with self._wake:
             waiting, current = self._mailbox, self._cloud
             follow = self._options.cloud_policy == "follow"
-        if follow:
-            shown = self._stream.shown
-            if shown is not None:
-                return shown
+        shown = self._stream.shown if follow else None
+        if shown is not None:
+            return shown
         if waiting is not None and (current is None or follow):
             return waiting
         return current
@@ -333,22 +191,23 @@ class AnnotationWorker:
 
     def undo(self, timeout_s: float = 120.0) -> Reply:
         """Remove the last click; replies with the removed :class:`ClickRecord`."""
-        return self._call(_Command("undo", self._undo), timeout_s)
+        return self._call(Command("undo", self._undo), timeout_s)
 
     def reset(self, timeout_s: float = 120.0) -> Reply:
         """Remove every click (a latched cloud waiting is taken now); replies True."""
-        return self._call(_Command("reset", self._reset), timeout_s)
+        return self._call(Command("reset", self._reset), timeout_s)
 
     def new_object(self, timeout_s: float = 120.0) -> Reply:
         """A fresh object id above every id used and the active one; it becomes active."""
-        return self._call(_Command("new_object",
+        return self._call(Command("new_object",
                                    lambda: (self._controller.new_object(), False)), timeout_s)
 
     def save(self, path: str, fmt: str = "", timeout_s: float = 120.0) -> Reply:
         """Export the annotation, with the clicks received before; replies with the path
         written. ``path`` empty: ``annotation.<fmt>`` in the autosave directory."""
-        return self._call(_Command("save", lambda: (self._save(path, fmt), False),
-                                   needs_decode=True), timeout_s)
+        return self._call(Command(
+            "save", lambda: (self._files.save(self._controller, path, fmt), False),
+            needs_decode=True), timeout_s)
 
     def configure(self, **changes: Any) -> None:
         """Change options, session settings or the active object (:data:`CONFIGURABLE`), in
@@ -356,14 +215,14 @@ class AnnotationWorker:
         unknown = set(changes) - self.CONFIGURABLE
         if unknown:
             raise ValueError(f"cannot configure {', '.join(sorted(unknown))}")
-        self._enqueue(_Command("configure", lambda: (self._configure(changes), False)))
+        self._enqueue(Command("configure", lambda: (self._configure(changes), False)))
 
-    def _enqueue(self, item: ClickRequest | _Command) -> None:
+    def _enqueue(self, item: ClickRequest | Command) -> None:
         with self._wake:
             self._queue.append(item)
             self._wake.notify()
 
-    def _call(self, command: _Command, timeout_s: float) -> Reply:
+    def _call(self, command: Command, timeout_s: float) -> Reply:
         self._enqueue(command)
         if not command.done.wait(timeout_s):
             return None, (f"the node is busy: {command.name} did not complete within "
@@ -381,7 +240,7 @@ class AnnotationWorker:
                 return
             finally:
                 self._built.set()
-        self._check_autosave_directory()
+        self._files.check_autosave_directory()
         while True:
             with self._wake:
                 self._wake.wait_for(lambda: self._stopping or self._queue or
@@ -411,7 +270,7 @@ class AnnotationWorker:
                     pass
             finally:
                 for item in batch:
-                    if isinstance(item, _Command):
+                    if isinstance(item, Command):
                         item.done.set()
             if stopping:
                 return
@@ -426,7 +285,7 @@ class AnnotationWorker:
                 applied = self._apply_click(item)
                 changed |= applied
                 edited |= applied
-                self._clicks_since_save += int(applied)
+                self._files.clicks_applied(int(applied))
                 continue
             if item.needs_decode and changed:
                 self._publish_batch(edited)
@@ -435,7 +294,7 @@ class AnnotationWorker:
                 item.result, effect = item.run()
                 changed |= effect
                 edited |= effect
-            except (_Refused, NPISegError, ValueError, OSError) as error:
+            except (Refused, NPISegError, ValueError, OSError) as error:
                 item.error = str(error)
         if changed:
             self._publish_batch(edited)
@@ -453,84 +312,31 @@ class AnnotationWorker:
             self._cloud = cloud  # same points again (new stamp): nothing to recompute
             return False
         follow = self._options.cloud_policy == "follow"
-        reference = self._stream.follower.reference
-        answer = None  # the new sweep carried from the last decode: where the clicks go
-        if follow and reference is not None and controller.has_cloud:
-            answer = self._stream.answer_for(cloud, reference.token)
-        if self._options.save_every == "cloud":
-            self._save_labels()
+        # the new sweep carried from the last decode: where the clicks go
+        answer = self._follow.carry_onto(cloud) if follow and controller.has_cloud else None
+        self._files.cloud_left(controller, self._cloud)
         try:
             summary = controller.set_cloud(cloud.xyz, colors=cloud.colors,
                                            intensity=cloud.intensity, frame_id=cloud.frame_id)
         except (NPISegError, ValueError) as error:  # ValueError: numeric trouble in the core
             self._events.on_rejected(f"cloud rejected: {error}")
             return False
-        self._cloud, self._answer = cloud, answer
+        self._cloud, self._follow.annotated = cloud, answer
         if follow:
             self._stream.note_encoded()
         self._events.on_cloud_adopted(summary)
         if answer is not None and answer.clicks:
-            self._reapply(answer)
+            for reason in self._follow.reapply(controller, cloud.xyz, answer):
+                self._events.on_rejected(f"re-applied click rejected: {reason}")
         elif self._options.resume:   # a cloud seen before (a bag played again): its clicks
-            self._resume()
+            self._files.resume(controller)
         return True
-
-    def _reapply(self, answer: Answer) -> None:
-        """Follow: the clicks of the last decode, moved with their objects onto the new sweep,
-        each snapped onto a point carried with its object (the nearest point when none is)."""
-        xyz = self._cloud.xyz
-        limit = getattr(self._controller.session, "max_click_distance", 0.5)
-        for position, object_id in answer.clicks:
-            index = snap_to_object(xyz, answer.labels, position, object_id, limit)
-            try:
-                if index is None:
-                    self._controller.click(tuple(position), object_id=object_id)
-                else:
-                    self._controller.click(point_index=index, object_id=object_id)
-            except (NPISegError, ValueError) as error:
-                self._events.on_rejected(f"re-applied click rejected: {error}")
-
-    def _resume(self) -> None:
-        try:
-            directory = self._autosave_directory()
-        except NPISegError as error:
-            self._events.on_rejected(f"autosave not resumed: {error}")
-            return
-        if directory is None:
-            return
-        outcome = self._controller.resume(directory)
-        for problem in outcome.problems:
-            self._events.on_rejected(f"autosave: {problem}")
-        for reason in outcome.skipped:
-            self._events.on_rejected(f"resumed click rejected: {reason}")
-        if outcome.found:
-            self._events.on_resumed(outcome)
-
-    def _autosave_directory(self):
-        """The resolved autosave directory, None when autosave is off; raises
-        ``PathNotAllowedError`` when the option points outside the output directory."""
-        directory = self._options.autosave_directory
-        if not directory:
-            return None
-        return paths.resolve_inside(self._root, directory, "autosave_directory")
-
-    def _check_autosave_directory(self) -> None:
-        """At start: say at once when autosaves cannot be written (the node runs on)."""
-        try:
-            directory = self._autosave_directory()
-            if directory is not None:
-                check_writable(directory)
-        except (OSError, NPISegError) as error:
-            self._events.on_rejected(f"autosave directory not usable, annotations are kept in "
-                                     f"memory only until it is fixed: {error}")
 
     def _apply_click(self, request: ClickRequest) -> bool:
         position = request.position
         if (position is not None and request.point_index is None and request.sweep is not None
-                and request.sweep is not self._cloud and self._answer is not None):
-            shown = self._stream.answer_of(request.sweep)
-            if shown is not None:   # made on another sweep: move it with the object under it
-                position = tuple(float(v) for v in move_click(position, shown, self._answer))
+                and request.sweep is not self._cloud):   # made on another sweep: follow it
+            position = self._follow.onto_annotated(position, request.sweep)
         try:
             self._controller.click(position if request.point_index is None else None,
                                    point_index=request.point_index, object_id=request.object_id)
@@ -543,13 +349,13 @@ class AnnotationWorker:
     def _undo(self) -> tuple[ClickRecord, bool]:
         removed = self._controller.undo()
         if removed is None:
-            raise _Refused("nothing to undo")
+            raise Refused("nothing to undo")
         return removed, True
 
     def _reset(self) -> tuple[bool, bool]:
         unused, self._latest_unused = self._latest_unused, None
-        if unused is not None and self._options.save_every == "cloud":
-            self._save_labels()    # the latched cloud is left: its labels, before they go
+        if unused is not None:     # the latched cloud is left: its labels, before they go
+            self._files.cloud_left(self._controller, self._cloud)
         self._controller.reset()
         if unused is not None:     # latch released: take the newest cloud
             self._adopt(unused)
@@ -562,59 +368,11 @@ class AnnotationWorker:
         if "ego_fallback" in options:
             self._stream.follower.ego_fallback = options["ego_fallback"]
         if options.get("cloud_policy") == "latch":
-            self._stream.clear()   # a later follow starts from its next decode
-            self._answer = None
+            self._follow.clear()
         if "active_object" in changes:
             self._controller.select_object(changes["active_object"])
         self._controller.tune(**{name: value for name, value in changes.items()
                                  if name in SESSION_SETTINGS})
-
-    def _save(self, path: str, fmt: str) -> str:
-        if not path:
-            fmt = fmt or "npz"
-            path = str((self._autosave_directory() or self._root) / f"annotation.{fmt}")
-        written = self._controller.save(
-            paths.resolve_inside(self._root, path, "save_annotation path"), fmt)
-        self._written(written)
-        return str(written)
-
-    def _save_labels(self) -> None:
-        """``save_every``: write the current cloud's labels (when clicked and decoded) to
-        ``labels/<stamp>_<fingerprint>.<save_format>`` of the autosave directory."""
-        controller = self._controller
-        if self._cloud is None or controller.prediction is None or not controller.clicks:
-            return
-        self._clicks_since_save = 0
-        stamp = getattr(self._cloud, "stamp", None)
-        seconds, nanoseconds = (0, 0) if stamp is None else (stamp.sec, stamp.nanosec)
-        fmt = self._options.save_format
-        try:
-            folder = (self._autosave_directory() or self._root) / "labels"
-            name = f"{seconds:010d}_{nanoseconds:09d}_{controller.fingerprint[:8]}.{fmt}"
-            self._written(controller.save(paths.resolve_inside(self._root, folder / name,
-                                                               "labels path"), fmt))
-        except (OSError, ValueError, NPISegError) as error:
-            self._events.on_rejected(f"labels not saved: {error}")
-
-    def _written(self, *written) -> None:
-        """Account for files just written and keep the output under its cap (never removing
-        those, nor the autosave of the cloud being annotated: the crash safety)."""
-        written = tuple(written) + tuple(previous_path(path) for path in written
-                                         if previous_path(path).is_file())
-        self._budget.record(*written)
-        keep = written
-        try:
-            directory = self._autosave_directory()
-        except NPISegError:
-            directory = None
-        if directory is not None and self._controller.fingerprint:
-            current = autosave_path(directory, self._controller.fingerprint)
-            keep += (current, previous_path(current))
-        removed, problems = self._budget.enforce(keep=keep)
-        if removed:
-            self._events.on_output_removed([str(path) for path in removed])
-        for problem in problems:
-            self._events.on_rejected(f"output cap: {problem}")
 
     # ------------------------------------------------------------ outputs
     def _publish_batch(self, edited: bool = True) -> None:
@@ -626,43 +384,11 @@ class AnnotationWorker:
                             summary=controller.summary, clicks=controller.clicks,
                             prediction=prediction, pending_clicks=self.pending_clicks)
         follow = self._options.cloud_policy == "follow"
-        if follow:
-            self._new_reference(prediction)
+        if follow:   # the carrying thread shows it (on_answer)
+            self._follow.decoded(self._cloud, controller.clicks, prediction)
         else:
             self._events.on_labels(snapshot)
         if edited or not follow:    # a followed sweep alone changes nothing worth saving
-            try:
-                directory = self._autosave_directory()
-                if directory is not None:
-                    self._written(controller.autosave(directory, with_labels=False))
-            except (OSError, ValueError) as error:  # full disk, read-only, outside: kept
-                self._events.on_rejected(f"autosave failed: {error}")
-        if (self._options.save_every == "clicks"
-                and self._clicks_since_save >= self._options.save_every_clicks):
-            self._save_labels()
+            self._files.autosave(controller)
+        self._files.after_batch(controller, self._cloud)
         self._events.on_state(snapshot)
-
-    def _new_reference(self, prediction: Prediction) -> None:
-        """Follow: the decode becomes what every later sweep is carried from."""
-        cloud = self._cloud
-        pose = self._answer.pose if self._answer is not None else self._pose_of(cloud)
-        clicks = [(cloud.xyz[click.point_index], click.object_id)
-                  for click in self._controller.clicks]
-        self._answer = self._stream.follower.set_reference(
-            cloud.xyz, prediction.labels, prediction.uncertainty,
-            pose=np.eye(4) if pose is None else pose, stamp=stamp_seconds(cloud),
-            clicks=clicks, suggestion=prediction.suggested_click)
-        self._stream.decoded(cloud, self._answer)
-
-    def _report_answer(self, cloud, answer: Answer) -> None:
-        """On the carrying thread: one sweep's labels to the node."""
-        labels = answer.labels
-        counts = np.bincount(labels[labels > 0]) if (labels > 0).any() else np.zeros(0, int)
-        clicks = tuple(ClickRecord(tuple(float(v) for v in position), int(object_id), -1)
-                       for position, object_id in answer.clicks)
-        suggestion = (None if answer.suggestion is None
-                      else tuple(float(v) for v in answer.suggestion))
-        self._events.on_answer(SweepAnswer(
-            cloud, labels, answer.uncertainty, clicks,
-            {int(i): int(n) for i, n in enumerate(counts) if n}, suggestion, answer.carried,
-            answer.carry_ms))
