@@ -11,10 +11,12 @@ for segmenters that give no per-point confidence.
 from __future__ import annotations
 
 import numpy as np
+import torch
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
+from npiseg_ros.core.sparse.coords import lexicographic_keys
 from npiseg_ros.core.voxelize import voxelize
 
 DOUBT_THRESHOLD = 0.2
@@ -63,39 +65,28 @@ def suggest_error_region(xyz: np.ndarray, confidence: np.ndarray, labels: np.nda
 
 
 def _connected_cells(cells: np.ndarray) -> np.ndarray:
-    """(C,) region index of each (x, y, z, label) cell: 26-connected, same label."""
+    """(C,) region index of each (x, y, z, label) cell (rows sorted as ``np.unique`` returns
+    them): 26-connected, same label."""
     count = cells.shape[0]
-    order = np.lexsort(cells.T[::-1])
-    sorted_cells = cells[order]
-    rows, cols = [], []
-    for offset in _HALF_NEIGHBOURS:
-        shifted = sorted_cells.copy()
-        shifted[:, :3] += offset
-        found = _find_rows(sorted_cells, shifted)
-        hit = found >= 0
-        rows.append(order[hit])
-        cols.append(order[found[hit]])
-    rows_all = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-    cols_all = np.concatenate(cols) if cols else np.zeros(0, np.int64)
-    graph = coo_matrix((np.ones(rows_all.size, np.int8), (rows_all, cols_all)),
+    neighbour = _neighbours(cells, _HALF_NEIGHBOURS)
+    found = neighbour >= 0
+    rows = np.broadcast_to(np.arange(count), neighbour.shape)[found]
+    graph = coo_matrix((np.ones(rows.size, np.int8), (rows, neighbour[found])),
                        shape=(count, count))
     return connected_components(graph, directed=False)[1]
 
 
-def _find_rows(sorted_rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """Index of each query row in lexicographically sorted unique rows, -1 where absent."""
-    low = sorted_rows.min(axis=0)
-    span = np.maximum(sorted_rows.max(axis=0), queries.max(axis=0)) - np.minimum(
-        low, queries.min(axis=0)) + 1
-    base = np.minimum(low, queries.min(axis=0))
-    keys = np.zeros(sorted_rows.shape[0], np.int64)
-    query_keys = np.zeros(queries.shape[0], np.int64)
-    for column in range(sorted_rows.shape[1]):
-        keys = keys * span[column] + (sorted_rows[:, column] - base[column])
-        query_keys = query_keys * span[column] + (queries[:, column] - base[column])
-    position = np.searchsorted(keys, query_keys)
-    position = np.minimum(position, keys.size - 1)
-    return np.where(keys[position] == query_keys, position, -1)
+def _neighbours(rows: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """(len(offsets), R) index of the row at each row + offset (offsets move the first three
+    columns), -1 where there is none; ``rows`` unique and lexicographically sorted."""
+    shift = np.zeros((len(offsets), rows.shape[1]), np.int64)
+    shift[:, :3] = offsets
+    moved = rows[None] + shift[:, None]
+    keys = lexicographic_keys(torch.from_numpy(
+        np.concatenate([rows, moved.reshape(-1, rows.shape[1])]))).numpy()
+    own, wanted = keys[:rows.shape[0]], keys[rows.shape[0]:].reshape(len(offsets), -1)
+    position = np.minimum(np.searchsorted(own, wanted), own.size - 1)
+    return np.where(own[position] == wanted, position, -1)
 
 
 def _deepest_cell(grid: np.ndarray, members: np.ndarray) -> int:
@@ -103,11 +94,8 @@ def _deepest_cell(grid: np.ndarray, members: np.ndarray) -> int:
     the simulator's 'deepest point' on the grid. Returns its index in ``members``' space."""
     if members.size <= 2:
         return int(members[0])
-    order = np.lexsort(grid.T[::-1])
-    sorted_grid = grid[order]
-    border = np.zeros(grid.shape[0], bool)
-    for offset in np.concatenate([_HALF_NEIGHBOURS, -_HALF_NEIGHBOURS]):
-        border[order] |= _find_rows(sorted_grid, sorted_grid + offset) < 0
+    offsets = np.concatenate([_HALF_NEIGHBOURS, -_HALF_NEIGHBOURS])
+    border = (_neighbours(grid, offsets) < 0).any(axis=0)
     if border.all():
         # a thin region (a surface one cell thick): the cell nearest its centroid
         centre = grid.mean(axis=0)

@@ -23,10 +23,12 @@ import os
 from pathlib import Path
 
 import numpy as np
+from scipy.ndimage import minimum_filter
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
+from npiseg_ros.core.voxelize import voxelize
 from npiseg_ros.eval.cloud import DatasetFormatError, LabelledCloud
 
 __all__ = ["TARGET_KINDS", "ScanSemantics", "read_scan_semantics", "ground_mask",
@@ -131,20 +133,16 @@ def ground_mask(xyz: np.ndarray, *, cell_m: float = GROUND_CELL_M,
 
     The local ground height of a point is the lowest z over the (2 w + 1)^2 horizontal cells
     around its own: under a car the road is seen beside the wheels, about a metre away.
-    Measured against the semantic files of ``train/`` (docs/model.md, "Targets").
+    Chosen and measured on the semantic files of ``train/`` (``GROUND_HEIGHT_M``; docs/training.md,
+    run ``anyobject_v1``).
     """
     xyz = np.asarray(xyz, np.float64)
     cells = np.floor(xyz[:, :2] / cell_m).astype(np.int64)
     cells -= cells.min(axis=0)
-    shape = cells.max(axis=0) + 1 + 2 * window_cells
-    lowest = np.full(tuple(shape), np.inf)
-    np.minimum.at(lowest, (cells[:, 0] + window_cells, cells[:, 1] + window_cells), xyz[:, 2])
-    ground = lowest.copy()
-    for dx in range(-window_cells, window_cells + 1):
-        for dy in range(-window_cells, window_cells + 1):
-            ground = np.minimum(ground, np.roll(np.roll(lowest, dx, axis=0), dy, axis=1))
-    local = ground[cells[:, 0] + window_cells, cells[:, 1] + window_cells]
-    return xyz[:, 2] - local < height_m
+    lowest = np.full(tuple(cells.max(axis=0) + 1), np.inf)
+    np.minimum.at(lowest, (cells[:, 0], cells[:, 1]), xyz[:, 2])
+    ground = minimum_filter(lowest, size=2 * window_cells + 1, mode="constant", cval=np.inf)
+    return xyz[:, 2] - ground[cells[:, 0], cells[:, 1]] < height_m
 
 
 def connected_pieces(xyz: np.ndarray, *, link_m: float = PIECE_LINK_M,
@@ -153,17 +151,15 @@ def connected_pieces(xyz: np.ndarray, *, link_m: float = PIECE_LINK_M,
     than ``link_m``, computed on one point per ``grid_m`` cell."""
     if xyz.shape[0] == 0:
         return np.zeros(0, np.int64)
-    keys = np.floor(np.asarray(xyz, np.float64) / grid_m).astype(np.int64)
-    _, first, of_point = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-    of_point = of_point.reshape(-1)
-    representatives = np.asarray(xyz, np.float64)[first]
+    cells = voxelize(np.asarray(xyz, np.float64), grid_m)
+    representatives = np.asarray(xyz, np.float64)[cells.representative]
     pairs = cKDTree(representatives).query_pairs(link_m + grid_m * np.sqrt(3.0) / 2,
                                                  output_type="ndarray")
     count = representatives.shape[0]
     graph = coo_matrix((np.ones(len(pairs), np.int8), (pairs[:, 0], pairs[:, 1])),
                        shape=(count, count))
     _, piece_of_cell = connected_components(graph, directed=False)
-    return piece_of_cell[of_point].astype(np.int64)
+    return piece_of_cell[cells.point_to_voxel].astype(np.int64)
 
 
 def _assign_pieces(labels: np.ndarray, xyz: np.ndarray, members: np.ndarray,
