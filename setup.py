@@ -39,8 +39,9 @@ setup(
         "test": ["pytest>=7", "hypothesis>=6.100,<7",
                  # npiseg-annotate's browser test drives the system Chromium (never downloads one)
                  "selenium==4.51.0"],
-        # npiseg-annotate: rosbag2 bags (sqlite3 + MCAP) without ROS (docs/annotate.md).
-        "annotate": ["rosbags==0.11.9"],
+        # npiseg-annotate: rosbag2 bags (sqlite3 + MCAP) without ROS (docs/annotate.md);
+        # Pillow decodes CompressedImage topics and writes the camera overlay's PNG.
+        "annotate": ["rosbags==0.11.9", "Pillow>=9"],
         # npiseg-annotate triage --out: triage.parquet (pyarrow); --ray: workers on Ray
         # (docs/triage.md). Ray's own extras (dashboard) are not needed.
         "fleet": ["ray>=2.9", "pyarrow>=12"],

@@ -21,6 +21,7 @@ from npiseg_ros.core.model import NPISeg3D
 from npiseg_ros.core.scene import Scene, VoxelClicks
 from npiseg_ros.core.voxelize import voxelize
 from npiseg_ros.eval.simulator import SimulatedClick, initial_clicks
+from npiseg_train.data import pick_anchor
 
 CORRECTIVE_POLICIES = ("model", "prior")
 
@@ -115,9 +116,12 @@ class ClickSample:
 
 
 def choose_targets(labels: np.ndarray, xyz: np.ndarray, rng: np.random.Generator, *,
-                   max_objects: int, min_voxels: int) -> np.ndarray | None:
+                   max_objects: int, min_voxels: int, things: tuple[int, ...] = (),
+                   thing_fraction: float | None = None) -> np.ndarray | None:
     """(V,) labels 0..M: a random anchor instance plus its M-1 nearest instances (centroids).
 
+    With ``thing_fraction`` set, the anchor is one of ``things`` with that probability (and
+    another object otherwise), so a mix dominated by stuff pieces still trains things.
     Returns None when no instance has ``min_voxels`` voxels (the scene is skipped).
     """
     ids, counts = np.unique(labels[labels > 0], return_counts=True)
@@ -126,7 +130,10 @@ def choose_targets(labels: np.ndarray, xyz: np.ndarray, rng: np.random.Generator
         return None
     count = int(rng.integers(1, min(max_objects, ids.size) + 1))
     centroids = np.stack([xyz[labels == i].mean(axis=0) for i in ids])
-    anchor = int(rng.integers(ids.size))
+    if thing_fraction is None:
+        anchor = int(rng.integers(ids.size))  # the draw of earlier runs (exact resume)
+    else:
+        anchor = int(np.flatnonzero(ids == pick_anchor(ids, things, thing_fraction, rng))[0])
     order = np.argsort(np.linalg.norm(centroids - centroids[anchor], axis=1), kind="stable")
     chosen = ids[order[:count]]
     targets = np.zeros(labels.shape[0], np.int64)

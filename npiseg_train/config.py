@@ -63,6 +63,11 @@ class DataSection:
             ``raw`` (the file's instances as stored, box instances with the road under the
             wheels), ``things`` (clean instances), ``stuff`` (stuff pieces) or ``mixed``
             (both: any object a user may click).
+        thing_fraction: ``scans``: probability that a step's anchor object (the crop's centre
+            and the first target) is a thing (car, person...; ``things`` / ``mixed``
+            targets), another object otherwise; None draws every object alike (earlier runs).
+        exclude: ``scans``: glob patterns of file names left out of ``roots`` (a
+            leave-one-dataset-out run: ``[pandaset_*]``).
     """
 
     source: str = "synth"
@@ -82,9 +87,15 @@ class DataSection:
     val_roots: tuple[str, ...] = ()
     val_samples: int = 8
     targets: str = "raw"
+    thing_fraction: float | None = None
+    exclude: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         from npiseg_ros.eval.targets import TARGET_KINDS
+
+        if self.thing_fraction is not None and not 0.0 <= self.thing_fraction <= 1.0:
+            raise ConfigError(f"data.thing_fraction must be in [0, 1] or null, "
+                              f"got {self.thing_fraction!r}")
 
         if self.targets not in TARGET_KINDS or self.targets == "classes":
             raise ConfigError(f"data.targets must be one of {TARGET_KINDS[:-1]}, "

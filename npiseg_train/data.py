@@ -12,6 +12,7 @@ scenes the uninterrupted run would have seen, without storing any data-loader st
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,8 @@ class TrainScene:
         name: source scene name (for logs).
         graph: the voxel graph of the geodesic prior over these V voxels, or None (models
             without the prior).
+        things: the ids in ``labels`` that are things (cars, people...; ``targets`` of
+            ``things`` / ``mixed``); empty when the source does not say.
     """
 
     features: np.ndarray
@@ -48,6 +51,7 @@ class TrainScene:
     labels: np.ndarray
     name: str
     graph: VoxelGraph | None = None
+    things: tuple[int, ...] = ()
 
     @property
     def num_voxels(self) -> int:
@@ -130,20 +134,26 @@ def cloud_points(cloud: LabelledCloud) -> Points:
             "intensity": cloud.intensity, "labels": cloud.labels.astype(np.int64)}
 
 
-def scan_files_per_root(roots: tuple[str, ...] | list[str]) -> list[list[Path]]:
-    """Every ``.npz`` / ``.ply`` / ``.pcd`` scan of each folder, sorted, one list per folder."""
+def scan_files_per_root(roots: tuple[str, ...] | list[str],
+                        exclude: tuple[str, ...] | list[str] = ()) -> list[list[Path]]:
+    """Every ``.npz`` / ``.ply`` / ``.pcd`` scan of each folder, sorted, one list per folder,
+    without the files whose name matches a glob pattern of ``exclude`` (e.g. ``pandaset_*``:
+    a leave-one-dataset-out run)."""
     per_root = []
     for root in roots:
-        found = sorted(p for p in Path(root).iterdir() if p.suffix in (".npz", ".ply", ".pcd"))
+        found = sorted(p for p in Path(root).iterdir() if p.suffix in (".npz", ".ply", ".pcd")
+                       and not any(fnmatch.fnmatch(p.name, pattern) for pattern in exclude))
         if not found:
-            raise FileNotFoundError(f"{root}: no .npz / .ply / .pcd scans")
+            raise FileNotFoundError(f"{root}: no .npz / .ply / .pcd scans"
+                                    + (f" left after excluding {list(exclude)}" if exclude else ""))
         per_root.append(found)
     return per_root
 
 
-def scan_files(roots: tuple[str, ...] | list[str]) -> list[Path]:
+def scan_files(roots: tuple[str, ...] | list[str],
+               exclude: tuple[str, ...] | list[str] = ()) -> list[Path]:
     """Every ``.npz`` / ``.ply`` / ``.pcd`` scan in the folders, sorted per folder."""
-    return [path for found in scan_files_per_root(roots) for path in found]
+    return [path for found in scan_files_per_root(roots, exclude) for path in found]
 
 
 def file_probabilities(per_root: list[list[Path]], root_weights: tuple[float, ...]) -> np.ndarray:
@@ -167,6 +177,7 @@ class CachedScan:
     labels: np.ndarray      # (V,) int64 instance ids
     features: np.ndarray    # (V, C) float32 model input
     graph: VoxelGraph | None
+    things: tuple[int, ...] = ()   # ids in ``labels`` that are things
 
 
 def cache_scan(path: Path, *, voxel_size: float, input_mode: str,
@@ -186,7 +197,8 @@ def cache_scan(path: Path, *, voxel_size: float, input_mode: str,
     colors = None if points["colors"] is None else np.asarray(points["colors"])[rep]
     graph = None if graph_config is None else build_voxel_graph(xyz, colors, graph_config)
     return CachedScan(path.stem, voxels.coords, xyz, points["labels"][rep],
-                      np.ascontiguousarray(input_features(points, input_mode)[rep]), graph)
+                      np.ascontiguousarray(input_features(points, input_mode)[rep]), graph,
+                      things=tuple(cloud.things))
 
 
 def grid_symmetry(coords: np.ndarray, xyz: np.ndarray, voxel_size: float,
@@ -205,16 +217,32 @@ def grid_symmetry(coords: np.ndarray, xyz: np.ndarray, voxel_size: float,
     return coords, xyz
 
 
+def pick_anchor(candidates: np.ndarray, things: tuple[int, ...], thing_fraction: float | None,
+                rng: np.random.Generator) -> int:
+    """One of ``candidates`` (non-empty ids): uniform when ``thing_fraction`` is None (the
+    draws of earlier runs), else a thing with probability ``thing_fraction`` and another
+    object otherwise (uniform within the kind; the other kind when one is absent)."""
+    if thing_fraction is None:
+        return int(rng.choice(candidates))
+    is_thing = np.isin(candidates, np.asarray(things, np.int64))
+    want_thing = rng.random() < thing_fraction
+    pool = candidates[is_thing] if want_thing else candidates[~is_thing]
+    return int(rng.choice(pool if pool.size else candidates))
+
+
 def crop_cached(scan: CachedScan, *, max_voxels: int, min_object_voxels: int,
-                voxel_size: float, rng: np.random.Generator) -> TrainScene:
+                voxel_size: float, rng: np.random.Generator,
+                thing_fraction: float | None = None) -> TrainScene:
     """A TrainScene of at most ``max_voxels`` voxels (horizontal nearest around a random
-    object, as ``voxelize_and_crop``), under a random grid symmetry, with its subgraph."""
+    object, as ``voxelize_and_crop``; a thing with probability ``thing_fraction`` when set),
+    under a random grid symmetry, with its subgraph."""
     keep = np.arange(scan.xyz.shape[0])
     if keep.size > max_voxels:
         ids, counts = np.unique(scan.labels[scan.labels > 0], return_counts=True)
         candidates = ids[counts >= min_object_voxels]
         if candidates.size:
-            anchor = scan.xyz[scan.labels == rng.choice(candidates), :2].mean(axis=0)
+            chosen = pick_anchor(candidates, scan.things, thing_fraction, rng)
+            anchor = scan.xyz[scan.labels == chosen, :2].mean(axis=0)
         else:
             anchor = scan.xyz[rng.integers(keep.size), :2]
         distance = np.linalg.norm(scan.xyz[:, :2] - anchor, axis=1)
@@ -224,7 +252,7 @@ def crop_cached(scan: CachedScan, *, max_voxels: int, min_object_voxels: int,
     if scan.graph is not None:
         graph = scan.graph if keep.size == scan.xyz.shape[0] else scan.graph.subgraph(keep)
     return TrainScene(features=scan.features[keep], coords=coords, xyz=xyz,
-                      labels=scan.labels[keep], name=scan.name, graph=graph)
+                      labels=scan.labels[keep], name=scan.name, graph=graph, things=scan.things)
 
 
 def benchmark_scene_names(root: str | Path) -> list[str]:
@@ -256,7 +284,7 @@ class SceneStream:
         self._scan_cache: dict[int, CachedScan] = {}
         self._file_probabilities: np.ndarray | None = None
         if config.source == "scans":
-            per_root = scan_files_per_root(config.roots)
+            per_root = scan_files_per_root(config.roots, config.exclude)
             self._scan_files = [path for found in per_root for path in found]
             if config.root_weights:
                 self._file_probabilities = file_probabilities(per_root, config.root_weights)
@@ -285,7 +313,8 @@ class SceneStream:
                     targets=self.config.targets)
             scene = crop_cached(self._scan_cache[choice], max_voxels=self.config.max_voxels,
                                 min_object_voxels=self.config.min_object_voxels,
-                                voxel_size=self.voxel_size, rng=rng)
+                                voxel_size=self.voxel_size, rng=rng,
+                                thing_fraction=self.config.thing_fraction)
             return scene, rng
         if self.config.source == "synth":
             kind = self.config.kinds[index % len(self.config.kinds)]

@@ -279,7 +279,9 @@ class Trainer:
             slot += 1
             targets = choose_targets(scene.labels, scene.xyz, rng,
                                      max_objects=clicks.max_objects,
-                                     min_voxels=self.config.data.min_object_voxels)
+                                     min_voxels=self.config.data.min_object_voxels,
+                                     things=scene.things,
+                                     thing_fraction=self.config.data.thing_fraction)
             if targets is None:
                 continue
             voxels, labels = random_clicks(scene.xyz, targets, rng,

@@ -20,7 +20,7 @@ from npiseg_ros.core.types import Click, CloudSummary, ObjectStats, Prediction
 try:
     from npiseg_ros.io import autosave as annotation
     from npiseg_ros.io.autosave import load_autosave
-    from npiseg_ros.ros.worker import AnnotationWorker
+    from npiseg_ros.ros.worker import MAX_PENDING_CLICKS, AnnotationWorker
     from npiseg_ros.ros.worker_types import ClickRequest, WorkerOptions
 except ImportError:  # pragma: no cover - the ros package imports message modules
     pytest.skip("rclpy not installed (run scripts/setup.sh)", allow_module_level=True)
@@ -211,6 +211,25 @@ def test_clicks_arriving_during_a_decode_are_applied_together(harness):
     assert h.session.calls[-5:] == ["predict1", "click2", "click3", "click4", "predict4"]
     assert [c.object_id for c in snapshot.clicks] == [1, 2, 3, 4]
     assert snapshot.pending_clicks == 0 and h.session.calls.count("set_cloud") == 1
+
+
+def test_a_full_click_queue_refuses_new_clicks_with_a_reason_and_keeps_the_queued(harness):
+    h = harness()
+    h.worker.submit_cloud(cloud(200))
+    h.wait_snapshots(1)
+    h.session.gate, h.session.in_predict = threading.Event(), threading.Event()
+    h.worker.submit_click(ClickRequest(object_id=1, point_index=0))
+    assert h.session.in_predict.wait(30)           # a long decode; a client floods clicks
+    for index in range(MAX_PENDING_CLICKS):
+        h.worker.submit_click(ClickRequest(object_id=1, point_index=1 + index))
+    with pytest.raises(ClickRejectedError, match="clicks already wait"):
+        h.worker.submit_click(ClickRequest(object_id=1, point_index=150))
+    assert h.worker.pending_clicks == MAX_PENDING_CLICKS
+    h.session.gate.set()
+    snapshot = h.wait_snapshots(3)
+    assert len(snapshot.clicks) == 1 + MAX_PENDING_CLICKS   # every accepted click applied
+    h.worker.submit_click(ClickRequest(object_id=1, point_index=150))  # room again
+    assert h.wait_snapshots(4).clicks[-1].point_index == 150
 
 
 def moving_sensor(num_sweeps: int, seed: int = 0):

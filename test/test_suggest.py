@@ -36,6 +36,27 @@ def test_confident_points_are_never_suggested_and_none_without_doubt():
     assert any(np.allclose(suggestion, point) for point in xyz[:10])
 
 
+def test_cells_next_to_a_click_are_never_suggested_again():
+    small = _block((0.0, 0.0, 0.0), (0.5, 0.5, 0.5))
+    large = _block((5.0, 0.0, 0.0), (1.5, 1.5, 1.5))
+    xyz = np.concatenate([small, large])
+    confidence = np.concatenate([np.full(len(small), 0.4), np.full(len(large), 0.6)])
+    labels = np.ones(len(xyz), np.int64)
+    first = np.array(suggest_error_region(xyz, confidence, labels, cell_size=0.2))
+    # the user clicked there and the model is still unsure: the next suggestion moves on
+    second = np.array(suggest_error_region(xyz, confidence, labels, cell_size=0.2,
+                                           clicked=first[None]))
+    cell = lambda p: np.floor(p / 0.2)  # noqa: E731
+    assert np.abs(cell(second) - cell(first)).max() >= 2
+    # a region covered by clicks is left for the next one; no region left: None
+    only_small = suggest_error_region(xyz[:len(small)], confidence[:len(small)],
+                                      labels[:len(small)], cell_size=0.2,
+                                      clicked=np.array([[0.2, 0.2, 0.2]]))
+    assert only_small is None
+    assert suggest_error_region(xyz, confidence, labels, cell_size=0.2,
+                                clicked=np.zeros((0, 3))) == tuple(first)
+
+
 def test_regions_never_merge_two_predicted_labels():
     touching_a = _block((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))      # label 1, mass 0.45 x 1000
     touching_b = _block((1.0, 0.0, 0.0), (1.0, 1.0, 1.0))      # label 2, mass 0.50 x 1000
@@ -74,7 +95,8 @@ def test_the_session_suggests_the_deepest_point_of_its_expected_error_region():
     session.add_click(tuple(xyz[labels == 1].mean(axis=0)), object_id=1)
     prediction = session.predict()
     expected = suggest_error_region(xyz, prediction.confidence, prediction.labels,
-                                    ERROR_REGION_VOXELS * session.voxel_size)
+                                    ERROR_REGION_VOXELS * session.voxel_size,
+                                    clicked=xyz[[session.clicks[0].point_index]])
     assert expected is not None  # an untrained model is unsure somewhere
     assert prediction.suggested_click == expected
     assert any(np.allclose(prediction.suggested_click, point) for point in xyz)

@@ -13,9 +13,9 @@ from npiseg_ros.eval.cloud import LabelledCloud
 from npiseg_ros.eval.simulator import next_click
 from npiseg_ros.eval.writers import write_benchmark_scene
 from npiseg_train.clicks import choose_targets, largest_error_click, random_clicks
-from npiseg_train.config import config_from_dict, load_config
+from npiseg_train.config import ConfigError, config_from_dict, load_config
 from npiseg_train.augment import build_augmentation
-from npiseg_train.data import voxelize_and_crop
+from npiseg_train.data import CachedScan, crop_cached, voxelize_and_crop
 from npiseg_train.losses import KLRamp
 from npiseg_train.trainer import Trainer
 from scenes import floor_with_boxes
@@ -145,6 +145,28 @@ def test_click_sampling_covers_every_target_and_respects_ranges():
         assert np.sum(click_labels == 0) <= 5
 
 
+def test_thing_fraction_sets_how_often_the_anchor_is_a_thing():
+    # four boxes: ids 1 and 2 are things, the floor (id 5) and box 3 / 4 are stuff pieces
+    xyz, _, labels = floor_with_boxes(seed=1, num_boxes=4, spacing=0.05)
+    labels = np.where(labels == 0, 5, labels)
+    things = (1, 2)
+    for fraction, low, high in ((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (0.5, 0.4, 0.6)):
+        rng = np.random.default_rng(3)
+        picked = [choose_targets(labels, xyz, rng, max_objects=1, min_voxels=5, things=things,
+                                 thing_fraction=fraction) for _ in range(300)]
+        is_thing = [np.isin(labels[t == 1], things).all() for t in picked]
+        assert low <= np.mean(is_thing) <= high, fraction
+    # a crop anchored on a thing keeps all of that thing and is centred on it
+    scan = CachedScan("s", np.floor(xyz / 0.05).astype(np.int64), xyz, labels,
+                      np.zeros((len(xyz), 1), np.float32), None, things=(2,))
+    for seed in range(5):
+        scene = crop_cached(scan, max_voxels=len(xyz) // 4, min_object_voxels=5, voxel_size=0.05,
+                            rng=np.random.default_rng(seed), thing_fraction=1.0)
+        assert np.sum(scene.labels == 2) == np.sum(labels == 2) and scene.things == (2,)
+    with pytest.raises(ConfigError, match="thing_fraction"):
+        config_from_dict({"data": {"thing_fraction": 1.5}})
+
+
 def test_augmentation_and_crop_keep_labels_aligned_and_cap_voxels():
     xyz, rgb, labels = floor_with_boxes(seed=2, spacing=0.02)
     config = config_from_dict({"data": {"dropout": [0.1, 0.2], "drop_colors": 0.0}}).data
@@ -238,6 +260,19 @@ def test_scan_source_crops_cached_scans_with_exact_symmetries_and_their_graph(tm
         assert edges.nnz > 5 * scene.num_voxels
         assert np.all(edges.data >= length - 1e-5) and np.median(length) < 0.1
     assert len(stream._scan_cache) <= 2  # each file voxelised and graphed once
+
+
+def test_excluded_file_patterns_leave_the_training_files(tmp_path):
+    from npiseg_train.data import scan_files_per_root
+
+    root = tmp_path / "lidar"
+    root.mkdir()
+    for name in ("pandaset_002_00.npz", "pandaset_002_04.npz", "kitti_000000.npz", "notes.txt"):
+        (root / name).write_bytes(b"")
+    kept = scan_files_per_root([str(root)], ("pandaset_*",))
+    assert [p.name for p in kept[0]] == ["kitti_000000.npz"]
+    with pytest.raises(FileNotFoundError, match="excluding"):
+        scan_files_per_root([str(root)], ("*.npz",))
 
 
 def test_root_weights_draw_roots_by_weight_then_files_uniformly(tmp_path):

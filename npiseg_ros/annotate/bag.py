@@ -2,7 +2,9 @@
 
 Reading: the PointCloud2 topic's messages become frames; /tf and /tf_static, when present, give
 each frame's pose in the root frame of its transform tree (used to carry clicks between sweeps
-of a moving sensor). Writing (tests, the synthetic drive): :func:`write_cloud_bag`.
+of a moving sensor) and the LiDAR -> camera transform of the camera overlay (``camera.py``,
+reached through :meth:`BagSource.cameras`). Writing (tests, the synthetic drive):
+:func:`write_cloud_bag`.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from npiseg_ros.annotate.camera import BagCameras, CameraRecording
 from npiseg_ros.annotate.sources import Frame, FrameError, FrameSource, SourceError
 from npiseg_ros.core.errors import InvalidCloudError
 from npiseg_ros.io.pointcloud2 import CloudLayout, PackedPoints, decode_cloud
@@ -89,6 +92,22 @@ class _TfTree:
             frame = parent
         return frame, total
 
+    def to_root(self, frame: str, stamp: int) -> tuple[str, np.ndarray] | None:
+        """(root, root <- frame) at ``stamp``, as :meth:`lookup`; a frame that is only ever a
+        parent is a root itself (identity). None for a frame the tree does not know."""
+        found = self.lookup(frame, stamp)
+        if found is None and frame.lstrip("/") in {p for p, _, _ in self.edges.values()}:
+            return frame.lstrip("/"), np.eye(4)
+        return found
+
+    def between(self, target: str, source: str, stamp: int) -> np.ndarray | None:
+        """target <- source at ``stamp`` through their common root, or None when the frames
+        are not connected."""
+        to_target, to_source = self.to_root(target, stamp), self.to_root(source, stamp)
+        if to_target is None or to_source is None or to_target[0] != to_source[0]:
+            return None
+        return np.linalg.inv(to_target[1]) @ to_source[1]
+
 
 class BagSource(FrameSource):
     """Frames of one PointCloud2 topic of a rosbag2 bag (sqlite3 or MCAP)."""
@@ -96,18 +115,19 @@ class BagSource(FrameSource):
     kind = "bag"
 
     def __init__(self, path: Path, topic: str | None = None) -> None:
-        AnyReader, Stores, get_typestore = _rosbags()
         self.path = Path(path)
         self.description = str(path)
+        self._cameras: BagCameras | None = None
         try:
-            self.reader = AnyReader([self.path],
-                                    default_typestore=get_typestore(Stores.ROS2_HUMBLE))
-            self.reader.open()
+            self.reader = self._open_reader()
+        except SourceError:
+            raise
         except Exception as error:  # rosbags raises its own errors for every kind of bad file
             raise SourceError(f"{path}: not a readable rosbag2 bag (sqlite3 .db3 or .mcap with "
                               f"metadata.yaml): {error}") from None
         clouds = sorted({c.topic for c in self.reader.connections if c.msgtype == POINTCLOUD2})
         topics = {c.topic: c.msgtype for c in self.reader.connections}
+        self.topics = topics
         if topic is None:
             if len(clouds) != 1:
                 self.close()
@@ -133,6 +153,13 @@ class BagSource(FrameSource):
         self.names = [f"{i:06d}_{stamp}" for i, stamp in enumerate(self.stamps)]
         self.tf = self._read_tf()
         self.description = f"{path} {topic}"
+
+    def _open_reader(self):
+        """A new, open ``rosbags`` reader of the bag."""
+        AnyReader, Stores, get_typestore = _rosbags()
+        reader = AnyReader([self.path], default_typestore=get_typestore(Stores.ROS2_HUMBLE))
+        reader.open()
+        return reader
 
     def _read_tf(self) -> _TfTree | None:
         connections = [c for c in self.reader.connections
@@ -180,12 +207,22 @@ class BagSource(FrameSource):
             pose = None if found is None else found[1]
         return Frame(name, xyz, intensity, None, frame_id, header_stamp, pose)
 
+    def cameras(self) -> BagCameras:
+        """The bag's cameras (``camera.BagCameras``, with a reader of its own, opened on the
+        first read)."""
+        if self._cameras is None:
+            self._cameras = BagCameras(self._open_reader, self.topics, self.tf)
+        return self._cameras
+
     def describe(self) -> dict:
         info = super().describe()
-        info.update(topic=self.topic, tf=self.tf is not None)
+        info.update(topic=self.topic, tf=self.tf is not None,
+                    cameras=list(self.cameras().cameras))
         return info
 
     def close(self) -> None:
+        if self._cameras is not None:
+            self._cameras.close()
         try:
             self.reader.close()
         except Exception:
@@ -200,10 +237,14 @@ def write_cloud_bag(path: str | Path, clouds: list[np.ndarray], *, topic: str = 
                     poses: list[np.ndarray] | None = None, fixed_frame: str = "odom",
                     intensities: list[np.ndarray | None] | None = None,
                     period_ns: int = 100_000_000, start_ns: int = 1_700_000_000_000_000_000,
-                    extra_string_topic: str | None = None) -> Path:
+                    extra_string_topic: str | None = None,
+                    static_transforms: list[tuple[str, str, np.ndarray]] | None = None,
+                    cameras: list[CameraRecording] | None = None) -> Path:
     """Write clouds (each (N, 3) float32, optionally with intensity) as PointCloud2 messages
     (x, y, z, intensity float32) into a new rosbag2 bag; poses (4x4, fixed <- sensor) go to /tf.
-    ``extra_string_topic`` adds a std_msgs/String topic (to test a non-PointCloud2 topic)."""
+    ``extra_string_topic`` adds a std_msgs/String topic (to test a non-PointCloud2 topic);
+    ``static_transforms`` (parent, child, 4x4 parent <- child) go to /tf_static; ``cameras``
+    add an image (and CameraInfo) per cloud (``camera.CameraRecording``)."""
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
 
@@ -220,6 +261,18 @@ def write_cloud_bag(path: str | Path, clouds: list[np.ndarray], *, topic: str = 
         tf_conn = writer.add_connection("/tf", TF_TYPE, typestore=store) if poses else None
         text_conn = (writer.add_connection(extra_string_topic, "std_msgs/msg/String",
                                            typestore=store) if extra_string_topic else None)
+        if static_transforms:
+            time = Time(sec=start_ns // 10**9, nanosec=start_ns % 10**9)
+            writer.write(writer.add_connection("/tf_static", TF_TYPE, typestore=store),
+                         start_ns, store.serialize_cdr(types[TF_TYPE](transforms=[
+                             _transform(types, time, parent, child, matrix)
+                             for parent, child, matrix in static_transforms]), TF_TYPE))
+        camera_conns = {}
+        for camera in cameras or []:
+            for name, msgtype in ((camera.topic, camera.msgtype),
+                                  (camera.camera_info_topic, "sensor_msgs/msg/CameraInfo")):
+                if name is not None:
+                    camera_conns[name] = writer.add_connection(name, msgtype, typestore=store)
         columns = [(name, np.float32) for name in ("x", "y", "z", "intensity")]
         for index, xyz in enumerate(clouds):
             stamp = start_ns + index * period_ns
@@ -240,29 +293,47 @@ def write_cloud_bag(path: str | Path, clouds: list[np.ndarray], *, topic: str = 
                 is_bigendian=False, point_step=packed.point_step, row_step=packed.row_step,
                 data=packed.points.view(np.uint8), is_dense=False)
             if tf_conn is not None:
-                writer.write(tf_conn, stamp, store.serialize_cdr(
-                    _tf_message(types, time, fixed_frame, frame_id, poses[index]), TF_TYPE))
+                writer.write(tf_conn, stamp, store.serialize_cdr(types[TF_TYPE](transforms=[
+                    _transform(types, time, fixed_frame, frame_id, poses[index])]), TF_TYPE))
             if text_conn is not None:
                 writer.write(text_conn, stamp, store.serialize_cdr(
                     types["std_msgs/msg/String"](data=f"frame {index}"), "std_msgs/msg/String"))
             writer.write(cloud_conn, stamp, store.serialize_cdr(message, POINTCLOUD2))
+            for camera in cameras or []:
+                for name, msgtype, item in camera.messages(types, index, stamp):
+                    writer.write(camera_conns[name], stamp + camera.offset_ns,
+                                 store.serialize_cdr(item, msgtype))
     return path
 
 
-def _tf_message(types, time, parent: str, child: str, pose: np.ndarray):
+def _quaternion(rotation: np.ndarray) -> tuple[float, float, float, float]:
+    """(x, y, z, w) of a rotation matrix, from its largest diagonal term (any rotation)."""
+    m = np.asarray(rotation, np.float64)
+    trace = np.trace(m)
+    if trace > max(m[0, 0], m[1, 1], m[2, 2]):
+        w = np.sqrt(1.0 + trace) / 2.0
+        x, y, z = (m[2, 1] - m[1, 2]) / (4 * w), (m[0, 2] - m[2, 0]) / (4 * w), \
+            (m[1, 0] - m[0, 1]) / (4 * w)
+    else:
+        i = int(np.argmax(np.diag(m)))
+        j, k = (i + 1) % 3, (i + 2) % 3
+        q = np.zeros(3)
+        q[i] = np.sqrt(max(1.0 + m[i, i] - m[j, j] - m[k, k], 0.0)) / 2.0
+        q[j] = (m[j, i] + m[i, j]) / (4 * q[i])
+        q[k] = (m[k, i] + m[i, k]) / (4 * q[i])
+        w = (m[k, j] - m[j, k]) / (4 * q[i])
+        x, y, z = q
+    return float(x), float(y), float(z), float(w)
+
+
+def _transform(types, time, parent: str, child: str, pose: np.ndarray):
+    """A geometry_msgs/TransformStamped parent <- child (4x4 ``pose``)."""
     pose = np.asarray(pose, np.float64)
-    rotation = pose[:3, :3]
-    # rotation matrix -> quaternion (w >= 0 branch is enough for the yaw-only drives we write)
-    w = np.sqrt(max(1.0 + np.trace(rotation), 1e-12)) / 2.0
-    x = (rotation[2, 1] - rotation[1, 2]) / (4 * w)
-    y = (rotation[0, 2] - rotation[2, 0]) / (4 * w)
-    z = (rotation[1, 0] - rotation[0, 1]) / (4 * w)
+    x, y, z, w = _quaternion(pose[:3, :3])
     Header = types["std_msgs/msg/Header"]
-    transform = types["geometry_msgs/msg/TransformStamped"](
+    return types["geometry_msgs/msg/TransformStamped"](
         header=Header(stamp=time, frame_id=parent), child_frame_id=child,
         transform=types["geometry_msgs/msg/Transform"](
             translation=types["geometry_msgs/msg/Vector3"](
                 x=float(pose[0, 3]), y=float(pose[1, 3]), z=float(pose[2, 3])),
-            rotation=types["geometry_msgs/msg/Quaternion"](x=float(x), y=float(y), z=float(z),
-                                                          w=float(w))))
-    return types[TF_TYPE](transforms=[transform])
+            rotation=types["geometry_msgs/msg/Quaternion"](x=x, y=y, z=z, w=w)))

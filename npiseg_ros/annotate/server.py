@@ -3,7 +3,8 @@
 Every request is checked: the Host header must name the loopback address and port the server
 listens on (so a web page elsewhere cannot reach it through DNS rebinding), POST bodies must be
 small JSON objects with typed fields, cross-origin POSTs are refused, and static files come from
-a fixed in-package list. All workspace calls run one at a time under a lock.
+a fixed in-package list. All workspace calls run one at a time under a lock; the camera overlay
+(``api/camera``) only takes it to copy the labels and draws outside it, off the click's path.
 """
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
+from urllib.parse import parse_qs
 
+from npiseg_ros.annotate import view
+from npiseg_ros.annotate.camera import COLOURINGS, CameraError
 from npiseg_ros.annotate.workspace import Workspace
 from npiseg_ros.core.types import MAX_OBJECT_ID
 from npiseg_ros.resources import PACKAGE_ROOT
@@ -51,6 +55,21 @@ def three_version() -> str | None:
 
 class RequestError(ValueError):
     pass
+
+
+class FrameMoved(ValueError):
+    """A request for a frame that is no longer on screen (answered 409)."""
+
+
+def _query(query: str, allowed: tuple[str, ...]) -> dict[str, str]:
+    """The parameters of a GET query string, each at most once and among ``allowed``."""
+    params = parse_qs(query, keep_blank_values=True)
+    for key, values in params.items():
+        if key not in allowed:
+            raise RequestError(f"unknown parameter {key!r} (allowed: {', '.join(allowed)})")
+        if len(values) != 1 or len(values[0]) > 512 or "\0" in values[0]:
+            raise RequestError(f"'{key}' must be given once, at most 512 characters")
+    return {key: values[0] for key, values in params.items()}
 
 
 def _int(body: dict, key: str, low: int, high: int, default=None) -> int:
@@ -168,6 +187,39 @@ class AnnotateServer(ThreadingHTTPServer):
         with self.lock:
             return self.workspace.ontology.to_json()
 
+    def cameras(self) -> dict:
+        """``GET api/cameras``: the source's cameras (read outside the lock)."""
+        with self.lock:
+            source = self.workspace.frames.source
+        return view.cameras_json(source)
+
+    def camera(self, query: str) -> tuple[bytes, dict]:
+        """``GET api/camera?camera=TOPIC&frame=INDEX&colour=labels|uncertainty``: PNG of the
+        frame on screen's image with its points drawn, and what was drawn. The lock is held
+        only to copy the labels; reading, projecting and drawing run outside it.
+
+        Raises:
+            RequestError: a bad parameter. FrameMoved: ``frame`` is not the frame on screen.
+            CameraError: no overlay, and why.
+        """
+        params = _query(query, ("camera", "frame", "colour"))
+        colouring = params.get("colour", "labels")
+        if colouring not in COLOURINGS:
+            raise RequestError(f"'colour' must be one of {', '.join(COLOURINGS)}, got "
+                               f"{colouring!r}")
+        frame = params.get("frame")
+        if frame is not None and not (frame.isdigit() and int(frame) <= 10**9):
+            raise RequestError(f"'frame' must be a frame index (an integer >= 0), got {frame!r}")
+        with self.lock:
+            on_screen = self.workspace.frames.index
+            if frame is not None and int(frame) != on_screen:
+                raise FrameMoved(f"frame {frame} is not on screen (frame {on_screen} is): "
+                                 "labels are drawn for the frame on screen only")
+            cameras, sweep = view.camera_inputs(self.workspace)
+        png, info = view.camera_png(cameras, sweep, params.get("camera") or None, colouring)
+        info["frame_index"] = on_screen
+        return png, info
+
 
 class _Handler(BaseHTTPRequestHandler):
     server: AnnotateServer
@@ -190,7 +242,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Content-Security-Policy",
-                         "default-src 'self'; img-src 'self' data:; style-src 'self'")
+                         "default-src 'self'; img-src 'self' data: blob:; style-src 'self'")
         for key, value in (extra or {}).items():
             self.send_header(key, value)
         self.end_headers()
@@ -202,7 +254,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 - http.server naming
         if not self._host_ok():
             return self._json(HTTPStatus.FORBIDDEN, {"error": "bad Host header"})
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
         if path in STATIC:
             name, content_type = STATIC[path]
             data = resources.files("npiseg_ros.annotate").joinpath("web", name).read_bytes()
@@ -222,10 +274,35 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(HTTPStatus.OK, {"three": three_version()})
         if path == "/api/boxes":
             return self._json(HTTPStatus.OK, self.server.boxes())
+        if path == "/api/cameras":
+            try:
+                return self._json(HTTPStatus.OK, self.server.cameras())
+            except Exception as error:  # keep serving; say what happened
+                return self._json(HTTPStatus.INTERNAL_SERVER_ERROR,
+                                  {"error": f"listing the cameras failed: {error!r}"})
+        if path == "/api/camera":
+            return self._camera(query)
         if path in ("/api/cloud", "/api/labels", "/api/intensity"):
             data = self.server.binary(path.rsplit("/", 1)[1])
             return self._send(HTTPStatus.OK, data, "application/octet-stream")
         return self._json(HTTPStatus.NOT_FOUND, {"error": f"no such page {path}"})
+
+    def _camera(self, query: str) -> None:
+        """The overlay PNG, what was drawn in the ``X-Npiseg-Camera`` header (JSON); JSON
+        errors: 400 bad parameter, 409 frame no longer on screen, 404 no overlay and why."""
+        try:
+            png, info = self.server.camera(query)
+        except RequestError as error:
+            return self._json(HTTPStatus.BAD_REQUEST, {"error": str(error)})
+        except FrameMoved as error:
+            return self._json(HTTPStatus.CONFLICT, {"error": str(error)})
+        except CameraError as error:
+            return self._json(HTTPStatus.NOT_FOUND, {"error": str(error)})
+        except Exception as error:  # keep serving; say what happened
+            return self._json(HTTPStatus.INTERNAL_SERVER_ERROR,
+                              {"error": f"camera overlay failed: {error!r}"})
+        return self._send(HTTPStatus.OK, png, "image/png",
+                          {"X-Npiseg-Camera": json.dumps(info)})
 
     def do_POST(self):  # noqa: N802
         if not self._host_ok():

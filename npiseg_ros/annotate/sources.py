@@ -121,6 +121,11 @@ class FrameSource:
     def describe(self) -> dict:
         return {"kind": self.kind, "description": self.description, "frames": len(self.names)}
 
+    def cameras(self):
+        """The cameras recorded with the frames (``camera.BagCameras``), or None: only bags
+        carry images with the calibration and transforms an overlay needs."""
+        return None
+
     def close(self) -> None:
         pass
 

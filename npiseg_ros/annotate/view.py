@@ -1,19 +1,23 @@
-"""What the page sees of the workspace: ``GET /api/state``, ``/api/boxes`` and the binary
-arrays ``/api/cloud``, ``/api/intensity``, ``/api/labels`` (``docs/annotate.md``, "HTTP API")."""
+"""What the page sees of the workspace: ``GET /api/state``, ``/api/boxes``, the binary
+arrays ``/api/cloud``, ``/api/intensity``, ``/api/labels`` and the camera overlay
+``/api/cameras``, ``/api/camera`` (``docs/annotate.md``, "HTTP API")."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from npiseg_ros.annotate.camera import (COMPRESSED_IMAGE, IMAGE, BagCameras, CameraError,
+                                        LabelledSweep, encode_png)
 from npiseg_ros.annotate.export import fit_boxes
-from npiseg_ros.annotate.sources import Frame
+from npiseg_ros.annotate.sources import Frame, FrameSource
 from npiseg_ros.core.types import Prediction
 
 if TYPE_CHECKING:
     from npiseg_ros.annotate.workspace import Workspace
 
-__all__ = ["page_state", "boxes_json", "cloud_bytes", "intensity_bytes", "label_bytes"]
+__all__ = ["page_state", "boxes_json", "cloud_bytes", "intensity_bytes", "label_bytes",
+           "cameras_json", "camera_inputs", "camera_png"]
 
 
 def _rounded(values, digits: int = 3) -> list[float]:
@@ -93,3 +97,54 @@ def label_bytes(frame: Frame | None, prediction: Prediction | None) -> bytes:
         return b""
     return (np.ascontiguousarray(prediction.labels, dtype="<i4").tobytes()
             + np.ascontiguousarray(prediction.uncertainty, dtype="<f4").tobytes())
+
+
+def _no_cameras(source: FrameSource | None) -> str:
+    """Why ``source`` has no camera to draw on, or "" when it has one."""
+    if source is None:
+        return "no input open"
+    cameras = source.cameras()
+    if cameras is None:
+        return (f"the input is not a rosbag2 bag ({source.kind}: {source.description}): camera "
+                "images are read from bags only")
+    if not cameras.cameras:
+        return f"{source.description}: no {IMAGE} or {COMPRESSED_IMAGE} topic in the bag"
+    return ""
+
+
+def cameras_json(source: FrameSource | None) -> dict:
+    """``GET api/cameras``: the source's cameras (``BagCameras.describe``), or none and why.
+    Reads each camera's first image once: call it outside the workspace lock."""
+    reason = _no_cameras(source)
+    return {"cameras": [] if reason else source.cameras().describe(), "reason": reason}
+
+
+def camera_inputs(ws: Workspace) -> tuple[BagCameras, LabelledSweep]:
+    """The cameras and the frame on screen with copies of its labels, for ``GET api/camera``
+    (taken under the workspace lock; the drawing is done outside it).
+
+    Raises:
+        CameraError: the source has no camera, or the frame on screen no usable point.
+    """
+    reason = _no_cameras(ws.frames.source)
+    if reason:
+        raise CameraError(reason)
+    if ws.frame is None:
+        raise CameraError(f"frame {ws.frame_name} has no usable points: nothing to draw")
+    prediction = ws.prediction
+    return ws.frames.source.cameras(), LabelledSweep(
+        ws.frame, None if prediction is None else prediction.labels.copy(),
+        None if prediction is None else prediction.uncertainty.copy())
+
+
+def camera_png(cameras: BagCameras, sweep: LabelledSweep, topic: str | None,
+               colouring: str) -> tuple[bytes, dict]:
+    """PNG of ``sweep``'s image from camera ``topic`` (None: the first usable) with its points
+    drawn (``BagCameras.overlay``), and what was drawn.
+
+    Raises:
+        CameraError: why there is no overlay.
+    """
+    image, info = cameras.overlay(topic, sweep, colouring)
+    info["frame"] = sweep.frame.name
+    return encode_png(image), info

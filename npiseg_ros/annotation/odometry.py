@@ -14,7 +14,7 @@ import threading
 
 import numpy as np
 
-from npiseg_ros.core.carry import rigid_align
+from npiseg_ros.core.carry import build_tree, finite_rows, rigid_align
 
 __all__ = ["LidarOdometry"]
 
@@ -98,24 +98,25 @@ class LidarOdometry:
             last, poses = self._newest, list(self._poses)
         if last is None or stamp <= last[0]:
             return _interpolate(poses, stamp)
-        finite = np.isfinite(xyz).all(axis=1)
-        target = np.asarray(xyz)[finite]
-        if last[2].shape[0] < 3 or target.shape[0] < 3:
-            return None
-        if target.shape[0] > ALIGN_TARGET_POINTS:
-            target = target[:: target.shape[0] // ALIGN_TARGET_POINTS + 1]   # spread, fixed
         # two starts: constant velocity, and no motion since the newest (a stop, a reversal,
         # or a long gap after a busy spell make the first one wrong); the better fit wins
         guess = _extrapolate([p for p in poses if p[0] <= last[0]], stamp)
         if guess is None:       # no motion known yet: carry_labels' own, wider alignment
             return None
+        finite = np.flatnonzero(finite_rows(xyz))
+        if last[2].shape[0] < 3 or finite.size < 3:
+            return None
+        if finite.size > ALIGN_TARGET_POINTS:
+            finite = finite[:: finite.size // ALIGN_TARGET_POINTS + 1]   # spread, fixed
+        target = np.asarray(xyz)[finite]
         starts = [np.eye(4), np.linalg.inv(guess) @ last[1]]
+        tree = build_tree(target)   # one k-d tree for every alignment below
         results = [rigid_align(last[2], target, start, iterations=8, max_pair_m=1.0,
-                               yaw_only=False) for start in starts]
+                               yaw_only=False, target_tree=tree) for start in starts]
         result = max(results, key=lambda fit: fit.inlier_ratio)
         if result.inlier_ratio < ALIGN_MIN_INLIERS:   # maybe off: a wider search
             wide = rigid_align(last[2], target, result.transform, iterations=20,
-                               max_pair_m=2.0, yaw_only=False)
+                               max_pair_m=2.0, yaw_only=False, target_tree=tree)
             if wide.inlier_ratio > result.inlier_ratio:
                 result = wide
         return last[1] @ np.linalg.inv(result.transform)
@@ -172,12 +173,13 @@ def _static_sample(xyz: np.ndarray, labels: np.ndarray, count: int) -> np.ndarra
     move; the ground is a plane that pairs with itself wherever the sweep is, so with the
     ground's usual share of a sweep most pairs would vote for "no motion" and the alignment
     would lag behind the sensor and slide along the street (it still pins height and tilt)."""
-    usable = np.isfinite(xyz).all(axis=1) & (labels == 0)
-    if usable.sum() < 100:
-        usable = np.isfinite(xyz).all(axis=1)
+    finite = finite_rows(xyz)
+    usable = np.flatnonzero(finite & (labels == 0))
+    if usable.size < 100:
+        usable = np.flatnonzero(finite)
+    if usable.size > 4 * count:     # enough for the ground heights, then the sample
+        usable = usable[:: usable.size // (4 * count) + 1]
     points = np.asarray(xyz)[usable]
-    if points.shape[0] > 4 * count:     # enough for the ground heights, then the sample
-        points = points[:: points.shape[0] // (4 * count) + 1]
     raised = _above_ground(points)
     ground_count = int(count * GROUND_SHARE)
     parts = [points[raised], points[~raised]]

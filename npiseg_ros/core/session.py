@@ -462,7 +462,8 @@ class SegmentationSession:
             # where the model expects the largest connected error (the simulated user's rule)
             suggestion = suggest_error_region(
                 cloud.valid_xyz, voxel_confidence[inverse], voxel_labels[inverse],
-                cell_size=ERROR_REGION_VOXELS * cloud.voxels.voxel_size)
+                cell_size=ERROR_REGION_VOXELS * cloud.voxels.voxel_size,
+                clicked=cloud.xyz[[c.point_index for c in self._clicks]])
         if self._clicks and suggestion is None:
             suggestion = suggest_next_click(cloud.valid_xyz, valid_uncertainty,
                                             region_size=_suggestion_region_m(cloud),

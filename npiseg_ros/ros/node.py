@@ -166,8 +166,12 @@ class SegmentationNode(Node):
             except ClickRejectedError as error:
                 self.on_rejected(f"{source} rejected: {error}")
                 return
-        self.worker.submit_click(ClickRequest(object_id, position, point_index, source,
-                                              sweep=target))
+        try:
+            self.worker.submit_click(ClickRequest(object_id, position, point_index, source,
+                                                  sweep=target))
+        except ClickRejectedError as error:
+            self.on_rejected(f"{source} rejected: {error}")
+            return
         self._publish_state()  # shows the queued click (pending_clicks) during a long decode
 
     def _sweep_pose(self, cloud):

@@ -38,15 +38,19 @@ from npiseg_ros.annotation import SESSION_SETTINGS, AnnotationController
 from npiseg_ros.annotation.follow import Follower
 from npiseg_ros.annotation.follow_mode import FollowMode
 from npiseg_ros.annotation.stream import StreamStats, SweepStream, time_seconds
-from npiseg_ros.core.errors import NPISegError
+from npiseg_ros.core.errors import ClickRejectedError, NPISegError
 from npiseg_ros.io.autosave import ClickRecord, cloud_fingerprint
 from npiseg_ros.ros.worker_files import OutputFiles
 from npiseg_ros.ros.worker_types import ClickRequest, Command, Refused, Reply, Snapshot, \
     SweepAnswer, WorkerEvents, WorkerOptions
 
-__all__ = ["AnnotationWorker"]
+__all__ = ["AnnotationWorker", "MAX_PENDING_CLICKS"]
 
 log = logging.getLogger(__name__)
+
+MAX_PENDING_CLICKS = 64
+"""Clicks that may wait for the worker at once; more are refused with a reason (a client that
+floods ``/clicked_point`` during a long decode must not grow the queue without bound)."""
 
 
 class AnnotationWorker:
@@ -187,7 +191,18 @@ class AnnotationWorker:
             self._stream.offer(cloud)
 
     def submit_click(self, request: ClickRequest) -> None:
-        self._enqueue(request)
+        """Queue a click.
+
+        Raises:
+            ClickRejectedError: :data:`MAX_PENDING_CLICKS` clicks already wait (nothing
+                queued; the clicks already queued are all applied).
+        """
+        with self._wake:
+            if self.pending_clicks >= MAX_PENDING_CLICKS:
+                raise ClickRejectedError(
+                    f"{MAX_PENDING_CLICKS} clicks already wait for the model; click again "
+                    f"after the next answer")
+            self._enqueue(request)
 
     def undo(self, timeout_s: float = 120.0) -> Reply:
         """Remove the last click; replies with the removed :class:`ClickRecord`."""

@@ -333,12 +333,15 @@ async function apply(next) {
       boxes = fetched.boxes; boxesVersion = fetched.version;
     } else { boxes = {}; }
   }
+  // the camera panel (beside the view) before fitting the view to its width
+  $("camera").hidden = !(state.source && state.source.cameras && state.source.cameras.length);
   if (needFit) { fitView(); needFit = false; }
   renderPanel();
   redraw();
   document.body.dataset.version = String(state.version);
   document.body.dataset.frame = state.frame_name;
   document.body.dataset.ready = "1";
+  syncCamera();  // not awaited: the overlay follows on its own
 }
 
 function showError(message) {
@@ -421,11 +424,123 @@ function renderAttributes() {
   }
 }
 
+// ----------------------------------------------------------------------------- camera overlay
+// Beside the 3-D view when the bag has cameras: the frame's image with its points drawn by the
+// server (GET api/camera, a PNG) in the labels colouring, or uncertainty while the view shows
+// uncertainty. One request at a time, always for the newest (camera, frame, labels version,
+// colouring); answers are kept per such key, so undo, stepping back or colour toggles are free.
+let cameras = [];                  // api/cameras of the open source
+let camerasOf = null;              // the source they were listed for
+const cameraCache = new Map();     // key -> {url, note, problem}, oldest first
+const CAMERA_CACHE_SIZE = 16;
+let cameraWanted = "";             // the overlay the page should show
+let cameraShown = "";              // the overlay shown
+let cameraFetching = false;
+
+async function syncCamera() {
+  await refreshCameras();
+  await updateCamera();
+}
+
+async function refreshCameras() {  // the source's cameras, listed once per source
+  const source = state.source, description = source ? source.description : null;
+  if (description === camerasOf) return;
+  camerasOf = description;
+  cameras = [];
+  if (source && source.cameras && source.cameras.length) {
+    try { cameras = (await (await fetch("api/cameras")).json()).cameras || []; } catch (error) { cameras = []; }
+  }
+  const pick = $("camerapick");
+  pick.textContent = "";
+  for (const c of cameras) {
+    const option = document.createElement("option");
+    option.value = c.topic; option.disabled = !c.usable;
+    option.textContent = c.usable ? `${c.topic} (${c.width}×${c.height})` : `${c.topic}: ${c.problem}`;
+    pick.append(option);
+  }
+  const usable = cameras.find((c) => c.usable);
+  if (usable) pick.value = usable.topic;
+  pick.hidden = cameras.length < 2;
+  if (!usable) showCameraNote(cameras.map((c) => `${c.topic}: ${c.problem}`).join("\n"), true);
+}
+
+const overlayColouring = () => (colourMode === "uncertainty" ? "uncertainty" : "labels");
+
+function cameraKey() {
+  const camera = cameras.find((c) => c.topic === $("camerapick").value);
+  if (!camera || !camera.usable || !state || !state.ok) return "";
+  return JSON.stringify([camera.topic, state.frame_index, state.version, overlayColouring()]);
+}
+
+async function updateCamera() {
+  cameraWanted = cameraKey();
+  if (!cameraWanted) {
+    if (cameras.some((c) => c.usable)) { $("cameraimg").removeAttribute("src"); showCameraNote("no usable points in this frame", true); }
+    return;
+  }
+  if (cameraFetching) return;  // the request in flight fetches the newest key when it ends
+  cameraFetching = true;
+  try {
+    while (cameraWanted && !cameraCache.has(cameraWanted)) {
+      const key = cameraWanted, result = await fetchOverlay(key);
+      if (result) rememberOverlay(key, result);
+      else if (key === cameraWanted) break;  // the frame moved on: the newer state asks again
+    }
+  } finally { cameraFetching = false; }
+  showOverlay(cameraWanted);
+}
+
+async function fetchOverlay(key) {  // {url, note, problem}, or null when the frame moved on (409)
+  const [topic, frame, , colouring] = JSON.parse(key);
+  const query = new URLSearchParams({ camera: topic, frame: String(frame), colour: colouring });
+  try {
+    const response = await fetch(`api/camera?${query}`);
+    if (response.status === 409) return null;
+    if (!response.ok) return { url: null, note: (await response.json()).error, problem: true };
+    const info = JSON.parse(response.headers.get("X-Npiseg-Camera") || "{}");
+    const offset = `${info.offset_s >= 0 ? "+" : ""}${Number(info.offset_s).toFixed(3)}`;
+    return { url: URL.createObjectURL(await response.blob()), problem: false,
+      note: `${info.camera}: image ${offset} s from the sweep · ${info.points} points drawn (${colouring})` };
+  } catch (error) {
+    return { url: null, note: `camera image not available: ${error}`, problem: true };
+  }
+}
+
+function rememberOverlay(key, result) {
+  cameraCache.set(key, result);
+  while (cameraCache.size > CAMERA_CACHE_SIZE) {
+    const [oldest, entry] = cameraCache.entries().next().value;
+    cameraCache.delete(oldest);
+    if (entry.url && entry.url !== $("cameraimg").getAttribute("src")) URL.revokeObjectURL(entry.url);
+  }
+}
+
+function showOverlay(key) {
+  const entry = cameraCache.get(key);
+  if (!entry) return;
+  const img = $("cameraimg"), previous = img.getAttribute("src");
+  if (entry.url) img.src = entry.url; else img.removeAttribute("src");
+  if (previous && previous !== entry.url && ![...cameraCache.values()].some((e) => e.url === previous)) {
+    URL.revokeObjectURL(previous);
+  }
+  showCameraNote(entry.note, entry.problem);
+  cameraShown = key;
+}
+
+function showCameraNote(text, problem) {
+  $("cameranote").textContent = text;
+  $("cameranote").className = problem ? "problem" : "";
+}
+
 // ----------------------------------------------------------------------------- test hooks
 window.npiseg = {
   findPixel: (indices) => view.findPixel(indices), pick: (x, y) => view.pick(x, y, 0),
   get state() { return state; }, get view() { return view.cam; }, get drawMs() { return view.drawMs; },
   get renderer() { return view.kind; }, get element() { return view.element; },
+  get camera() {  // the overlay: keys wanted and shown ([topic, frame, version, colouring])
+    return { wanted: cameraWanted, shown: cameraShown, visible: !$("camera").hidden,
+      note: $("cameranote").textContent };
+  },
   drawTimes(count) {  // ms per frame while orbiting, GPU work included (a measurement hook)
     const times = [];
     for (let k = 0; k < count; k++) { view.rotate(0.01, 0); view.draw(true); times.push(view.drawMs); }
@@ -471,7 +586,7 @@ window.addEventListener("mouseup", (e) => {
 
 function cycleColour() {
   colourMode = COLOUR_MODES[(COLOUR_MODES.indexOf(colourMode) + 1) % COLOUR_MODES.length];
-  renderPanel(); redraw();
+  renderPanel(); redraw(); updateCamera();
 }
 function toggleProjection() {
   view.setProjection(view.cam.projection === "perspective" ? "orthographic" : "perspective");
@@ -502,6 +617,7 @@ $("goto").onclick = () => {
 };
 $("open").onclick = () => api("open", { path: $("openpath").value, topic: $("opentopic").value });
 $("classpick").addEventListener("change", () => pickClass($("classpick").value));
+$("camerapick").addEventListener("change", () => updateCamera());
 const KEYS = { n: "newobj", r: "reset", ArrowRight: "next", d: "next", ArrowLeft: "prev", a: "prev",
   c: "colour", t: "top", v: "tilt", f: "fit", o: "focus", x: "side", y: "front", p: "projection",
   "+": "bigger", "=": "bigger", "-": "smaller", g: "accept", b: "fix", e: "export", l: "propagate" };
