@@ -118,18 +118,40 @@ def test_a_cloud_encoded_ahead_decodes_exactly_like_one_encoded_in_place(session
     assert ahead._offered is None
 
 
-def test_the_prior_is_the_first_decodes_previous_mask(session, drive):
+def test_the_prior_is_the_first_decodes_previous_mask(session, drive, monkeypatch):
+    from npiseg_ros.core.session import SegmentationSession
+
+    seen = []  # the previous-mask input each decode hands the model
+    run_model = SegmentationSession._run_model
+
+    def record(self, model, scene, clicks, previous, generator):
+        seen.append(None if previous is None else previous.cpu().numpy().copy())
+        return run_model(self, model, scene, clicks, previous, generator)
+
+    monkeypatch.setattr(SegmentationSession, "_run_model", record)
     xyz = open_source(drive[0]).frame(0).xyz
     car = np.flatnonzero(drive[1][0] == MOVER)
-    wide = np.where(np.linalg.norm(xyz - xyz[car].mean(axis=0), axis=1) < 6.0, 1, 0)
-    counts = []
+    wide = np.where(np.linalg.norm(xyz - xyz[car].mean(axis=0), axis=1) < 6.0, 7, 0)
+    outputs = []
     for prior in (wide, np.zeros(len(xyz), int), None):
+        seen.clear()
         probe = AnnotateSession(session.router, num_samples=4)
         probe.set_cloud(xyz)
         probe.set_prior(prior)
-        probe.add_click(point_index=_middle(xyz, car), object_id=1)
-        counts.append(int((probe.predict().labels == 1).sum()))
-    assert counts[0] > counts[1]  # "this was the object before" widens the mask
+        probe.add_click(point_index=_middle(xyz, car), object_id=7)
+        outputs.append(probe.predict())
+        probe.add_click(point_index=_middle(xyz, car), object_id=7)
+        probe.predict()
+        if prior is None:
+            assert seen[0] is None
+        else:  # object 7 is the model's label 1; the voxels' majority of the point labels
+            expected = np.where(voxel_majority(prior, probe.point_to_voxel,
+                                               probe.num_voxels) == 7, 1, 0)
+            assert np.array_equal(seen[0], expected)
+        # the next decode gets the session's own previous labels, not the prior
+        assert np.array_equal(seen[1], np.where(probe._history[0].voxel_labels == 7, 1, 0))
+    wide_out, zero_out = outputs[0], outputs[1]
+    assert not np.array_equal(wide_out.uncertainty, zero_out.uncertainty)  # the model sees it
     with pytest.raises(ValueError, match="labels for"):
         probe.set_prior(np.zeros(5, int))
 
