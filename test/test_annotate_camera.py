@@ -213,7 +213,7 @@ def test_cameras_are_paired_with_the_camera_info_of_their_namespace():
 
 
 def test_quaternions_of_any_rotation_round_trip():
-    from npiseg_ros.annotate.bag import _quat_to_matrix, _quaternion
+    from npiseg_ros.io.transforms import quaternion, transform_matrix
 
     rng = np.random.default_rng(3)
     rotations = [LIDAR_FROM_CAMERA[:3, :3], np.diag([1.0, -1.0, -1.0]), np.diag([-1.0, 1.0, -1.0]),
@@ -222,8 +222,10 @@ def test_quaternions_of_any_rotation_round_trip():
     for rotation in rotations:
         if np.linalg.det(rotation) < 0:
             rotation = -rotation
-        x, y, z, w = _quaternion(rotation)
-        assert np.allclose(_quat_to_matrix(SimpleNamespace(x=x, y=y, z=z, w=w)), rotation)
+        x, y, z, w = quaternion(rotation)
+        transform = SimpleNamespace(rotation=SimpleNamespace(x=x, y=y, z=z, w=w),
+                                    translation=SimpleNamespace(x=0.0, y=0.0, z=0.0))
+        assert np.allclose(transform_matrix(transform)[:3, :3], rotation)
 
 
 # --------------------------------------------------------------------------- bags

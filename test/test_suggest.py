@@ -12,12 +12,18 @@ def _block(origin, size, step=0.1):
     return grid.astype(np.float32)
 
 
-def test_largest_expected_error_region_wins_and_its_deepest_point_is_suggested():
+def _small_and_large_block():
+    """A small block the model is more unsure of (0.4) and a large one (0.6): (xyz, confidence,
+    labels, number of points of the small one)."""
     small = _block((0.0, 0.0, 0.0), (0.5, 0.5, 0.5))
     large = _block((5.0, 0.0, 0.0), (1.5, 1.5, 1.5))
     xyz = np.concatenate([small, large])
     confidence = np.concatenate([np.full(len(small), 0.4), np.full(len(large), 0.6)])
-    labels = np.ones(len(xyz), np.int64)
+    return xyz, confidence, np.ones(len(xyz), np.int64), len(small)
+
+
+def test_largest_expected_error_region_wins_and_its_deepest_point_is_suggested():
+    xyz, confidence, labels, _ = _small_and_large_block()
     x, y, z = suggest_error_region(xyz, confidence, labels, cell_size=0.2)
     # more expected errors in the large block (0.4 x many points > 0.6 x few)
     assert 5.0 <= x <= 6.5
@@ -37,11 +43,7 @@ def test_confident_points_are_never_suggested_and_none_without_doubt():
 
 
 def test_cells_next_to_a_click_are_never_suggested_again():
-    small = _block((0.0, 0.0, 0.0), (0.5, 0.5, 0.5))
-    large = _block((5.0, 0.0, 0.0), (1.5, 1.5, 1.5))
-    xyz = np.concatenate([small, large])
-    confidence = np.concatenate([np.full(len(small), 0.4), np.full(len(large), 0.6)])
-    labels = np.ones(len(xyz), np.int64)
+    xyz, confidence, labels, small = _small_and_large_block()
     first = np.array(suggest_error_region(xyz, confidence, labels, cell_size=0.2))
     # the user clicked there and the model is still unsure: the next suggestion moves on
     second = np.array(suggest_error_region(xyz, confidence, labels, cell_size=0.2,
@@ -49,8 +51,8 @@ def test_cells_next_to_a_click_are_never_suggested_again():
     cell = lambda p: np.floor(p / 0.2)  # noqa: E731
     assert np.abs(cell(second) - cell(first)).max() >= 2
     # a region covered by clicks is left for the next one; no region left: None
-    only_small = suggest_error_region(xyz[:len(small)], confidence[:len(small)],
-                                      labels[:len(small)], cell_size=0.2,
+    only_small = suggest_error_region(xyz[:small], confidence[:small], labels[:small],
+                                      cell_size=0.2,
                                       clicked=np.array([[0.2, 0.2, 0.2]]))
     assert only_small is None
     assert suggest_error_region(xyz, confidence, labels, cell_size=0.2,

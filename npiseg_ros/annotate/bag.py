@@ -17,6 +17,7 @@ from npiseg_ros.annotate.camera import BagCameras, CameraRecording
 from npiseg_ros.annotate.sources import Frame, FrameError, FrameSource, SourceError
 from npiseg_ros.core.errors import InvalidCloudError
 from npiseg_ros.io.pointcloud2 import CloudLayout, PackedPoints, decode_cloud
+from npiseg_ros.io.transforms import quaternion, transform_matrix
 
 __all__ = ["BagSource", "decode_pointcloud2", "write_cloud_bag", "POINTCLOUD2"]
 
@@ -50,15 +51,6 @@ def decode_pointcloud2(msg, name: str = "") -> tuple[np.ndarray, np.ndarray | No
     except InvalidCloudError as error:
         raise FrameError(f"frame {name}: {error}") from None
     return cloud.xyz, cloud.intensity
-
-
-def _quat_to_matrix(q) -> np.ndarray:
-    x, y, z, w = (float(q.x), float(q.y), float(q.z), float(q.w))
-    norm = np.sqrt(x * x + y * y + z * z + w * w) or 1.0
-    x, y, z, w = x / norm, y / norm, z / norm, w / norm
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
 
 
 class _TfTree:
@@ -173,10 +165,10 @@ class BagSource(FrameSource):
             except Exception:
                 continue
             for item in message.transforms:
-                matrix = np.eye(4)
-                matrix[:3, :3] = _quat_to_matrix(item.transform.rotation)
-                t = item.transform.translation
-                matrix[:3, 3] = (float(t.x), float(t.y), float(t.z))
+                try:
+                    matrix = transform_matrix(item.transform)
+                except ValueError:  # a zero quaternion: no rotation to use
+                    continue
                 when = 0 if connection.topic == "/tf_static" else (
                     int(item.header.stamp.sec) * 10**9 + int(item.header.stamp.nanosec))
                 tree.add(item.header.frame_id, item.child_frame_id, when, matrix)
@@ -306,30 +298,10 @@ def write_cloud_bag(path: str | Path, clouds: list[np.ndarray], *, topic: str = 
     return path
 
 
-def _quaternion(rotation: np.ndarray) -> tuple[float, float, float, float]:
-    """(x, y, z, w) of a rotation matrix, from its largest diagonal term (any rotation)."""
-    m = np.asarray(rotation, np.float64)
-    trace = np.trace(m)
-    if trace > max(m[0, 0], m[1, 1], m[2, 2]):
-        w = np.sqrt(1.0 + trace) / 2.0
-        x, y, z = (m[2, 1] - m[1, 2]) / (4 * w), (m[0, 2] - m[2, 0]) / (4 * w), \
-            (m[1, 0] - m[0, 1]) / (4 * w)
-    else:
-        i = int(np.argmax(np.diag(m)))
-        j, k = (i + 1) % 3, (i + 2) % 3
-        q = np.zeros(3)
-        q[i] = np.sqrt(max(1.0 + m[i, i] - m[j, j] - m[k, k], 0.0)) / 2.0
-        q[j] = (m[j, i] + m[i, j]) / (4 * q[i])
-        q[k] = (m[k, i] + m[i, k]) / (4 * q[i])
-        w = (m[k, j] - m[j, k]) / (4 * q[i])
-        x, y, z = q
-    return float(x), float(y), float(z), float(w)
-
-
 def _transform(types, time, parent: str, child: str, pose: np.ndarray):
     """A geometry_msgs/TransformStamped parent <- child (4x4 ``pose``)."""
     pose = np.asarray(pose, np.float64)
-    x, y, z, w = _quaternion(pose[:3, :3])
+    x, y, z, w = quaternion(pose[:3, :3])
     Header = types["std_msgs/msg/Header"]
     return types["geometry_msgs/msg/TransformStamped"](
         header=Header(stamp=time, frame_id=parent), child_frame_id=child,

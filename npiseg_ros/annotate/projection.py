@@ -82,7 +82,8 @@ def point_colours(z: np.ndarray, labels: np.ndarray | None, uncertainty: np.ndar
     if colouring == "uncertainty" and uncertainty is not None:
         rgb[:] = _ramp(np.asarray(uncertainty, np.float64) / UNCERTAINTY_MAX)
     else:
-        shade = np.clip((np.nan_to_num(z) - HEIGHT_RANGE[0]) / 6.0, 0, 1)
+        span = HEIGHT_RANGE[1] - HEIGHT_RANGE[0]
+        shade = np.clip((np.nan_to_num(z) - HEIGHT_RANGE[0]) / span, 0, 1)
         rgb[:] = (70 + np.floor(110 * shade + 0.5)).astype(np.uint8)[:, None]
         for object_id in np.unique(labels[labels > 0]):
             rgb[labels == object_id] = object_colour(int(object_id))

@@ -272,7 +272,7 @@ def move_click(position, source: Answer, target: Answer) -> np.ndarray:
     position = np.asarray(position, np.float64).reshape(3)
     if source.reference != target.reference:
         return transform_points(np.linalg.inv(target.pose) @ source.pose, position[None])[0]
-    finite = np.isfinite(source.xyz).all(axis=1)
+    finite = finite_rows(source.xyz)
     object_id = 0
     if finite.any():
         offsets = np.asarray(source.xyz, np.float64)[finite] - position
@@ -287,7 +287,7 @@ def snap_to_object(xyz: np.ndarray, labels: np.ndarray, position, object_id: int
     """Index of the point of ``object_id`` (by ``labels``) nearest ``position`` within
     ``max_distance`` metres, None when there is none: a carried click is re-snapped onto its
     own object rather than onto the ground beside it."""
-    members = np.flatnonzero((np.asarray(labels) == object_id) & np.isfinite(xyz).all(axis=1))
+    members = np.flatnonzero((np.asarray(labels) == object_id) & finite_rows(xyz))
     if members.size == 0:
         return None
     offsets = np.asarray(xyz, np.float64)[members] - np.asarray(position, np.float64)

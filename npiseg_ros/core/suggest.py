@@ -29,6 +29,8 @@ of 3 objects each, things and stuff pieces; docs/evaluation.md): 0.1 needed fewe
 _HALF_NEIGHBOURS = np.array([(dx, dy, dz) for dx in (-1, 0, 1) for dy in (-1, 0, 1)
                              for dz in (-1, 0, 1) if (dx, dy, dz) > (0, 0, 0)], np.int64)
 """13 of the 26 grid neighbours: each adjacent pair of cells is linked once."""
+_ALL_NEIGHBOURS = np.concatenate([_HALF_NEIGHBOURS, -_HALF_NEIGHBOURS])
+"""All 26 grid neighbours of a cell."""
 
 
 def suggest_error_region(xyz: np.ndarray, confidence: np.ndarray, labels: np.ndarray,
@@ -81,8 +83,7 @@ def suggest_error_region(xyz: np.ndarray, confidence: np.ndarray, labels: np.nda
 def _near_clicks(grid: np.ndarray, click_cells: np.ndarray) -> np.ndarray:
     """(P,) bool: the cell of each row of ``grid`` is a click's cell or one of its 26
     neighbours."""
-    offsets = np.array([(dx, dy, dz) for dx in (-1, 0, 1) for dy in (-1, 0, 1)
-                        for dz in (-1, 0, 1)], np.int64)
+    offsets = np.concatenate([np.zeros((1, 3), np.int64), _ALL_NEIGHBOURS])  # cell + 26
     blocked = np.unique((click_cells[:, None, :] + offsets[None]).reshape(-1, 3), axis=0)
     keys = lexicographic_keys(torch.from_numpy(np.concatenate([blocked, grid]))).numpy()
     return np.isin(keys[blocked.shape[0]:], keys[:blocked.shape[0]])
@@ -118,8 +119,7 @@ def _deepest_cell(grid: np.ndarray, members: np.ndarray) -> int:
     the simulator's 'deepest point' on the grid. Returns its index in ``members``' space."""
     if members.size <= 2:
         return int(members[0])
-    offsets = np.concatenate([_HALF_NEIGHBOURS, -_HALF_NEIGHBOURS])
-    border = (_neighbours(grid, offsets) < 0).any(axis=0)
+    border = (_neighbours(grid, _ALL_NEIGHBOURS) < 0).any(axis=0)
     if border.all():
         # a thin region (a surface one cell thick): the cell nearest its centroid
         centre = grid.mean(axis=0)

@@ -23,27 +23,9 @@ from rclpy.node import Node
 from rclpy.time import Time as RosTime
 
 from npiseg_ros.core.errors import ClickRejectedError
+from npiseg_ros.io.transforms import transform_matrix
 
 __all__ = ["ClickTransformer", "transform_matrix", "stamp_text"]
-
-
-def transform_matrix(transform) -> np.ndarray:
-    """(4, 4) float64 matrix of a ``geometry_msgs/Transform`` (translation + unit quaternion):
-    ``x_target = M @ x_source``."""
-    q = transform.rotation
-    x, y, z, w = q.x, q.y, q.z, q.w
-    norm = x * x + y * y + z * z + w * w
-    if not norm > 0:
-        raise ValueError("transform rotation is a zero quaternion")
-    s = 2.0 / norm
-    matrix = np.eye(4)
-    matrix[:3, :3] = [
-        [1 - s * (y * y + z * z), s * (x * y - z * w), s * (x * z + y * w)],
-        [s * (x * y + z * w), 1 - s * (x * x + z * z), s * (y * z - x * w)],
-        [s * (x * z - y * w), s * (y * z + x * w), 1 - s * (x * x + y * y)]]
-    t = transform.translation
-    matrix[:3, 3] = [t.x, t.y, t.z]
-    return matrix
 
 
 def stamp_text(stamp: Time | None) -> str:

@@ -69,7 +69,7 @@ function colours() {
       c = palette.get(label);
       if (!c) { c = objectColour(label); palette.set(label, c); }
     } else {
-      const g = 70 + Math.round(110 * Math.min(Math.max((z - HEIGHT_RANGE[0]) / 6, 0), 1));
+      const g = 70 + Math.round(110 * Math.min(Math.max((z - HEIGHT_RANGE[0]) / (HEIGHT_RANGE[1] - HEIGHT_RANGE[0]), 0), 1));
       c = [g, g, g];
     }
     rgb[3 * i] = c[0]; rgb[3 * i + 1] = c[1]; rgb[3 * i + 2] = c[2];
