@@ -20,8 +20,11 @@ from torch import Tensor
 __all__ = ["label_segments", "max_per_label", "max_per_label_rows", "combine", "entropy",
            "mean_similarity", "sample_statistics", "ROW_CHUNK", "GEMM_CHUNK", "GEMM_BLOCK"]
 
-ROW_CHUNK = 32768
-"""Output rows per block of the per-row softmax over labels (bounds its memory)."""
+ROW_CHUNK = 4096
+"""Output rows per block of the per-row softmax over labels: a block's (S, C, rows) samples
+(S = 10, C = 9: 1.4 MiB) stay in cache through gather, prior, softmax and mean; 32k-row blocks
+(the earlier value) made the 20-click decode of the bundled sweep ~1.5x slower, bit for bit
+the same output (scripts/output_fingerprint.py)."""
 GEMM_CHUNK = 4096
 """Fewest tokens per block of the Monte-Carlo similarity products; a block has about
 ``GEMM_BLOCK`` (S*Q, tokens) entries (4 MiB), so it stays in cache: with 20 clicks (S*Q = 240)
