@@ -154,8 +154,7 @@ def _clicks_part(args) -> dict:
         raw = np.fromfile(SWEEP, "<f4").reshape(-1, 4)
         for step in range(FRAMES):
             (raw if step == 0 else _moved(raw, step, rng)).tofile(velodyne / f"{step:06d}.bin")
-        env = dict(os.environ, OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
-                   PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")  # the tool picks its OpenMP wait policy
         process = subprocess.Popen(
             [sys.executable, "-m", "npiseg_ros.annotate", str(velodyne.parent), "--session",
              str(Path(scratch) / "session"), "--port", "0", *args.extra.split()],

@@ -8,7 +8,6 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$REPO/scripts/setup.sh" >&2
 cd "$REPO"
-export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 if [ "$#" -eq 0 ] || [[ "$1" == --* ]]; then
   set -- ../shared/data/semantickitti/sequences/00/velodyne/000000.bin --max-range 15 \
     --session out/annotate/kitti "$@"

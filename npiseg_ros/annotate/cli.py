@@ -170,21 +170,40 @@ def _resolve(args) -> tuple[object, Path]:
     return source, folder
 
 
+SPIN_COUNT = "100000"
+"""libgomp's spin count for the tool unless the environment sets ``OMP_WAIT_POLICY`` or
+``GOMP_SPINCOUNT``: OpenMP threads spin this many times (well under a millisecond) after a
+parallel region before they sleep, so a decode's hundreds of short regions do not each wait
+for threads to wake, and an idle tool sleeps at once. Passive waiting (no spin) made the
+median click -> labels on the bundled sweep 57-79 ms against 49-61 ms, and a frame not encoded
+ahead 1.0-1.2 s against 0.65-0.7 s (``bench_annotate.py --parts clicks``, idle cores,
+``docs/annotate.md``). libgomp still cuts the spin when its threads outnumber the cores."""
+
+
+def _default_openmp_wait() -> None:
+    """Set :data:`SPIN_COUNT` before PyTorch loads, unless the user chose a wait policy."""
+    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+        os.environ["GOMP_SPINCOUNT"] = SPIN_COUNT
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv.pop(0) if argv and argv[0] in COMMANDS else "serve"
     args = _parser(command).parse_args(argv)
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    _default_openmp_wait()
     if command == "make-synth-bag":
         return _make_bag(args)
     if command == "triage" and (args.out or args.ray or args.ray_address):
         return _fleet(args)
     source_path, folder = _resolve(args)
+    from npiseg_ros.annotate.model_thread import ModelThread
     from npiseg_ros.annotate.session import load_shipped_session
     from npiseg_ros.annotate.workspace import Workspace
 
+    model_thread = ModelThread()  # loads the models and runs every later model call
     try:
-        session, checkpoint = load_shipped_session(args.checkpoint, args.device, args.samples)
+        session, checkpoint = model_thread.run(load_shipped_session, args.checkpoint,
+                                               args.device, args.samples)
     except (SourceError, ValueError) as error:
         print(f"npiseg-annotate: error: {error}", file=sys.stderr)
         return 2
@@ -200,9 +219,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         from npiseg_ros.annotate.triage import run_triage
 
-        rows = run_triage(source, session, folder, progress=not args.no_progress,
-                          max_range=args.max_range,
-                          log=lambda m: print(m, file=sys.stderr, flush=True))
+        rows = model_thread.run(run_triage, source, session, folder,
+                                progress=not args.no_progress, max_range=args.max_range,
+                                log=lambda m: print(m, file=sys.stderr, flush=True))
         best = sorted((r for r in rows if r["rank"] != ""), key=lambda r: r["rank"])[:5]
         print(f"npiseg-annotate triage: {len(rows)} frames -> {folder / 'triage.csv'}, "
               f"{folder / 'triage.png'}; look first at: "
@@ -217,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"npiseg-annotate: error: {error}", file=sys.stderr, flush=True)
         return 2
     workspace = Workspace(session, folder, source, source_path=source_path, topic=args.topic,
-                          order=args.order, max_range=args.max_range, log=log, **options)
+                          order=args.order, max_range=args.max_range, log=log,
+                          model_thread=model_thread, **options)
     if problem:
         workspace.fail(f"{problem}\n(open another input below; the tool keeps running)")
     serve(workspace, args.port, open_browser=args.open_browser)

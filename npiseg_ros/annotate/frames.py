@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 
 from npiseg_ros.annotate.carrying import LeftFrame, track
+from npiseg_ros.annotate.model_thread import ModelThread
 from npiseg_ros.annotate.sources import Frame, FrameError, FrameSource, within_range
 from npiseg_ros.annotate.tracking import CarriedObjects
 from npiseg_ros.core.errors import NPISegError
@@ -178,7 +179,8 @@ class Lookahead:
         frames: the sequence whose :attr:`~FrameSequence.ahead` this fills.
         session: encodes the next frame; None: nothing is encoded ahead (only an
             ``AnnotateSession`` adopts what was).
-        lock: the workspace's lock (its state); ``torch_lock``: serialises the model.
+        lock: the workspace's lock (its state); ``model_thread``: runs the model
+            (``model_thread.ModelThread``).
         key: (frame token, labels version) on screen: the token changes with the cloud, the
             version with its labels.
         left: the frame on screen as carrying needs it (None: nothing to track).
@@ -186,11 +188,11 @@ class Lookahead:
     """
 
     def __init__(self, frames: FrameSequence, session: SegmentationSession | None,
-                 lock: threading.RLock, torch_lock: threading.Lock, *,
+                 lock: threading.RLock, model_thread: ModelThread, *,
                  key: Callable[[], tuple[int, int]], left: Callable[[], LeftFrame | None],
                  tracks: bool) -> None:
         self.frames, self.session = frames, session
-        self.lock, self.torch_lock = lock, torch_lock
+        self.lock, self.model_thread = lock, model_thread
         self.key, self.left, self.tracks = key, left, tracks
         self.last_request = 0.0  # time.monotonic()
 
@@ -224,7 +226,7 @@ class Lookahead:
         return not needs_tracking or ahead.carried_for == self.key()
 
     def _encode_job(self) -> Callable[[], None] | None:
-        """Read the next frame here (under the lock); the job encodes it under the torch lock."""
+        """Read the next frame here (under the lock); the job encodes it on the model thread."""
         if self.session is None:
             return None
         ahead, token = self.frames.read_next(), self.key()[0]
@@ -235,9 +237,9 @@ class Lookahead:
             if not self.quiet():
                 return
             try:
-                with self.torch_lock:
-                    ahead.encoded = self.session.encode(ahead.segment, ahead.frame.colors,
-                                                        ahead.frame.intensity)
+                ahead.encoded = self.model_thread.run(
+                    self.session.encode, ahead.segment, ahead.frame.colors,
+                    ahead.frame.intensity)
             except (NPISegError, ValueError):
                 pass  # opening the frame encodes it again and says why
             with self.lock:

@@ -7,7 +7,6 @@ made (carried or imported prompts) are saved at once, so that the frame reopens 
 """
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -17,6 +16,7 @@ import numpy as np
 from npiseg_ros.annotate.carrying import CarryReport, LeftFrame, carry_in
 from npiseg_ros.annotate.folder import autosave_dir
 from npiseg_ros.annotate.frames import FrameSequence
+from npiseg_ros.annotate.model_thread import ModelThread
 from npiseg_ros.annotate.review import ImportedLabels, ReviewState, find_import, read_import
 from npiseg_ros.annotate.saving import FrameSaver
 from npiseg_ros.annotate.session import AnnotateSession
@@ -60,18 +60,18 @@ class FrameOpener:
         saver: writes the frame's clicks and stored prior.
         import_folder: ``--import-labels`` folder, or None.
         carry_mode: ``masks``, ``clicks`` or ``off``.
-        torch_lock: serialises the model with the background thread.
+        model_thread: runs every model call (``model_thread.ModelThread``).
         log: called with messages for the terminal; ``fail``: with what went wrong.
     """
 
     def __init__(self, annotation: AnnotationController, frames: FrameSequence,
                  review: ReviewState, saver: FrameSaver, *, import_folder: Path | None,
-                 carry_mode: str, torch_lock: threading.Lock, log: Callable[[str], None],
+                 carry_mode: str, model_thread: ModelThread, log: Callable[[str], None],
                  fail: Callable[[str], None]) -> None:
         self.annotation, self.frames, self.review, self.saver = annotation, frames, review, saver
         self.import_folder = import_folder
         self.carry_mode = carry_mode
-        self.torch_lock = torch_lock
+        self.model_thread = model_thread
         self.log, self.fail = log, fail
 
     @property
@@ -93,9 +93,9 @@ class FrameOpener:
             frame, segment, encoded = self.frames.read(self.frames.index)
             if self._prior_taker is not None:
                 self._prior_taker.offer(encoded)
-            with self.torch_lock:
-                annotation.set_cloud(frame.xyz, segment=segment, intensity=frame.intensity,
-                                     colors=frame.colors, frame_id=frame.frame_id)
+            self.model_thread.run(annotation.set_cloud, frame.xyz, segment=segment,
+                                  intensity=frame.intensity, colors=frame.colors,
+                                  frame_id=frame.frame_id)
         except (FrameError, NPISegError, ValueError) as error:
             annotation.clear()
             self.fail(str(error))
@@ -110,8 +110,7 @@ class FrameOpener:
                 self._import(opened, imported)
             elif previous is not None:
                 self._carry_in(opened, previous)
-        with self.torch_lock:
-            annotation.predict()
+        self.model_thread.run(annotation.predict)
         if opened.carry_report is not None or (imported is not None and not resumed):
             self.saver.autosave_clicks(annotation, name)  # tool-made clicks: saved at once
             self.saver.dirty = True
@@ -123,8 +122,7 @@ class FrameOpener:
         prior = read_prior(self.saver.folder, name, annotation.fingerprint)
         if prior is not None and session is not None:
             session.set_prior(prior.labels)
-        with self.torch_lock:
-            outcome = annotation.resume(autosave_dir(self.saver.folder, name))
+        outcome = self.model_thread.run(annotation.resume, autosave_dir(self.saver.folder, name))
         for problem in outcome.problems:
             self.log(f"npiseg-annotate: {problem}")
         if outcome.skipped:

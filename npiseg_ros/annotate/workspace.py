@@ -23,6 +23,7 @@ from npiseg_ros.annotate.carrying import CarryReport, LeftFrame, carry_mode, lef
 from npiseg_ros.annotate.export import FrameExport, KittiCalib
 from npiseg_ros.annotate.folder import SESSION_FILE, read_session_file, write_session_file
 from npiseg_ros.annotate.frames import FrameSequence, Lookahead
+from npiseg_ros.annotate.model_thread import ModelThread
 from npiseg_ros.annotate.ontology import Ontology, OntologyError
 from npiseg_ros.annotate.opening import FrameOpener
 from npiseg_ros.annotate.review import ReviewState
@@ -43,7 +44,8 @@ class Workspace:
 
     Calls come from the server's request threads, one at a time under :attr:`lock`; the
     optional background thread (:meth:`start_background`) takes the same lock for workspace
-    state and :attr:`torch_lock` for the model, as the decodes here do. The parts:
+    state; every model call, theirs and the decodes here, runs on :attr:`model_thread` (one
+    thread, one OpenMP team: ``model_thread.py``). The parts:
     :attr:`annotation` (the frame on screen), :attr:`frames` (``frames.FrameSequence``),
     :attr:`review` (``review.ReviewState``), :attr:`saver` (``saving.FrameSaver``),
     :attr:`opener` (``opening.FrameOpener``), :attr:`lookahead` (``frames.Lookahead``).
@@ -62,6 +64,8 @@ class Workspace:
         calib: KITTI calibration for the label_2 box export (None: LiDAR frame).
         import_labels: folder of existing label files (``<frame>.label``,
             ``<frame>_lidarseg.bin``) imported into frames without an autosave.
+        model_thread: the thread that runs every model call (None: a new one; give the one
+            the models were loaded on, as ``npiseg-annotate`` does).
     """
 
     def __init__(self, session: SegmentationSession, folder: str | os.PathLike,
@@ -69,14 +73,15 @@ class Workspace:
                  topic: str | None = None, carry: bool | str = True, order: str = "auto",
                  max_range: float | None = None, log=print, ontology: Ontology | None = None,
                  calib: KittiCalib | None = None,
-                 import_labels: str | os.PathLike | None = None) -> None:
+                 import_labels: str | os.PathLike | None = None,
+                 model_thread: ModelThread | None = None) -> None:
         self.annotation = AnnotationController(session)
         self.folder = Path(folder).expanduser().resolve()
         self.folder.mkdir(parents=True, exist_ok=True)
         self.carry_mode = carry_mode(carry, isinstance(session, AnnotateSession))
         self.log = log
         self.lock = threading.RLock()
-        self.torch_lock = threading.Lock()
+        self.model_thread = model_thread or ModelThread()
         self.frames = FrameSequence(max_range, order, log)
         self.frame: Frame | None = None
         self.segment: np.ndarray | None = None  # frame.xyz with unsegmented points NaN
@@ -93,12 +98,12 @@ class Workspace:
         self.opener = FrameOpener(
             self.annotation, self.frames, self.review, self.saver,
             import_folder=Path(import_labels).expanduser() if import_labels else None,
-            carry_mode=self.carry_mode, torch_lock=self.torch_lock, log=log, fail=self.fail)
+            carry_mode=self.carry_mode, model_thread=self.model_thread, log=log, fail=self.fail)
         self.prior_origin = ""        # where the frame's previous-mask input came from
         self.base: np.ndarray | None = None     # imported stuff classes of the frame
         self.lookahead = Lookahead(
             self.frames, session if isinstance(session, AnnotateSession) else None, self.lock,
-            self.torch_lock, key=lambda: (self.frame_token, self.version),
+            self.model_thread, key=lambda: (self.frame_token, self.version),
             left=self._left_frame, tracks=self.carry_mode == "masks")
         self._background: BackgroundWorker | None = None
         if source is not None:
@@ -310,8 +315,7 @@ class Workspace:
 
     def _after_edit(self, what: str) -> None:
         self.error = ""
-        with self.torch_lock:
-            self.annotation.predict()
+        self.model_thread.run(self.annotation.predict)
         self.version += 1
         self.notice = what
         self.saver.autosave_clicks(self.annotation, self.frame_name)
