@@ -180,6 +180,10 @@ ahead 1.0-1.2 s against 0.65-0.7 s (``bench_annotate.py --parts clicks``, idle c
 ``docs/annotate.md``). libgomp still cuts the spin when its threads outnumber the cores."""
 
 
+def _call(function, *args, **kwargs):
+    return function(*args, **kwargs)
+
+
 def _default_openmp_wait() -> None:
     """Set :data:`SPIN_COUNT` before PyTorch loads, unless the user chose a wait policy."""
     if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
@@ -200,10 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     from npiseg_ros.annotate.session import load_shipped_session
     from npiseg_ros.annotate.workspace import Workspace
 
-    model_thread = ModelThread()  # loads the models and runs every later model call
+    # The server runs every model call on one thread (model_thread.py), loading included;
+    # triage is a batch job on this thread, where Ctrl-C stops it at once.
+    model_thread = ModelThread() if command == "serve" else None
     try:
-        session, checkpoint = model_thread.run(load_shipped_session, args.checkpoint,
-                                               args.device, args.samples)
+        session, checkpoint = (model_thread.run if model_thread else _call)(
+            load_shipped_session, args.checkpoint, args.device, args.samples)
     except (SourceError, ValueError) as error:
         print(f"npiseg-annotate: error: {error}", file=sys.stderr)
         return 2
@@ -219,9 +225,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         from npiseg_ros.annotate.triage import run_triage
 
-        rows = model_thread.run(run_triage, source, session, folder,
-                                progress=not args.no_progress, max_range=args.max_range,
-                                log=lambda m: print(m, file=sys.stderr, flush=True))
+        rows = run_triage(source, session, folder, progress=not args.no_progress,
+                          max_range=args.max_range,
+                          log=lambda m: print(m, file=sys.stderr, flush=True))
         best = sorted((r for r in rows if r["rank"] != ""), key=lambda r: r["rank"])[:5]
         print(f"npiseg-annotate triage: {len(rows)} frames -> {folder / 'triage.csv'}, "
               f"{folder / 'triage.png'}; look first at: "
