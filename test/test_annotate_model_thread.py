@@ -3,6 +3,7 @@ one long-lived thread, one at a time; errors reach the caller; the wait-policy d
 user's own OpenMP setting alone."""
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -58,7 +59,6 @@ def test_default_wait_policy_respects_the_users_choice(monkeypatch, given, expec
     for name, value in given.items():
         monkeypatch.setenv(name, value)
     cli._default_openmp_wait()
-    import os
     assert {name: os.environ[name] for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
             if name in os.environ} == expected
 

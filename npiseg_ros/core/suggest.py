@@ -10,15 +10,13 @@ for segmenters that give no per-point confidence.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from npiseg_ros.core.sparse.coords import lexicographic_keys
+from npiseg_ros.core.sparse.coords import key_radix, lexicographic_keys
 from npiseg_ros.core.voxelize import voxelize
 
 DOUBT_THRESHOLD = 0.1
@@ -114,10 +112,7 @@ def _neighbours(rows: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     pad = np.zeros(rows.shape[1], np.int64)
     pad[:3] = np.abs(offsets).max(initial=0)
     low = rows.min(axis=0) - pad
-    extent = [int(v) for v in rows.max(axis=0) + pad - low + 1]
-    if math.prod(extent) >= 2**62:
-        raise ValueError(f"cell bounding box {extent} is too large for 64-bit keys")
-    radix = np.array([math.prod(extent[i + 1:]) for i in range(len(extent))], np.int64)
+    radix = np.array(key_radix(rows.max(axis=0) + pad - low + 1), np.int64)
     own = (rows - low) @ radix
     wanted = own[None] + (np.asarray(offsets, np.int64) @ radix[:3])[:, None]
     position = np.minimum(np.searchsorted(own, wanted), own.size - 1)

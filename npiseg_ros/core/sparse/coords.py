@@ -30,6 +30,7 @@ from torch import Tensor
 __all__ = [
     "DENSE_GRID_CELLS_PER_ROW",
     "DENSE_GRID_MAX_CELLS",
+    "key_radix",
     "lexicographic_keys",
     "CoordinateLevel",
     "KernelMap",
@@ -96,12 +97,23 @@ def lexicographic_keys(coords: Tensor) -> Tensor:
     if coords.shape[0] == 0:
         return torch.zeros(0, dtype=torch.int64, device=coords.device)
     low = coords.min(dim=0).values
-    extent = [int(v) for v in (coords.max(dim=0).values - low + 1).tolist()]
-    if math.prod(extent) >= _MAX_KEY:
-        raise ValueError(f"coordinate bounding box {extent} is too large for 64-bit keys")
-    radix = torch.tensor([math.prod(extent[i + 1:]) for i in range(len(extent))],
+    radix = torch.tensor(key_radix((coords.max(dim=0).values - low + 1).tolist()),
                          dtype=torch.int64, device=coords.device)
     return ((coords - low) * radix).sum(dim=1)
+
+
+def key_radix(extent: list[int]) -> list[int]:
+    """Place values of the mixed-radix keys of ``lexicographic_keys`` over a bounding box of
+    ``extent`` cells per column: a row's key is ``(row - low) . radix``, so a row moved by an
+    offset that stays in the box moves its key by ``offset . radix``.
+
+    Raises:
+        ValueError: the bounding box has too many cells for 64-bit keys.
+    """
+    extent = [int(v) for v in extent]
+    if math.prod(extent) >= _MAX_KEY:
+        raise ValueError(f"coordinate bounding box {extent} is too large for 64-bit keys")
+    return [math.prod(extent[i + 1:]) for i in range(len(extent))]
 
 
 def spatial_order(coords: Tensor) -> Tensor:
